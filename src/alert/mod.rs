@@ -1,0 +1,219 @@
+//! The alert model (the JSON Lines contract in DESIGN.md) and its encoders.
+
+mod encode;
+
+pub use encode::{write_json, write_text};
+
+use serde::Serialize;
+
+/// Alert severity, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// One step more severe, saturating at critical.
+    pub fn raised(self) -> Severity {
+        match self {
+            Severity::Info => Severity::Low,
+            Severity::Low => Severity::Medium,
+            Severity::Medium => Severity::High,
+            Severity::High | Severity::Critical => Severity::Critical,
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown severity {s:?}: expected info, low, medium, high or critical")
+            })
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One alert. Field names follow ECS; serialised as nested objects (`rule.id` is `{"rule":{"id":..}}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// RFC 3339 time of the triggering event (not of detection).
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub severity: Severity,
+    pub rule: Rule,
+    pub threat: Threat,
+    /// Why this alert exists and why it has this severity, in words an analyst can act on.
+    pub reasons: Vec<String>,
+    pub event: EventInfo,
+    pub process: ProcessInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    pub user: UserInfo,
+    pub kextwatch: Extra,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    pub id: &'static str,
+    pub name: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Threat {
+    pub framework: &'static str,
+    pub technique: Technique,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Technique {
+    pub id: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventInfo {
+    pub kind: &'static str,
+    /// The ES event name of the triggering event (`exec`, `rename`, `kextload`, ...).
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+}
+
+/// The acting process. For exec events this is the new image and `parent` is the image that called
+/// exec (in the usual fork + exec, the parent's program); its identity is what the initiator allowlist
+/// is checked against.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub executable: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    pub interactive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tty: Option<String>,
+    pub code_signature: CodeSignature,
+    pub parent: ParentInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParentInfo {
+    pub pid: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_signature: Option<CodeSignature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CodeSignature {
+    pub team_id: Option<String>,
+    pub signing_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cdhash: Option<String>,
+    /// Validly signed (CS_VALID).
+    pub valid: bool,
+    /// Ad-hoc signed (CS_ADHOC): no identity behind the signature.
+    pub adhoc: bool,
+    pub platform_binary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileInfo {
+    pub path: String,
+    /// Rename source, when the alert is about a rename.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserInfo {
+    /// The login (audit) user when there is one, else the effective user.
+    pub id: String,
+    pub effective: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserId {
+    pub id: String,
+}
+
+/// kextwatch-specific fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Extra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kext: Option<KextInfo>,
+    /// Every event behind the alert, oldest first, the triggering one last.
+    pub evidence: Vec<Evidence>,
+    /// Present on a follow-up alert that reports duplicates folded into an earlier one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Folded>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KextInfo {
+    pub bundle_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub action: &'static str,
+    pub pid: i32,
+    pub executable: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kext_bundle_id: Option<String>,
+    pub team_id: Option<String>,
+    pub signing_id: Option<String>,
+    pub user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_seq_num: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Folded {
+    /// How many identical alerts this one stands for (including the first, already emitted).
+    pub count: u64,
+    pub first: String,
+    pub last: String,
+}

@@ -1,0 +1,221 @@
+//! Configuration: TOML parsed into `raw` types (with spans), then validated into [`Config`].
+//!
+//! Every error names the file, the line and column, and the key, so an admin can fix an allowlist
+//! without guessing. Unknown keys are errors.
+
+mod raw;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::alert::Severity;
+use crate::detect::path::normalize;
+
+/// The shipped default configuration, also used when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/kextwatch.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub allowlist: Allowlist,
+    pub detection: DetectionSettings,
+    pub outputs: Vec<OutputSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allowlist {
+    /// Every kext of these developer teams is trusted.
+    pub team_ids: BTreeSet<String>,
+    pub kexts: Vec<KextEntry>,
+    /// Management tools trusted to run kext and policy commands, by signing id and Team ID.
+    pub initiators: Vec<InitiatorEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KextEntry {
+    pub team_id: String,
+    pub bundle_id: BundlePattern,
+}
+
+/// A bundle id, or a prefix when written with a trailing `*` (`com.vmware.kext.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BundlePattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl BundlePattern {
+    pub fn matches(&self, bundle_id: &str) -> bool {
+        match self {
+            BundlePattern::Exact(b) => b == bundle_id,
+            BundlePattern::Prefix(p) => bundle_id.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitiatorEntry {
+    pub signing_id: String,
+    pub team_id: String,
+}
+
+/// How much the allowlist trusts a kext identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KextTrust {
+    /// The Team ID is known and allowlisted (by team, or by team and bundle id).
+    Allowlisted,
+    /// Only the bundle id is known and it matches an allowlist entry; the team is unverified.
+    BundleMatchUnverified,
+    NotAllowlisted,
+}
+
+impl Allowlist {
+    pub fn kext_trust(&self, team_id: Option<&str>, bundle_id: &str) -> KextTrust {
+        match team_id {
+            Some(team) => {
+                let listed = self.team_ids.contains(team)
+                    || self
+                        .kexts
+                        .iter()
+                        .any(|k| k.team_id == team && k.bundle_id.matches(bundle_id));
+                if listed {
+                    KextTrust::Allowlisted
+                } else {
+                    KextTrust::NotAllowlisted
+                }
+            }
+            None if self.kexts.iter().any(|k| k.bundle_id.matches(bundle_id)) => {
+                KextTrust::BundleMatchUnverified
+            }
+            None => KextTrust::NotAllowlisted,
+        }
+    }
+
+    /// Both identifiers must match: a path or a name alone never makes an initiator trusted.
+    pub fn initiator_allowed(&self, signing_id: Option<&str>, team_id: Option<&str>) -> bool {
+        let (Some(sid), Some(team)) = (signing_id, team_id) else {
+            return false;
+        };
+        self.initiators
+            .iter()
+            .any(|i| i.signing_id == sid && i.team_id == team)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionSettings {
+    /// Normalised absolute paths whose contents are kext locations.
+    pub watched_roots: Vec<String>,
+    pub correlation_window: Duration,
+    pub fold_window: Duration,
+    pub min_severity: Severity,
+    /// Kexts whose unloading disables a security control.
+    pub protected_kexts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOrJson {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputSpec {
+    Stdout { format: TextOrJson },
+    File { path: PathBuf, format: TextOrJson },
+}
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError {
+    pub origin: String,
+    /// 1-based; 0 when the error has no position (the file could not be read).
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": key `{k}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// The shipped default configuration.
+    pub fn default_config() -> Config {
+        match Config::parse(DEFAULT_CONFIG, "config/kextwatch.toml") {
+            Ok(c) => c,
+            // A test parses the shipped file; this cannot be reached by user input.
+            Err(e) => panic!("shipped default config is invalid: {e}"),
+        }
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s));
+            ConfigError {
+                origin: origin.to_string(),
+                line,
+                column,
+                key: None,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        raw.validate().map_err(|e| {
+            let (line, column) = e.span.map_or((0, 0), |s| line_col(text, s));
+            ConfigError {
+                origin: origin.to_string(),
+                line,
+                column,
+                key: Some(e.key),
+                message: e.message,
+            }
+        })
+    }
+}
+
+/// Validation failure before it is placed in the file.
+pub(crate) struct Invalid {
+    pub key: String,
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+fn line_col(text: &str, span: Range<usize>) -> (usize, usize) {
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+pub(crate) fn normalize_root(p: &str) -> Option<String> {
+    p.starts_with('/').then(|| normalize(p).into_owned())
+}

@@ -1,0 +1,330 @@
+//! The config file as written, with spans for error messages, and its validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    normalize_root, Allowlist, BundlePattern, Config, DetectionSettings, InitiatorEntry, Invalid,
+    KextEntry, OutputSpec, TextOrJson,
+};
+use crate::alert::Severity;
+
+type S = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    allowlist: RawAllowlist,
+    #[serde(default)]
+    detection: RawDetection,
+    #[serde(default)]
+    output: Vec<RawOutput>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAllowlist {
+    #[serde(default)]
+    team_ids: Vec<S>,
+    #[serde(default)]
+    kexts: Vec<RawKext>,
+    #[serde(default)]
+    initiators: Vec<RawInitiator>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKext {
+    team_id: S,
+    bundle_id: S,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInitiator {
+    signing_id: S,
+    team_id: S,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDetection {
+    watched_roots: Option<Vec<S>>,
+    correlation_window_secs: Option<Spanned<i64>>,
+    fold_window_secs: Option<Spanned<i64>>,
+    min_severity: Option<S>,
+    protected_kexts: Option<Vec<S>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    #[serde(rename = "type")]
+    kind: S,
+    path: Option<S>,
+    format: Option<S>,
+    // Syslog keys (DESIGN.md); accepted by the parser so the error says what is missing.
+    address: Option<S>,
+    transport: Option<S>,
+    payload: Option<S>,
+}
+
+pub(super) const DEFAULT_WATCHED_ROOTS: [&str; 3] = [
+    "/Library/Extensions",
+    "/System/Library/Extensions",
+    "/Library/StagedExtensions",
+];
+
+/// Kexts whose unloading turns off a security control.
+pub(super) const DEFAULT_PROTECTED_KEXTS: [&str; 4] = [
+    "com.apple.iokit.EndpointSecurity",
+    "com.apple.security.sandbox",
+    "com.apple.driver.AppleMobileFileIntegrity",
+    "com.apple.security.quarantine",
+];
+
+fn invalid(key: impl Into<String>, s: &Spanned<impl Sized>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        span: Some(s.span()),
+        message: message.into(),
+    }
+}
+
+/// Apple Team IDs are ten upper-case letters and digits.
+fn team_id(key: String, s: &S) -> Result<String, Invalid> {
+    let v = s.get_ref();
+    if v.len() == 10
+        && v.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        Ok(v.clone())
+    } else {
+        Err(invalid(
+            key,
+            s,
+            format!("{v:?} is not a Team ID (10 upper-case letters or digits)"),
+        ))
+    }
+}
+
+fn identifier_chars_ok(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+fn bundle_pattern(key: String, s: &S) -> Result<BundlePattern, Invalid> {
+    let v = s.get_ref();
+    let (body, prefix) = match v.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (v.as_str(), false),
+    };
+    if !identifier_chars_ok(body.trim_end_matches('.')) {
+        return Err(invalid(
+            key,
+            s,
+            format!("{v:?} is not a bundle id (letters, digits, '.', '-', '_'; a trailing '*' matches a prefix)"),
+        ));
+    }
+    Ok(if prefix {
+        BundlePattern::Prefix(body.to_string())
+    } else {
+        BundlePattern::Exact(body.to_string())
+    })
+}
+
+fn window(key: &str, v: &Option<Spanned<i64>>, default: u64) -> Result<Duration, Invalid> {
+    match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) => {
+            let n = *s.get_ref();
+            if (1..=86_400).contains(&n) {
+                Ok(Duration::from_secs(n as u64))
+            } else {
+                Err(invalid(
+                    key,
+                    s,
+                    format!("{n} is out of range (1 to 86400 seconds)"),
+                ))
+            }
+        }
+    }
+}
+
+fn text_or_json(key: String, v: &Option<S>) -> Result<TextOrJson, Invalid> {
+    match v.as_ref().map(|s| (s, s.get_ref().as_str())) {
+        None | Some((_, "json")) => Ok(TextOrJson::Json),
+        Some((_, "text")) => Ok(TextOrJson::Text),
+        Some((s, other)) => Err(invalid(
+            key,
+            s,
+            format!("unknown format {other:?}: expected \"json\" or \"text\""),
+        )),
+    }
+}
+
+impl RawConfig {
+    pub(super) fn validate(self) -> Result<Config, Invalid> {
+        let a = self.allowlist;
+        let mut allowlist = Allowlist::default();
+        for (i, t) in a.team_ids.iter().enumerate() {
+            allowlist
+                .team_ids
+                .insert(team_id(format!("allowlist.team_ids[{i}]"), t)?);
+        }
+        for (i, k) in a.kexts.iter().enumerate() {
+            allowlist.kexts.push(KextEntry {
+                team_id: team_id(format!("allowlist.kexts[{i}].team_id"), &k.team_id)?,
+                bundle_id: bundle_pattern(format!("allowlist.kexts[{i}].bundle_id"), &k.bundle_id)?,
+            });
+        }
+        for (i, e) in a.initiators.iter().enumerate() {
+            let sid = e.signing_id.get_ref();
+            if !identifier_chars_ok(sid) {
+                return Err(invalid(
+                    format!("allowlist.initiators[{i}].signing_id"),
+                    &e.signing_id,
+                    format!("{sid:?} is not a signing identifier"),
+                ));
+            }
+            allowlist.initiators.push(InitiatorEntry {
+                signing_id: sid.clone(),
+                team_id: team_id(format!("allowlist.initiators[{i}].team_id"), &e.team_id)?,
+            });
+        }
+
+        let d = self.detection;
+        let watched_roots = match &d.watched_roots {
+            None => DEFAULT_WATCHED_ROOTS
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+            Some(roots) => {
+                let mut out = Vec::new();
+                for (i, r) in roots.iter().enumerate() {
+                    let n = normalize_root(r.get_ref())
+                        .filter(|n| n != "/")
+                        .ok_or_else(|| {
+                            invalid(
+                                format!("detection.watched_roots[{i}]"),
+                                r,
+                                format!("{:?} must be an absolute path below /", r.get_ref()),
+                            )
+                        })?;
+                    out.push(n);
+                }
+                out
+            }
+        };
+        let min_severity = match &d.min_severity {
+            None => Severity::Low,
+            Some(s) => s
+                .get_ref()
+                .parse()
+                .map_err(|m: String| invalid("detection.min_severity", s, m))?,
+        };
+        let protected_kexts = match &d.protected_kexts {
+            None => DEFAULT_PROTECTED_KEXTS
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, k) in list.iter().enumerate() {
+                    if !identifier_chars_ok(k.get_ref()) {
+                        return Err(invalid(
+                            format!("detection.protected_kexts[{i}]"),
+                            k,
+                            format!("{:?} is not a bundle id", k.get_ref()),
+                        ));
+                    }
+                    out.push(k.get_ref().clone());
+                }
+                out
+            }
+        };
+        let detection = DetectionSettings {
+            watched_roots,
+            correlation_window: window(
+                "detection.correlation_window_secs",
+                &d.correlation_window_secs,
+                120,
+            )?,
+            fold_window: window("detection.fold_window_secs", &d.fold_window_secs, 300)?,
+            min_severity,
+            protected_kexts,
+        };
+
+        let mut outputs = Vec::new();
+        for (i, o) in self.output.iter().enumerate() {
+            let key = |k: &str| format!("output[{i}].{k}");
+            let reject_syslog_keys = |kind: &str| -> Result<(), Invalid> {
+                for (name, v) in [
+                    ("address", &o.address),
+                    ("transport", &o.transport),
+                    ("payload", &o.payload),
+                ] {
+                    if let Some(v) = v {
+                        return Err(invalid(
+                            key(name),
+                            v,
+                            format!("`{name}` applies to syslog outputs, not {kind}"),
+                        ));
+                    }
+                }
+                Ok(())
+            };
+            let spec = match o.kind.get_ref().as_str() {
+                "stdout" => {
+                    reject_syslog_keys("stdout")?;
+                    if let Some(p) = &o.path {
+                        return Err(invalid(key("path"), p, "stdout outputs take no path"));
+                    }
+                    OutputSpec::Stdout { format: text_or_json(key("format"), &o.format)? }
+                }
+                "file" => {
+                    reject_syslog_keys("file")?;
+                    let path = o
+                        .path
+                        .as_ref()
+                        .filter(|p| !p.get_ref().is_empty())
+                        .ok_or_else(|| invalid(key("type"), &o.kind, "a file output needs `path`"))?;
+                    OutputSpec::File {
+                        path: PathBuf::from(path.get_ref()),
+                        format: text_or_json(key("format"), &o.format)?,
+                    }
+                }
+                "syslog" => {
+                    return Err(invalid(
+                        key("type"),
+                        &o.kind,
+                        "syslog outputs are not available in this version of kextwatch; use \"stdout\" or \"file\"",
+                    ))
+                }
+                other => {
+                    return Err(invalid(
+                        key("type"),
+                        &o.kind,
+                        format!("unknown output type {other:?}: expected \"stdout\", \"file\" or \"syslog\""),
+                    ))
+                }
+            };
+            outputs.push(spec);
+        }
+        if outputs.is_empty() {
+            outputs.push(OutputSpec::Stdout {
+                format: TextOrJson::Json,
+            });
+        }
+        Ok(Config {
+            allowlist,
+            detection,
+            outputs,
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! Correlation across events within a time window (event time, never the clock).
+//!
+//! Two signals are remembered host-wide: a kext bundle staged into a watched root, and a SIP or boot
+//! policy weakening. A later load (or any kext activity, for weakening) inside the window turns into
+//! one stronger alert that carries the earlier events as evidence. Host-wide, because a load is often
+//! performed by a different process than the one that staged (kernelmanagerd for API loads); the
+//! reasons say whether the events came from the same login session.
+
+use std::collections::VecDeque;
+
+use super::path::is_under;
+use super::rules::{Activity, Finding, KEXT_AFTER_WEAKENING, STAGED_THEN_LOADED};
+use crate::alert::{Evidence, Severity};
+use crate::event::Event;
+
+/// Bound on remembered signals, so a flood cannot grow memory; the oldest go first (counted).
+const MAX_SIGNALS: usize = 4096;
+
+#[derive(Debug, Clone)]
+enum SignalKind {
+    Staged { bundle: String },
+    Weakened { what: String },
+}
+
+#[derive(Debug, Clone)]
+struct Signal {
+    time_ns: i64,
+    asid: i32,
+    kind: SignalKind,
+    evidence: Evidence,
+}
+
+#[derive(Debug, Default)]
+pub struct Correlator {
+    window_ns: i64,
+    signals: VecDeque<Signal>,
+    pub evicted: u64,
+}
+
+impl Correlator {
+    pub fn new(window_ns: i64) -> Correlator {
+        Correlator {
+            window_ns,
+            ..Default::default()
+        }
+    }
+
+    /// Forget signals older than the window. Signals arrive roughly in time order; a late one is
+    /// kept until the ones before it expire, which only delays forgetting.
+    pub fn expire(&mut self, now_ns: i64) {
+        while let Some(front) = self.signals.front() {
+            if now_ns.saturating_sub(front.time_ns) > self.window_ns {
+                self.signals.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.signals.len()
+    }
+
+    /// Strengthen `f` with what came before, then remember what `f` signals.
+    pub fn correlate(&mut self, f: &mut Finding, ev: &Event, evidence: &Evidence) {
+        if f.trusted {
+            return;
+        }
+        let now = ev.time_ns;
+        let in_window = |s: &Signal| s.time_ns <= now && now - s.time_ns <= self.window_ns;
+        let how_close = |s: &Signal| {
+            let secs = (now - s.time_ns) / 1_000_000_000;
+            let session = if s.asid == ev.process.asid && s.asid > 0 {
+                "in the same login session"
+            } else {
+                "by another session"
+            };
+            format!("{secs} s earlier, {session}")
+        };
+
+        if let Some(Activity::Load { paths, .. }) = &f.activity {
+            // Prefer a staged bundle the load names; else any staging in the window.
+            let staged = self
+                .signals
+                .iter()
+                .rev()
+                .filter(|s| in_window(s))
+                .filter_map(|s| match &s.kind {
+                    SignalKind::Staged { bundle } => Some((s, bundle)),
+                    _ => None,
+                });
+            let mut named = None;
+            let mut any = None;
+            for (s, bundle) in staged {
+                if paths.iter().any(|p| is_under(p, bundle)) {
+                    named = Some((s, bundle));
+                    break;
+                }
+                any = any.or(Some((s, bundle)));
+            }
+            if let Some((s, bundle)) = named.or(if paths.is_empty() { any } else { None }) {
+                f.rule = STAGED_THEN_LOADED;
+                f.severity = f.severity.max(Severity::High);
+                f.reasons.push(format!(
+                    "{bundle} was staged by {} (pid {}) {}",
+                    s.evidence.executable,
+                    s.evidence.pid,
+                    how_close(s)
+                ));
+                f.related.push(s.evidence.clone());
+            }
+        }
+
+        if f.activity.is_some() {
+            let weakened =
+                self.signals
+                    .iter()
+                    .rev()
+                    .filter(|s| in_window(s))
+                    .find_map(|s| match &s.kind {
+                        SignalKind::Weakened { what } => Some((s, what)),
+                        _ => None,
+                    });
+            if let Some((s, what)) = weakened {
+                f.rule = KEXT_AFTER_WEAKENING;
+                f.severity = Severity::Critical;
+                f.reasons.push(format!(
+                    "follows `{what}` by {} (pid {}) {}",
+                    s.evidence.executable,
+                    s.evidence.pid,
+                    how_close(s)
+                ));
+                f.related.insert(0, s.evidence.clone());
+            }
+        }
+
+        let kind = match (&f.activity, &f.weakening) {
+            (_, Some(what)) => Some(SignalKind::Weakened { what: what.clone() }),
+            (Some(Activity::Staged { bundle }), None) => Some(SignalKind::Staged {
+                bundle: bundle.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.remember(Signal {
+                time_ns: now,
+                asid: ev.process.asid,
+                kind,
+                evidence: evidence.clone(),
+            });
+        }
+    }
+
+    fn remember(&mut self, signal: Signal) {
+        // Staging a bundle is many file events: keep one signal per bundle, refreshed.
+        if let SignalKind::Staged { bundle } = &signal.kind {
+            if let Some(pos) = self
+                .signals
+                .iter()
+                .rposition(|s| matches!(&s.kind, SignalKind::Staged { bundle: b } if b == bundle))
+            {
+                self.signals.remove(pos);
+            }
+        }
+        if self.signals.len() >= MAX_SIGNALS {
+            self.signals.pop_front();
+            self.evicted += 1;
+        }
+        self.signals.push_back(signal);
+    }
+}

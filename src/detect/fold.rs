@@ -1,0 +1,116 @@
+//! Folding duplicate alerts: the first of a kind is emitted at once; repeats within the fold window
+//! are counted, and when the window closes one follow-up alert reports how many were folded.
+
+use std::collections::HashMap;
+
+use crate::alert::{Alert, Folded};
+
+/// Bound on open fold windows; past it new alerts are emitted unfolded (counted), never dropped.
+const MAX_OPEN: usize = 16_384;
+
+struct Open {
+    first_ns: i64,
+    last_ns: i64,
+    count: u64,
+    /// The last folded alert: the follow-up reports its timestamp and evidence.
+    latest: Option<Alert>,
+    first_timestamp: String,
+}
+
+#[derive(Default)]
+pub struct Folder {
+    window_ns: i64,
+    open: HashMap<String, Open>,
+    pub folded: u64,
+    pub unfolded_over_capacity: u64,
+}
+
+impl Folder {
+    pub fn new(window_ns: i64) -> Folder {
+        Folder {
+            window_ns,
+            ..Default::default()
+        }
+    }
+
+    /// Emit `alert` into `out`, or count it against an open window with the same key.
+    pub fn offer(&mut self, key: String, alert: Alert, now_ns: i64, out: &mut Vec<Alert>) {
+        if let Some(open) = self.open.get_mut(&key) {
+            if now_ns.saturating_sub(open.first_ns) <= self.window_ns {
+                open.count += 1;
+                open.last_ns = open.last_ns.max(now_ns);
+                open.latest = Some(alert);
+                self.folded += 1;
+                return;
+            }
+            // Window over: report it and start a new one.
+            if let Some(done) = self.open.remove(&key) {
+                out.extend(follow_up(done));
+            }
+        }
+        if self.open.len() >= MAX_OPEN {
+            self.unfolded_over_capacity += 1;
+        } else {
+            self.open.insert(
+                key,
+                Open {
+                    first_ns: now_ns,
+                    last_ns: now_ns,
+                    count: 1,
+                    latest: None,
+                    first_timestamp: alert.timestamp.clone(),
+                },
+            );
+        }
+        out.push(alert);
+    }
+
+    /// Close windows that ended before `now_ns`, in the order they opened.
+    pub fn expire(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
+        let window = self.window_ns;
+        let mut done: Vec<Open> = Vec::new();
+        self.open.retain(|_, o| {
+            let keep = now_ns.saturating_sub(o.first_ns) <= window;
+            if !keep {
+                done.push(std::mem::replace(
+                    o,
+                    Open {
+                        first_ns: 0,
+                        last_ns: 0,
+                        count: 0,
+                        latest: None,
+                        first_timestamp: String::new(),
+                    },
+                ));
+            }
+            keep
+        });
+        done.sort_by_key(|o| (o.first_ns, o.last_ns));
+        out.extend(done.into_iter().filter_map(follow_up));
+    }
+
+    /// Close every window (end of input).
+    pub fn finish(&mut self, out: &mut Vec<Alert>) {
+        self.expire(i64::MAX, out);
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+}
+
+fn follow_up(o: Open) -> Option<Alert> {
+    let mut alert = o.latest?;
+    let extra = o.count - 1;
+    alert.reasons.push(format!(
+        "{extra} more identical alert{} folded into this one since {}",
+        if extra == 1 { "" } else { "s" },
+        o.first_timestamp
+    ));
+    alert.kextwatch.folded = Some(Folded {
+        count: o.count,
+        first: o.first_timestamp,
+        last: alert.timestamp.clone(),
+    });
+    Some(alert)
+}

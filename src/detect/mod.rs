@@ -1,0 +1,275 @@
+//! Detection: pure and deterministic. Events (and, later, snapshots) in; alerts out. It reads no clock
+//! and does no I/O: all time comes from the events, so a replay gives the same alerts as the live run.
+
+mod correlate;
+mod fold;
+pub mod path;
+pub mod rules;
+pub mod tools;
+
+use crate::alert::{
+    Alert, CodeSignature, EventInfo, Evidence, Extra, ParentInfo, ProcessInfo, Technique, Threat,
+    UserId, UserInfo,
+};
+use crate::config::Config;
+use crate::event::eslogger::Interest;
+use crate::event::{cs_flags, Event, EventKind, Process};
+
+use correlate::Correlator;
+use fold::Folder;
+use rules::{Finding, Rules};
+
+/// What the engine wants decoded: exec of kext/policy tools, changes under watched roots, kext events.
+pub struct KextInterest {
+    roots: Vec<String>,
+}
+
+impl KextInterest {
+    pub fn new(config: &Config) -> KextInterest {
+        KextInterest {
+            roots: config.detection.watched_roots.clone(),
+        }
+    }
+}
+
+impl Interest for KextInterest {
+    fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool {
+        tools::Tool::identify(path, signing_id).is_some()
+    }
+
+    fn path_matters(&self, p: &str) -> bool {
+        let n = path::normalize(p);
+        self.roots.iter().any(|r| path::is_under(&n, r))
+    }
+}
+
+/// Counters the engine keeps, for summaries and health.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    pub events: u64,
+    pub findings: u64,
+    pub below_min_severity: u64,
+    pub folded: u64,
+    pub signals_evicted: u64,
+    pub unfolded_over_capacity: u64,
+}
+
+pub struct Engine {
+    config: Config,
+    correlator: Correlator,
+    folder: Folder,
+    /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
+    now_ns: i64,
+    next_expiry_ns: i64,
+    events: u64,
+    findings: u64,
+    below_min: u64,
+}
+
+/// How often (in event time) windows are swept.
+const SWEEP_NS: i64 = 1_000_000_000;
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        let window = config.detection.correlation_window.as_nanos() as i64;
+        let fold = config.detection.fold_window.as_nanos() as i64;
+        Engine {
+            config,
+            correlator: Correlator::new(window),
+            folder: Folder::new(fold),
+            now_ns: i64::MIN,
+            next_expiry_ns: i64::MIN,
+            events: 0,
+            findings: 0,
+            below_min: 0,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Feed one event; alerts it completes are appended to `out`.
+    pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) {
+        self.events += 1;
+        self.advance(ev.time_ns, out);
+        let Some(mut finding) = (Rules {
+            config: &self.config,
+        })
+        .evaluate(ev) else {
+            return;
+        };
+        self.findings += 1;
+        let evidence = evidence_of(ev, &finding);
+        self.correlator.correlate(&mut finding, ev, &evidence);
+        if finding.severity < self.config.detection.min_severity {
+            self.below_min += 1;
+            return;
+        }
+        let key = fold_key(ev, &finding);
+        let alert = build_alert(ev, finding, evidence);
+        self.folder.offer(key, alert, ev.time_ns, out);
+    }
+
+    /// End of input: report what is still folded.
+    pub fn finish(&mut self, out: &mut Vec<Alert>) {
+        self.folder.finish(out);
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            events: self.events,
+            findings: self.findings,
+            below_min_severity: self.below_min,
+            folded: self.folder.folded,
+            signals_evicted: self.correlator.evicted,
+            unfolded_over_capacity: self.folder.unfolded_over_capacity,
+        }
+    }
+
+    /// Correlation signals and fold windows currently held (memory stays bounded by these).
+    pub fn open_state(&self) -> (usize, usize) {
+        (self.correlator.len(), self.folder.open_windows())
+    }
+
+    fn advance(&mut self, t: i64, out: &mut Vec<Alert>) {
+        if t > self.now_ns {
+            self.now_ns = t;
+        }
+        if self.now_ns >= self.next_expiry_ns {
+            self.correlator.expire(self.now_ns);
+            self.folder.expire(self.now_ns, out);
+            self.next_expiry_ns = self.now_ns.saturating_add(SWEEP_NS);
+        }
+    }
+}
+
+/// Alerts with the same rule, actor, subject and user within the fold window are duplicates.
+fn fold_key(ev: &Event, f: &Finding) -> String {
+    let actor = &ev.process;
+    format!(
+        "{}\x1f{:?}\x1f{}\x1f{}\x1f{}\x1f{}",
+        f.rule.id,
+        f.severity,
+        actor.executable,
+        actor.signing_id.as_deref().unwrap_or(""),
+        rules::user_label(actor),
+        f.subject
+    )
+}
+
+/// RFC 3339 UTC with nanoseconds; falls back to the epoch for out-of-range values.
+pub fn format_time(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+fn signature(p: &Process) -> CodeSignature {
+    CodeSignature {
+        team_id: p.team_id.clone(),
+        signing_id: p.signing_id.clone(),
+        cdhash: p.cdhash.clone(),
+        valid: p.cs_flags & cs_flags::VALID != 0,
+        adhoc: p.cs_flags & cs_flags::ADHOC != 0,
+        platform_binary: p.is_platform_binary,
+    }
+}
+
+fn evidence_of(ev: &Event, f: &Finding) -> Evidence {
+    let (actor, args) = match &ev.kind {
+        EventKind::Exec(e) => (&e.target, Some(e.args.clone())),
+        _ => (&ev.process, None),
+    };
+    Evidence {
+        timestamp: format_time(ev.time_ns),
+        action: ev.kind.action(),
+        pid: actor.pid,
+        executable: actor.executable.clone(),
+        args,
+        path: f.file.as_ref().map(|f| f.path.clone()),
+        kext_bundle_id: f.kext.as_ref().map(|k| k.bundle_id.clone()),
+        team_id: actor.team_id.clone(),
+        signing_id: actor.signing_id.clone(),
+        user_id: rules::user_label(actor),
+        global_seq_num: ev.global_seq_num,
+    }
+}
+
+fn build_alert(ev: &Event, f: Finding, evidence: Evidence) -> Alert {
+    let (proc_, parent, args, cwd) = match &ev.kind {
+        EventKind::Exec(e) => (
+            &e.target,
+            ParentInfo {
+                pid: e.target.ppid,
+                executable: Some(ev.process.executable.clone()),
+                code_signature: Some(signature(&ev.process)),
+            },
+            Some(e.args.clone()),
+            e.cwd.clone(),
+        ),
+        _ => (
+            &ev.process,
+            ParentInfo {
+                pid: ev.process.ppid,
+                executable: None,
+                code_signature: None,
+            },
+            None,
+            None,
+        ),
+    };
+    let mut techniques: Vec<&'static str> = f.rule.techniques.to_vec();
+    for t in f.extra_techniques {
+        if !techniques.contains(&t) {
+            techniques.push(t);
+        }
+    }
+    let mut all_evidence = f.related;
+    all_evidence.push(evidence);
+    Alert {
+        timestamp: format_time(ev.time_ns),
+        severity: f.severity,
+        rule: crate::alert::Rule {
+            id: f.rule.id,
+            name: f.rule.name,
+        },
+        threat: Threat {
+            framework: "MITRE ATT&CK",
+            technique: Technique { id: techniques },
+        },
+        reasons: f.reasons,
+        event: EventInfo {
+            kind: "alert",
+            action: ev.kind.action(),
+            sequence: ev.global_seq_num,
+        },
+        process: ProcessInfo {
+            pid: proc_.pid,
+            executable: proc_.executable.clone(),
+            name: proc_.name().to_string(),
+            args,
+            working_directory: cwd,
+            interactive: ev.process.is_interactive(),
+            tty: ev.process.tty.clone(),
+            code_signature: signature(proc_),
+            parent,
+        },
+        file: f.file,
+        user: UserInfo {
+            id: rules::user_label(proc_),
+            effective: UserId {
+                id: proc_.euid.to_string(),
+            },
+        },
+        kextwatch: Extra {
+            kext: f.kext,
+            evidence: all_evidence,
+            folded: None,
+        },
+    }
+}

@@ -1,0 +1,535 @@
+//! Per-event rules: what an event is, and the context that sets its severity.
+//!
+//! The seed's rule holds throughout: an action alone (a kext load, a file in /Library/Extensions) is
+//! at most `info` or `low`; each piece of context that makes it suspicious raises it and is written
+//! into `reasons`.
+
+use super::path::{bundle_under, normalize, resolve, unexpected_location};
+use super::tools::{
+    self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
+};
+use crate::alert::{Evidence, FileInfo, KextInfo, Severity};
+use crate::config::{Config, KextTrust};
+use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
+
+pub const T_KEXT: &str = "T1547.006";
+pub const T_IMPAIR_DEFENSES: &str = "T1562.001";
+pub const T_CODE_SIGNING_POLICY: &str = "T1553.006";
+pub const T_GATEKEEPER: &str = "T1553.001";
+pub const T_SYSTEM_DISCOVERY: &str = "T1082";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleDef {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub techniques: &'static [&'static str],
+}
+
+macro_rules! rules {
+    ($($c:ident = $id:literal, $name:literal, [$($t:expr),*];)*) => {
+        $(pub const $c: RuleDef = RuleDef { id: $id, name: $name, techniques: &[$($t),*] };)*
+        /// Every rule, for documentation and tests.
+        pub const ALL_RULES: &[RuleDef] = &[$($c),*];
+    };
+}
+
+rules! {
+    DISCOVERY = "KW-1000", "Kext or security policy discovery", [T_SYSTEM_DISCOVERY];
+    TOOL_LOAD = "KW-1001", "Kernel extension load requested with a kext tool", [T_KEXT];
+    TOOL_UNLOAD = "KW-1002", "Kernel extension unload requested with a kext tool", [T_KEXT];
+    TOOL_REBUILD = "KW-1003", "Kext collection or cache rebuilt", [T_KEXT];
+    ROOT_CHANGE = "KW-2001", "Change under a kernel extension directory", [T_KEXT];
+    KEXT_LOADED = "KW-3001", "Kernel extension loaded", [T_KEXT];
+    KEXT_UNLOADED = "KW-3002", "Kernel extension unloaded", [T_KEXT];
+    SIP_CHANGE = "KW-4001", "System Integrity Protection change attempted", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
+    NVRAM_CHANGE = "KW-4002", "Boot arguments or SIP NVRAM variable changed", [T_CODE_SIGNING_POLICY, T_IMPAIR_DEFENSES];
+    BOOT_POLICY_CHANGE = "KW-4003", "Boot security policy changed", [T_CODE_SIGNING_POLICY];
+    KEXT_CONSENT_CHANGE = "KW-4004", "Kext user-consent policy changed", [T_CODE_SIGNING_POLICY, T_KEXT];
+    GATEKEEPER_CHANGE = "KW-4005", "Gatekeeper policy changed", [T_GATEKEEPER, T_IMPAIR_DEFENSES];
+    SYSEXT_CHANGE = "KW-4006", "System extension policy changed", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
+    STAGED_THEN_LOADED = "KW-9001", "Kernel extension staged then loaded", [T_KEXT];
+    KEXT_AFTER_WEAKENING = "KW-9002", "Kext activity after SIP or boot policy weakening", [T_KEXT, T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
+}
+
+/// Apple daemons that manage kexts, policy and installs as part of normal operation. Matched by
+/// signing id on platform binaries only, so a renamed copy does not qualify.
+const SYSTEM_ACTORS: [&str; 10] = [
+    "com.apple.kernelmanagerd",
+    "com.apple.kextd",
+    "com.apple.syspolicyd",
+    "com.apple.installd",
+    "com.apple.system_installd",
+    "com.apple.xpc.launchd",
+    "com.apple.softwareupdated",
+    // kernelmanagerd runs these to stage and rebuild; a person running them is caught at exec.
+    "com.apple.kmutil",
+    "com.apple.kextcache",
+    "com.apple.kextload",
+];
+
+/// Kext activity an event represents, for correlation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    /// A load, naming what it can: resolved paths and bundle ids.
+    Load {
+        paths: Vec<String>,
+        bundle_ids: Vec<String>,
+    },
+    Unload,
+    Rebuild,
+    /// A bundle written or moved into a watched root.
+    Staged {
+        bundle: String,
+    },
+}
+
+/// What one event amounts to before correlation and folding.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub rule: RuleDef,
+    pub severity: Severity,
+    pub reasons: Vec<String>,
+    /// Extra technique ids beyond the rule's.
+    pub extra_techniques: Vec<&'static str>,
+    pub kext: Option<KextInfo>,
+    pub file: Option<FileInfo>,
+    /// What the alert is about, for folding duplicates ("/Library/Extensions/Foo.kext", "csrutil disable").
+    pub subject: String,
+    pub activity: Option<Activity>,
+    /// The policy change, if this weakens protection (a correlation signal).
+    pub weakening: Option<String>,
+    /// The actor or kext is trusted (Apple system daemon, allowlisted): no correlation either way.
+    pub trusted: bool,
+    /// Earlier events that correlation tied to this one.
+    pub related: Vec<Evidence>,
+}
+
+impl Finding {
+    fn new(rule: RuleDef, severity: Severity, subject: String) -> Finding {
+        Finding {
+            rule,
+            severity,
+            reasons: Vec::new(),
+            extra_techniques: Vec::new(),
+            kext: None,
+            file: None,
+            subject,
+            activity: None,
+            weakening: None,
+            trusted: false,
+            related: Vec::new(),
+        }
+    }
+
+    fn raise(&mut self, reason: String) {
+        self.severity = self.severity.raised();
+        self.reasons.push(reason);
+    }
+
+    fn floor(&mut self, at_least: Severity, reason: String) {
+        self.severity = self.severity.max(at_least);
+        self.reasons.push(reason);
+    }
+}
+
+/// Which initiator context raises severity (see `Rules::initiator_context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Raise {
+    UntrustedAndInteractive,
+    Interactive,
+    Nothing,
+}
+
+/// Who acted, as far as trust goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actor {
+    System,
+    Allowlisted,
+    Other,
+}
+
+pub fn is_system_actor(p: &Process) -> bool {
+    p.is_platform_binary
+        && p.signing_id
+            .as_deref()
+            .is_some_and(|s| SYSTEM_ACTORS.contains(&s))
+}
+
+pub fn user_label(p: &Process) -> String {
+    if p.auid != NO_AUDIT_USER {
+        p.auid.to_string()
+    } else {
+        p.euid.to_string()
+    }
+}
+
+fn identity(p: &Process) -> String {
+    match (&p.signing_id, &p.team_id) {
+        (Some(s), Some(t)) => format!("{s}, team {t}"),
+        (Some(s), None) if p.is_platform_binary => format!("{s}, Apple"),
+        (Some(s), None) => format!("{s}, no team"),
+        (None, _) => "no signing id".to_string(),
+    }
+}
+
+pub struct Rules<'a> {
+    pub config: &'a Config,
+}
+
+impl Rules<'_> {
+    pub fn evaluate(&self, ev: &Event) -> Option<Finding> {
+        match &ev.kind {
+            EventKind::Exec(exec) => self.exec(ev, exec),
+            EventKind::KextLoad { identifier } => Some(self.kext_loaded(ev, identifier)),
+            EventKind::KextUnload { identifier } => Some(self.kext_unloaded(ev, identifier)),
+            EventKind::Fork { .. } | EventKind::Exit { .. } => None,
+            _ => self.file_change(ev),
+        }
+    }
+
+    fn actor(&self, p: &Process) -> Actor {
+        if is_system_actor(p) {
+            Actor::System
+        } else if self
+            .config
+            .allowlist
+            .initiator_allowed(p.signing_id.as_deref(), p.team_id.as_deref())
+        {
+            Actor::Allowlisted
+        } else {
+            Actor::Other
+        }
+    }
+
+    /// Apply what the initiator tells: trusted actors mark the finding trusted; for others, `raise`
+    /// says which context raises severity (the rest is only stated). An unsigned initiator always
+    /// makes it at least high.
+    fn initiator_context(&self, f: &mut Finding, p: &Process, raise: Raise) -> Actor {
+        let actor = self.actor(p);
+        match actor {
+            Actor::System => f.trusted = true,
+            Actor::Allowlisted => {
+                f.trusted = true;
+                f.reasons.push(format!(
+                    "initiated by allowlisted management tool {} ({})",
+                    p.executable,
+                    identity(p)
+                ));
+            }
+            Actor::Other => {
+                let who = format!(
+                    "initiator {} ({}) is not an allowlisted management tool",
+                    p.executable,
+                    identity(p)
+                );
+                let tty = p.tty.as_ref().map(|tty| {
+                    format!(
+                        "run interactively from a terminal ({tty}) by user {}",
+                        user_label(p)
+                    )
+                });
+                for (reason, raises) in [
+                    (Some(who), raise == Raise::UntrustedAndInteractive),
+                    (tty, raise != Raise::Nothing),
+                ] {
+                    match reason {
+                        Some(r) if raises => f.raise(r),
+                        Some(r) => f.reasons.push(r),
+                        None => {}
+                    }
+                }
+                if p.is_unsigned_or_adhoc() {
+                    f.floor(
+                        Severity::High,
+                        format!("initiator {} is unsigned or ad-hoc signed", p.executable),
+                    );
+                }
+            }
+        }
+        actor
+    }
+
+    fn exec(&self, ev: &Event, exec: &Exec) -> Option<Finding> {
+        let target = &exec.target;
+        let tool = Tool::identify(&target.executable, target.signing_id.as_deref())?;
+        let masquerade = tools::masquerade_reason(tool, target);
+        let mut f = match tools::classify(tool, &exec.args) {
+            Invocation::Discovery { what } => {
+                let mut f = Finding::new(DISCOVERY, Severity::Info, what.clone());
+                f.reasons.push(format!("discovery only: {what}"));
+                f.trusted = true;
+                if let Some(m) = masquerade {
+                    f.floor(Severity::Medium, m);
+                }
+                return Some(f);
+            }
+            Invocation::Kext(cmd) => self.kext_command(ev, exec, tool, cmd),
+            Invocation::PolicyChange(change) => self.policy_change(ev, change),
+        };
+        if let Some(m) = masquerade {
+            f.trusted = false;
+            f.floor(Severity::High, m);
+        }
+        Some(f)
+    }
+
+    fn kext_command(&self, ev: &Event, exec: &Exec, tool: Tool, cmd: KextCommand) -> Finding {
+        let rule = match cmd.action {
+            KextAction::Load => TOOL_LOAD,
+            KextAction::Unload => TOOL_UNLOAD,
+            KextAction::Rebuild => TOOL_REBUILD,
+        };
+        let subject = exec.args.get(1..).unwrap_or(&[]).join(" ");
+        let mut f = Finding::new(rule, Severity::Info, format!("{} {subject}", tool.name()));
+        let actor = self.initiator_context(&mut f, &ev.process, Raise::UntrustedAndInteractive);
+
+        let paths: Vec<String> = cmd
+            .paths
+            .iter()
+            .map(|p| resolve(p, exec.cwd.as_deref()))
+            .collect();
+        for p in &paths {
+            if let Some(place) = unexpected_location(p) {
+                f.trusted = false;
+                f.floor(
+                    Severity::High,
+                    format!("kext path {p} is in {place}, not an extensions folder"),
+                );
+            }
+        }
+        let mut not_listed = Vec::new();
+        for id in &cmd.bundle_ids {
+            if !id.starts_with("com.apple.")
+                && self.config.allowlist.kext_trust(None, id) == KextTrust::NotAllowlisted
+            {
+                not_listed.push(id.as_str());
+            }
+        }
+        if !not_listed.is_empty() && actor == Actor::Other {
+            f.raise(format!(
+                "kext {} is not in the allowlist",
+                not_listed.join(", ")
+            ));
+        }
+        if cmd.action == KextAction::Unload {
+            let protected = self.protected_kext(&cmd.bundle_ids, &paths);
+            if let Some(id) = protected {
+                f.trusted = false;
+                f.extra_techniques.push(T_IMPAIR_DEFENSES);
+                f.floor(
+                    Severity::High,
+                    format!("unloading {id} turns off a security control"),
+                );
+            }
+        }
+        f.kext = cmd.bundle_ids.first().map(|b| KextInfo {
+            bundle_id: b.clone(),
+            team_id: None,
+        });
+        f.file = paths.first().map(|p| FileInfo {
+            path: p.clone(),
+            source_path: None,
+        });
+        f.activity = Some(match cmd.action {
+            KextAction::Load => Activity::Load {
+                paths,
+                bundle_ids: cmd.bundle_ids,
+            },
+            KextAction::Unload => Activity::Unload,
+            KextAction::Rebuild => Activity::Rebuild,
+        });
+        f
+    }
+
+    /// A protected kext named by bundle id, or by a path whose bundle name is its last id component.
+    fn protected_kext<'a>(&'a self, ids: &[String], paths: &[String]) -> Option<&'a str> {
+        self.config
+            .detection
+            .protected_kexts
+            .iter()
+            .map(String::as_str)
+            .find(|p| {
+                let stem = p.rsplit('.').next().unwrap_or(p);
+                ids.iter().any(|id| id.eq_ignore_ascii_case(p))
+                    || paths.iter().any(|path| {
+                        let file = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+                        file.strip_suffix(".kext")
+                            .is_some_and(|n| n.eq_ignore_ascii_case(stem))
+                    })
+            })
+    }
+
+    fn policy_change(&self, ev: &Event, change: PolicyChange) -> Finding {
+        let rule = match change.area {
+            PolicyArea::Sip => SIP_CHANGE,
+            PolicyArea::Nvram => NVRAM_CHANGE,
+            PolicyArea::BootPolicy => BOOT_POLICY_CHANGE,
+            PolicyArea::KextConsent => KEXT_CONSENT_CHANGE,
+            PolicyArea::Gatekeeper => GATEKEEPER_CHANGE,
+            PolicyArea::SystemExtensions => SYSEXT_CHANGE,
+        };
+        let base = match change.weakens {
+            Weakening::Full => Severity::High,
+            Weakening::Partial => Severity::Medium,
+            Weakening::None => Severity::Info,
+        };
+        let mut f = Finding::new(rule, base, change.what.clone());
+        f.reasons.push(match (change.weakens, change.area) {
+            (Weakening::None, _) => format!("{} restores or tightens protection", change.what),
+            (_, PolicyArea::Sip) | (_, PolicyArea::KextConsent) => format!(
+                "{} weakens protection (it only takes effect from recoveryOS; the attempt itself is the signal)",
+                change.what
+            ),
+            (Weakening::Full, _) => format!("{} turns a protection off", change.what),
+            (Weakening::Partial, _) => format!("{} lowers protection", change.what),
+        });
+        if let Some(team) = &change.team_id {
+            if self.config.allowlist.team_ids.contains(team) {
+                f.severity = Severity::Low;
+                f.reasons
+                    .push(format!("consent is for allowlisted team {team}"));
+            } else {
+                f.raise(format!(
+                    "consent is for team {team}, which is not allowlisted"
+                ));
+            }
+        }
+        // The weakening itself sets severity; who ran it is stated, not added.
+        match self.initiator_context(&mut f, &ev.process, Raise::Nothing) {
+            Actor::Allowlisted if f.severity > Severity::Low => {
+                // Trusted managers do change policy; keep it visible, one step lower.
+                f.severity = match f.severity {
+                    Severity::Critical => Severity::High,
+                    Severity::High => Severity::Medium,
+                    _ => Severity::Low,
+                };
+            }
+            _ => {}
+        }
+        if change.weakens > Weakening::None && !is_system_actor(&ev.process) {
+            f.weakening = Some(change.what);
+        }
+        f
+    }
+
+    fn file_change(&self, ev: &Event) -> Option<Finding> {
+        let roots = &self.config.detection.watched_roots;
+        let (verb, path, source, staged) = match &ev.kind {
+            EventKind::Create { path } => ("created", path, None, true),
+            EventKind::Write { path } => ("written", path, None, true),
+            EventKind::Close {
+                path,
+                modified: true,
+            } => ("modified", path, None, true),
+            EventKind::SetMode { path, .. } => ("permissions changed", path, None, true),
+            EventKind::SetOwner { path, .. } => ("ownership changed", path, None, true),
+            EventKind::SetExtattr { path, .. } => ("extended attribute set", path, None, true),
+            EventKind::Unlink { path } => ("deleted", path, None, false),
+            EventKind::Rename {
+                source,
+                destination,
+            } => {
+                let dest_in = bundle_under(&normalize(destination), roots).is_some();
+                if dest_in {
+                    ("moved in", destination, Some(source), true)
+                } else {
+                    ("moved out", source, Some(destination), false)
+                }
+            }
+            _ => return None,
+        };
+        let norm = normalize(path);
+        let (root, bundle) = bundle_under(&norm, roots)?;
+        let mut f = Finding::new(ROOT_CHANGE, Severity::Low, bundle.to_string());
+        f.reasons.push(format!(
+            "{norm} {verb} under {root} by {} ({})",
+            ev.process.executable,
+            identity(&ev.process)
+        ));
+        if self.initiator_context(&mut f, &ev.process, Raise::Interactive) != Actor::Other {
+            f.severity = Severity::Info;
+        }
+        if let Some(src) = source.filter(|_| staged) {
+            let src = normalize(src);
+            if let Some(place) = unexpected_location(&src) {
+                f.trusted = false;
+                f.floor(Severity::High, format!("moved in from {src}, in {place}"));
+            }
+        }
+        f.file = Some(FileInfo {
+            path: norm.to_string(),
+            source_path: source.map(|s| normalize(s).into_owned()),
+        });
+        if staged {
+            f.activity = Some(Activity::Staged {
+                bundle: bundle.to_string(),
+            });
+        }
+        Some(f)
+    }
+
+    fn kext_loaded(&self, ev: &Event, id: &str) -> Finding {
+        let mut f = Finding::new(KEXT_LOADED, Severity::Info, id.to_string());
+        f.kext = Some(KextInfo {
+            bundle_id: id.to_string(),
+            team_id: None,
+        });
+        if id.starts_with("com.apple.") {
+            f.trusted = true;
+            f.reasons.push(format!("Apple kext {id}"));
+            return f;
+        }
+        match self.config.allowlist.kext_trust(None, id) {
+            KextTrust::Allowlisted => {
+                f.trusted = true;
+                f.reasons.push(format!("kext {id} is allowlisted"));
+            }
+            KextTrust::BundleMatchUnverified => f.reasons.push(format!(
+                "bundle id {id} matches the allowlist; its Team ID is not verified (a kext load event carries only the identifier)"
+            )),
+            KextTrust::NotAllowlisted => f.raise(format!(
+                "kext {id} is not in the allowlist (a kext load event carries only the identifier, so its Team ID is unknown)"
+            )),
+        }
+        if self.actor(&ev.process) == Actor::Other {
+            f.trusted = false;
+            f.raise(format!(
+                "loaded by {} ({}), not by the system kext daemon",
+                ev.process.executable,
+                identity(&ev.process)
+            ));
+        }
+        if !f.trusted {
+            f.activity = Some(Activity::Load {
+                paths: Vec::new(),
+                bundle_ids: vec![id.to_string()],
+            });
+        }
+        f
+    }
+
+    fn kext_unloaded(&self, ev: &Event, id: &str) -> Finding {
+        let mut f = Finding::new(KEXT_UNLOADED, Severity::Info, id.to_string());
+        f.kext = Some(KextInfo {
+            bundle_id: id.to_string(),
+            team_id: None,
+        });
+        if let Some(p) = self.protected_kext(&[id.to_string()], &[]) {
+            f.extra_techniques.push(T_IMPAIR_DEFENSES);
+            f.floor(
+                Severity::High,
+                format!("unloading {p} turns off a security control"),
+            );
+            f.reasons.push(format!(
+                "unloaded by {} ({})",
+                ev.process.executable,
+                identity(&ev.process)
+            ));
+        } else {
+            f.trusted = true;
+            f.reasons.push(format!("kext {id} unloaded"));
+        }
+        f.activity = Some(Activity::Unload);
+        f
+    }
+}

@@ -1,0 +1,666 @@
+//! Decoding of eslogger JSON lines (`man eslogger`) into the event model.
+//!
+//! Apple says the format "is not API", so decoding is tolerant: unknown fields are skipped, unknown
+//! event types are reported as such, and both known placements of a field are accepted. Decoding is
+//! lazy: the envelope keeps `process` and `event` as raw JSON, and an event is fully decoded only when
+//! the [`Interest`] says it can matter to detection. That keeps replay of noisy captures cheap.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
+
+/// `es_event_type_t` numbers this decoder understands (endpoint-sec-sys `types.rs`).
+pub mod event_type {
+    pub const AUTH_EXEC: u32 = 0;
+    pub const AUTH_KEXTLOAD: u32 = 2;
+    pub const NOTIFY_EXEC: u32 = 9;
+    pub const NOTIFY_FORK: u32 = 11;
+    pub const NOTIFY_CLOSE: u32 = 12;
+    pub const NOTIFY_CREATE: u32 = 13;
+    pub const NOTIFY_EXIT: u32 = 15;
+    pub const NOTIFY_KEXTLOAD: u32 = 17;
+    pub const NOTIFY_KEXTUNLOAD: u32 = 18;
+    pub const NOTIFY_RENAME: u32 = 25;
+    pub const NOTIFY_SETEXTATTR: u32 = 27;
+    pub const NOTIFY_SETMODE: u32 = 29;
+    pub const NOTIFY_SETOWNER: u32 = 30;
+    pub const NOTIFY_UNLINK: u32 = 32;
+    pub const NOTIFY_WRITE: u32 = 33;
+
+    /// A readable name for summaries, for the types kextwatch decodes or commonly sees.
+    pub fn name(t: u32) -> Option<&'static str> {
+        Some(match t {
+            AUTH_EXEC => "auth_exec",
+            1 => "auth_open",
+            AUTH_KEXTLOAD => "auth_kextload",
+            NOTIFY_EXEC => "exec",
+            10 => "open",
+            NOTIFY_FORK => "fork",
+            NOTIFY_CLOSE => "close",
+            NOTIFY_CREATE => "create",
+            NOTIFY_EXIT => "exit",
+            NOTIFY_KEXTLOAD => "kextload",
+            NOTIFY_KEXTUNLOAD => "kextunload",
+            NOTIFY_RENAME => "rename",
+            NOTIFY_SETEXTATTR => "setextattr",
+            NOTIFY_SETMODE => "setmode",
+            NOTIFY_SETOWNER => "setowner",
+            NOTIFY_UNLINK => "unlink",
+            NOTIFY_WRITE => "write",
+            _ => return None,
+        })
+    }
+}
+
+/// What detection can use. The decoder asks before doing the expensive part of decoding.
+pub trait Interest {
+    /// Can an exec of this image matter? (`path` and `signing_id` of the new image, untrusted.)
+    fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool;
+    /// Can a change to this path matter?
+    fn path_matters(&self, path: &str) -> bool;
+    /// Are fork and exit events wanted?
+    fn lifecycle_matters(&self) -> bool {
+        false
+    }
+}
+
+/// Decode everything (tests, tooling).
+pub struct AllEvents;
+
+impl Interest for AllEvents {
+    fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
+        true
+    }
+    fn path_matters(&self, _: &str) -> bool {
+        true
+    }
+    fn lifecycle_matters(&self) -> bool {
+        true
+    }
+}
+
+/// Envelope fields known for every line, decoded or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Meta {
+    pub event_type: u32,
+    pub version: u32,
+    pub global_seq_num: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum Decoded {
+    /// A fully decoded event that detection should see.
+    Event(Box<Event>),
+    /// A well-formed line detection has no use for (noise or a type it does not handle).
+    Skipped { meta: Meta, known_type: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid JSON or unexpected field type: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("bad timestamp {0:?}")]
+    BadTime(String),
+}
+
+/// Decode one eslogger line (without its newline).
+pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
+    let env: Envelope = serde_json::from_str(line)?;
+    let meta = Meta {
+        event_type: env.event_type,
+        version: env.version.unwrap_or(0),
+        global_seq_num: env.global_seq_num,
+    };
+    let body = env.event.ok_or(DecodeError::Missing("event"))?;
+    let Some(kind) = decode_kind(env.event_type, body.get(), interest)? else {
+        return Ok(Decoded::Skipped {
+            meta,
+            known_type: event_type::name(env.event_type).is_some(),
+        });
+    };
+    let time = env.time.ok_or(DecodeError::Missing("time"))?;
+    let time_ns = parse_time(&time)?;
+    let process = env.process.ok_or(DecodeError::Missing("process"))?;
+    let process: RawProcess = serde_json::from_str(process.get())?;
+    Ok(Decoded::Event(Box::new(Event {
+        time_ns,
+        version: meta.version,
+        seq_num: env.seq_num,
+        global_seq_num: env.global_seq_num,
+        process: process.into_process(),
+        kind,
+    })))
+}
+
+/// RFC 3339 (eslogger writes nanoseconds) to nanoseconds since the epoch.
+pub fn parse_time(s: &str) -> Result<i64, DecodeError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| DecodeError::BadTime(s.chars().take(64).collect()))?;
+    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| DecodeError::BadTime(s.to_string()))
+}
+
+/// Decode the event body, or `None` when it cannot matter.
+fn decode_kind(
+    ty: u32,
+    body: &str,
+    interest: &dyn Interest,
+) -> Result<Option<EventKind>, DecodeError> {
+    use event_type::*;
+    let path_kind = |path: Cow<str>, make: &dyn Fn(String) -> EventKind| {
+        interest
+            .path_matters(&path)
+            .then(|| make(path.into_owned()))
+    };
+    Ok(match ty {
+        AUTH_EXEC | NOTIFY_EXEC => {
+            let peek: Wrap<ExecPeek> = serde_json::from_str(body)?;
+            let target = &peek.body.target;
+            let path = target.executable.as_ref().map(|f| &*f.path).unwrap_or("");
+            if !interest.exec_matters(path, target.signing_id.as_deref()) {
+                return Ok(None);
+            }
+            let full: Wrap<RawExec> = serde_json::from_str(body)?;
+            let exec = full.body;
+            Some(EventKind::Exec(Exec {
+                target: exec.target.into_process(),
+                args: exec
+                    .args
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Cow::into_owned)
+                    .collect(),
+                cwd: exec.cwd.map(|f| f.path.into_owned()),
+            }))
+        }
+        NOTIFY_CREATE => {
+            let w: Wrap<RawCreate> = serde_json::from_str(body)?;
+            let path = w
+                .body
+                .path()
+                .ok_or(DecodeError::Missing("create.destination"))?;
+            path_kind(path, &|path| EventKind::Create { path })
+        }
+        NOTIFY_WRITE => {
+            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
+            path_kind(w.body.target.path, &|path| EventKind::Write { path })
+        }
+        NOTIFY_CLOSE => {
+            let w: Wrap<RawClose> = serde_json::from_str(body)?;
+            let modified = w.body.modified.unwrap_or(false);
+            path_kind(w.body.target.path, &|path| EventKind::Close {
+                path,
+                modified,
+            })
+        }
+        NOTIFY_UNLINK => {
+            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
+            path_kind(w.body.target.path, &|path| EventKind::Unlink { path })
+        }
+        NOTIFY_SETMODE => {
+            let w: Wrap<RawSetMode> = serde_json::from_str(body)?;
+            let mode = w.body.mode.unwrap_or(0);
+            path_kind(w.body.target.path, &|path| EventKind::SetMode {
+                path,
+                mode,
+            })
+        }
+        NOTIFY_SETOWNER => {
+            let w: Wrap<RawSetOwner> = serde_json::from_str(body)?;
+            let (uid, gid) = (
+                w.body.uid.unwrap_or(u32::MAX),
+                w.body.gid.unwrap_or(u32::MAX),
+            );
+            path_kind(w.body.target.path, &|path| EventKind::SetOwner {
+                path,
+                uid,
+                gid,
+            })
+        }
+        NOTIFY_SETEXTATTR => {
+            let w: Wrap<RawSetExtattr> = serde_json::from_str(body)?;
+            let name = w.body.extattr.map(Cow::into_owned).unwrap_or_default();
+            path_kind(w.body.target.path, &|path| EventKind::SetExtattr {
+                path,
+                name: name.clone(),
+            })
+        }
+        NOTIFY_RENAME => {
+            let mut w: Wrap<RawRename> = serde_json::from_str(body)?;
+            let destination = w
+                .body
+                .destination()
+                .ok_or(DecodeError::Missing("rename.destination"))?;
+            let source = w.body.source.path;
+            (interest.path_matters(&source) || interest.path_matters(&destination)).then(|| {
+                EventKind::Rename {
+                    source: source.into_owned(),
+                    destination: destination.into_owned(),
+                }
+            })
+        }
+        AUTH_KEXTLOAD | NOTIFY_KEXTLOAD => {
+            let w: Wrap<RawKext> = serde_json::from_str(body)?;
+            Some(EventKind::KextLoad {
+                identifier: w.body.identifier.into_owned(),
+            })
+        }
+        NOTIFY_KEXTUNLOAD => {
+            let w: Wrap<RawKext> = serde_json::from_str(body)?;
+            Some(EventKind::KextUnload {
+                identifier: w.body.identifier.into_owned(),
+            })
+        }
+        NOTIFY_FORK if interest.lifecycle_matters() => {
+            let w: Wrap<RawFork> = serde_json::from_str(body)?;
+            let child_pid = w.body.child.audit_token.map(|t| t.pid).unwrap_or(-1);
+            Some(EventKind::Fork { child_pid })
+        }
+        NOTIFY_EXIT if interest.lifecycle_matters() => {
+            let w: Wrap<RawExit> = serde_json::from_str(body)?;
+            Some(EventKind::Exit {
+                status: w.body.stat.unwrap_or(0),
+            })
+        }
+        _ => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    event_type: u32,
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default, borrow)]
+    time: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq_num: Option<u64>,
+    #[serde(default)]
+    global_seq_num: Option<u64>,
+    #[serde(default, borrow)]
+    process: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    event: Option<&'a RawValue>,
+}
+
+/// `{"<event name>": body}`: the single key is whatever the event is called, so it is read positionally.
+struct Wrap<T> {
+    body: T,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Wrap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Wrap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object with one event body")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let Some((_, body)) = map.next_entry::<IgnoredAny, T>()? else {
+                    return Err(de::Error::custom("empty event object"));
+                };
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Wrap { body })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct RawFile<'a> {
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RawNewPath<'a> {
+    #[serde(borrow)]
+    dir: RawFile<'a>,
+    #[serde(borrow)]
+    filename: Cow<'a, str>,
+}
+
+impl RawNewPath<'_> {
+    fn join(self) -> Cow<'static, str> {
+        let dir = self.dir.path.trim_end_matches('/');
+        Cow::Owned(format!("{dir}/{}", self.filename))
+    }
+}
+
+/// `existing_file` / `new_path` as found under `destination`, or (seen in one public parser) directly
+/// under the event body.
+#[derive(Deserialize, Default)]
+struct RawDestination<'a> {
+    #[serde(default, borrow)]
+    existing_file: Option<RawFile<'a>>,
+    #[serde(default, borrow)]
+    new_path: Option<RawNewPath<'a>>,
+}
+
+impl<'a> RawDestination<'a> {
+    fn path(self) -> Option<Cow<'a, str>> {
+        match (self.existing_file, self.new_path) {
+            (Some(f), _) => Some(f.path),
+            (None, Some(n)) => Some(n.join()),
+            (None, None) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawCreate<'a> {
+    #[serde(default, borrow)]
+    destination: Option<RawDestination<'a>>,
+    #[serde(default, borrow)]
+    existing_file: Option<RawFile<'a>>,
+    #[serde(default, borrow)]
+    new_path: Option<RawNewPath<'a>>,
+}
+
+impl<'a> RawCreate<'a> {
+    fn path(self) -> Option<Cow<'a, str>> {
+        self.destination
+            .and_then(RawDestination::path)
+            .or(RawDestination {
+                existing_file: self.existing_file,
+                new_path: self.new_path,
+            }
+            .path())
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRename<'a> {
+    #[serde(borrow)]
+    source: RawFile<'a>,
+    #[serde(default, borrow)]
+    destination: Option<RawDestination<'a>>,
+    #[serde(default, borrow)]
+    existing_file: Option<RawFile<'a>>,
+    #[serde(default, borrow)]
+    new_path: Option<RawNewPath<'a>>,
+}
+
+impl<'a> RawRename<'a> {
+    fn destination(&mut self) -> Option<Cow<'a, str>> {
+        self.destination
+            .take()
+            .and_then(RawDestination::path)
+            .or(RawDestination {
+                existing_file: self.existing_file.take(),
+                new_path: self.new_path.take(),
+            }
+            .path())
+    }
+}
+
+#[derive(Deserialize)]
+struct RawTarget<'a> {
+    #[serde(borrow)]
+    target: RawFile<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawClose<'a> {
+    #[serde(borrow)]
+    target: RawFile<'a>,
+    #[serde(default)]
+    modified: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawSetMode<'a> {
+    #[serde(borrow)]
+    target: RawFile<'a>,
+    #[serde(default)]
+    mode: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawSetOwner<'a> {
+    #[serde(borrow)]
+    target: RawFile<'a>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawSetExtattr<'a> {
+    #[serde(borrow)]
+    target: RawFile<'a>,
+    #[serde(default, borrow)]
+    extattr: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawKext<'a> {
+    #[serde(borrow)]
+    identifier: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RawFork {
+    child: RawForkChild,
+}
+
+#[derive(Deserialize)]
+struct RawForkChild {
+    #[serde(default)]
+    audit_token: Option<AuditToken>,
+}
+
+#[derive(Deserialize)]
+struct RawExit {
+    #[serde(default)]
+    stat: Option<i32>,
+}
+
+/// Just enough of an exec to decide whether it matters.
+#[derive(Deserialize)]
+struct ExecPeek<'a> {
+    #[serde(borrow)]
+    target: PeekProcess<'a>,
+}
+
+#[derive(Deserialize)]
+struct PeekProcess<'a> {
+    #[serde(default, borrow)]
+    executable: Option<RawFile<'a>>,
+    #[serde(default, borrow)]
+    signing_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RawExec<'a> {
+    #[serde(borrow)]
+    target: RawProcess<'a>,
+    #[serde(default, borrow)]
+    args: Option<Vec<Cow<'a, str>>>,
+    #[serde(default, borrow)]
+    cwd: Option<RawFile<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawProcess<'a> {
+    #[serde(default)]
+    audit_token: Option<AuditToken>,
+    #[serde(default)]
+    responsible_audit_token: Option<AuditToken>,
+    #[serde(default)]
+    ppid: Option<i32>,
+    #[serde(default)]
+    original_ppid: Option<i32>,
+    #[serde(default)]
+    group_id: Option<i32>,
+    #[serde(default)]
+    session_id: Option<i32>,
+    #[serde(default)]
+    codesigning_flags: Option<i64>,
+    #[serde(default)]
+    is_platform_binary: Option<bool>,
+    #[serde(default, borrow)]
+    cdhash: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    signing_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    team_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    executable: Option<RawFile<'a>>,
+    #[serde(default, borrow)]
+    tty: Option<RawFile<'a>>,
+}
+
+impl RawProcess<'_> {
+    fn into_process(self) -> Process {
+        let token = self.audit_token.unwrap_or_default();
+        let non_empty = |s: Option<Cow<str>>| s.filter(|s| !s.is_empty()).map(Cow::into_owned);
+        Process {
+            pid: token.pid,
+            pidversion: token.pidversion,
+            ppid: self.ppid.unwrap_or(0),
+            original_ppid: self.original_ppid.unwrap_or(0),
+            responsible_pid: self.responsible_audit_token.map(|t| t.pid),
+            auid: token.auid,
+            euid: token.euid,
+            ruid: token.ruid,
+            asid: token.asid,
+            session_id: self.session_id.unwrap_or(0),
+            group_id: self.group_id.unwrap_or(0),
+            tty: self
+                .tty
+                .map(|f| f.path.into_owned())
+                .filter(|p| !p.is_empty()),
+            executable: self
+                .executable
+                .map(|f| f.path.into_owned())
+                .unwrap_or_default(),
+            signing_id: non_empty(self.signing_id),
+            team_id: non_empty(self.team_id),
+            cdhash: non_empty(self.cdhash),
+            // Bit flags: a value written as signed is the same bits.
+            cs_flags: self.codesigning_flags.unwrap_or(0) as u32,
+            is_platform_binary: self.is_platform_binary.unwrap_or(false),
+        }
+    }
+}
+
+/// `audit_token_t`, written by eslogger as an object, or (message version 10) as an array of the same
+/// eight integers in the order auid, euid, egid, ruid, rgid, pid, asid, pidversion.
+#[derive(Debug, Clone, Copy)]
+struct AuditToken {
+    auid: u32,
+    euid: u32,
+    ruid: u32,
+    pid: i32,
+    asid: i32,
+    pidversion: u32,
+}
+
+impl Default for AuditToken {
+    fn default() -> Self {
+        AuditToken {
+            auid: NO_AUDIT_USER,
+            euid: 0,
+            ruid: 0,
+            pid: -1,
+            asid: -1,
+            pidversion: 0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        // Ids are 32-bit; eslogger writes them as unsigned or signed, so take the bits.
+        fn bits(v: i64) -> u32 {
+            v as u32
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = AuditToken;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an audit token object or an array of 8 integers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AuditToken, A::Error> {
+                let mut v = [0i64; 8];
+                for (i, slot) in v.iter_mut().enumerate() {
+                    *slot = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(9, &self));
+                }
+                Ok(AuditToken {
+                    auid: bits(v[0]),
+                    euid: bits(v[1]),
+                    ruid: bits(v[3]),
+                    pid: bits(v[5]) as i32,
+                    asid: bits(v[6]) as i32,
+                    pidversion: bits(v[7]),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuditToken, A::Error> {
+                let mut t = AuditToken::default();
+                while let Some(key) = map.next_key::<Cow<str>>()? {
+                    match &*key {
+                        "auid" => t.auid = bits(map.next_value()?),
+                        "euid" => t.euid = bits(map.next_value()?),
+                        "ruid" => t.ruid = bits(map.next_value()?),
+                        "pid" => t.pid = bits(map.next_value()?) as i32,
+                        "asid" => t.asid = bits(map.next_value()?) as i32,
+                        "pidversion" => t.pidversion = bits(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(t)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_token_array_and_object_agree() {
+        let obj: AuditToken = serde_json::from_str(
+            r#"{"auid":501,"euid":0,"egid":0,"ruid":0,"rgid":0,"pid":812,"asid":100017,"pidversion":2301}"#,
+        )
+        .unwrap();
+        let arr: AuditToken = serde_json::from_str("[501,0,0,0,0,812,100017,2301]").unwrap();
+        assert_eq!(
+            (obj.auid, obj.pid, obj.asid, obj.pidversion),
+            (501, 812, 100017, 2301)
+        );
+        assert_eq!(
+            (arr.auid, arr.pid, arr.asid, arr.pidversion),
+            (501, 812, 100017, 2301)
+        );
+        assert!(serde_json::from_str::<AuditToken>("[1,2,3]").is_err());
+        assert!(serde_json::from_str::<AuditToken>("[1,2,3,4,5,6,7,8,9]").is_err());
+    }
+
+    #[test]
+    fn auid_unset_is_all_ones() {
+        let t: AuditToken = serde_json::from_str(
+            r#"{"auid":4294967295,"euid":0,"ruid":0,"pid":1,"asid":0,"pidversion":1}"#,
+        )
+        .unwrap();
+        assert_eq!(t.auid, NO_AUDIT_USER);
+    }
+}

@@ -1,0 +1,128 @@
+//! The owned event model every source produces and detection consumes.
+//!
+//! It mirrors the part of Apple's `es_message_t` that detection needs. eslogger JSON decodes into it
+//! (`eslogger.rs`); on macOS the Endpoint Security adapter converts live messages into it, so replay and
+//! the live daemon run the same detection code.
+
+pub mod eslogger;
+
+/// `audit_token.auid` value for "no audit user" (AU_DEFAUDITID).
+pub const NO_AUDIT_USER: u32 = u32::MAX;
+
+/// Code-signing flags from xnu `cs_blobs.h` that detection looks at.
+pub mod cs_flags {
+    pub const VALID: u32 = 0x1;
+    pub const ADHOC: u32 = 0x2;
+    pub const PLATFORM_BINARY: u32 = 0x0400_0000;
+    pub const SIGNED: u32 = 0x2000_0000;
+}
+
+/// One decoded Endpoint Security message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Event time in nanoseconds since the Unix epoch (the message's `time`).
+    pub time_ns: i64,
+    /// Message version (`version`): 4 = macOS 11 ... 10 = macOS 26.
+    pub version: u32,
+    pub seq_num: Option<u64>,
+    pub global_seq_num: Option<u64>,
+    /// The process that caused the event (for exec: the image that called exec).
+    pub process: Process,
+    pub kind: EventKind,
+}
+
+/// Process attribution kept on every event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Process {
+    pub pid: i32,
+    pub pidversion: u32,
+    pub ppid: i32,
+    pub original_ppid: i32,
+    /// pid from `responsible_audit_token` (the app responsible for a helper), if present.
+    pub responsible_pid: Option<i32>,
+    /// Audit user id: the human who logged in (`NO_AUDIT_USER` when none).
+    pub auid: u32,
+    pub euid: u32,
+    pub ruid: u32,
+    /// Audit session id: processes started from one login or terminal share it.
+    pub asid: i32,
+    pub session_id: i32,
+    pub group_id: i32,
+    /// Path of the controlling terminal; `None` for non-interactive processes.
+    pub tty: Option<String>,
+    pub executable: String,
+    pub signing_id: Option<String>,
+    pub team_id: Option<String>,
+    pub cdhash: Option<String>,
+    pub cs_flags: u32,
+    pub is_platform_binary: bool,
+}
+
+impl Process {
+    /// Executable file name, as the last path component.
+    pub fn name(&self) -> &str {
+        self.executable
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.executable)
+    }
+
+    pub fn is_interactive(&self) -> bool {
+        self.tty.is_some()
+    }
+
+    /// Ad-hoc signed or not validly signed, and not Apple platform code.
+    pub fn is_unsigned_or_adhoc(&self) -> bool {
+        if self.is_platform_binary {
+            return false;
+        }
+        self.cs_flags & cs_flags::ADHOC != 0 || self.cs_flags & cs_flags::VALID == 0
+    }
+}
+
+/// What happened. Paths are as the event reported them; detection normalises before trusting them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Exec(Exec),
+    Create { path: String },
+    Write { path: String },
+    Close { path: String, modified: bool },
+    Rename { source: String, destination: String },
+    Unlink { path: String },
+    SetMode { path: String, mode: u32 },
+    SetOwner { path: String, uid: u32, gid: u32 },
+    SetExtattr { path: String, name: String },
+    KextLoad { identifier: String },
+    KextUnload { identifier: String },
+    Fork { child_pid: i32 },
+    Exit { status: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exec {
+    /// The new image.
+    pub target: Process,
+    pub args: Vec<String>,
+    pub cwd: Option<String>,
+}
+
+impl EventKind {
+    /// ECS `event.action` name, also the eslogger event name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            EventKind::Exec(_) => "exec",
+            EventKind::Create { .. } => "create",
+            EventKind::Write { .. } => "write",
+            EventKind::Close { .. } => "close",
+            EventKind::Rename { .. } => "rename",
+            EventKind::Unlink { .. } => "unlink",
+            EventKind::SetMode { .. } => "setmode",
+            EventKind::SetOwner { .. } => "setowner",
+            EventKind::SetExtattr { .. } => "setextattr",
+            EventKind::KextLoad { .. } => "kextload",
+            EventKind::KextUnload { .. } => "kextunload",
+            EventKind::Fork { .. } => "fork",
+            EventKind::Exit { .. } => "exit",
+        }
+    }
+}

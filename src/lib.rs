@@ -1,0 +1,11 @@
+//! kextwatch: detection for the macOS kernel-extension attack surface (ATT&CK T1547.006).
+//!
+//! See ARCHITECTURE.md for the data flow and the invariants the modules keep.
+
+pub mod alert;
+pub mod config;
+pub mod detect;
+pub mod event;
+pub mod output;
+pub mod replay;
+pub mod source;

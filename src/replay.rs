@@ -1,0 +1,187 @@
+//! `kextwatch replay`: eslogger JSON in, alerts out, through the same decoder and engine the daemon
+//! uses. Returns a summary; printing it is the CLI's job.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use crate::alert::{Alert, Severity};
+use crate::config::Config;
+use crate::detect::{Engine, EngineStats, KextInterest};
+use crate::output::{OutputError, Outputs};
+use crate::source::replay::{EventDecoder, InputStats, LineReader, MAX_LINE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read input: {0}")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// What one replay did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub input: InputStats,
+    pub engine: EngineStats,
+    pub alerts_by_severity: BTreeMap<Severity, u64>,
+}
+
+impl Summary {
+    pub fn alerts(&self) -> u64 {
+        self.alerts_by_severity.values().sum()
+    }
+}
+
+/// Called now and then with the bytes consumed so far.
+pub type Progress<'a> = &'a mut dyn FnMut(u64);
+
+pub fn replay(
+    input: impl BufRead,
+    config: Config,
+    outputs: &mut Outputs,
+    progress: Option<Progress<'_>>,
+) -> Result<Summary, ReplayError> {
+    let interest = KextInterest::new(&config);
+    let mut decoder = EventDecoder::new(&interest);
+    let mut engine = Engine::new(config);
+    let mut reader = LineReader::new(input, MAX_LINE);
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
+    let mut progress = progress;
+
+    let mut emit = |alerts: &mut Vec<Alert>, outputs: &mut Outputs| -> Result<(), OutputError> {
+        for a in alerts.drain(..) {
+            *by_severity.entry(a.severity).or_default() += 1;
+            outputs.write(&a)?;
+        }
+        Ok(())
+    };
+
+    while let Some((line_no, line)) = reader.next_line().map_err(ReplayError::Read)? {
+        if let Some(ev) = decoder.decode(line_no, line) {
+            engine.process(&ev, &mut alerts);
+            if !alerts.is_empty() {
+                emit(&mut alerts, outputs)?;
+            }
+        }
+        if line_no % 65_536 == 0 {
+            if let Some(p) = progress.as_mut() {
+                p(reader.bytes());
+            }
+        }
+    }
+    engine.finish(&mut alerts);
+    emit(&mut alerts, outputs)?;
+    outputs.flush()?;
+    if let Some(p) = progress.as_mut() {
+        p(reader.bytes());
+    }
+    Ok(Summary {
+        input: decoder.stats,
+        engine: engine.stats(),
+        alerts_by_severity: by_severity,
+    })
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The end-of-run summary a person reads on stderr.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        use crate::event::eslogger::event_type;
+        let i = &self.input;
+        writeln!(
+            f,
+            "read {} lines ({:.1} MB): {} events analysed, {} skipped as irrelevant, {} malformed",
+            thousands(i.lines),
+            i.bytes as f64 / 1e6,
+            thousands(i.decoded),
+            thousands(i.skipped()),
+            thousands(i.malformed)
+        )?;
+        if !i.skipped_by_type.is_empty() {
+            let mut parts: Vec<(u64, String)> = i
+                .skipped_by_type
+                .iter()
+                .map(|(t, n)| {
+                    (
+                        *n,
+                        event_type::name(*t)
+                            .map_or(format!("event_type {t} (unknown)"), str::to_string),
+                    )
+                })
+                .collect();
+            parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let list: Vec<String> = parts
+                .iter()
+                .map(|(n, name)| format!("{name} {}", thousands(*n)))
+                .collect();
+            writeln!(f, "  skipped by type: {}", list.join(", "))?;
+        }
+        for (line, why) in &i.malformed_examples {
+            writeln!(f, "  malformed line {line}: {why}")?;
+        }
+        if i.malformed > i.malformed_examples.len() as u64 {
+            writeln!(
+                f,
+                "  ... and {} more malformed lines",
+                i.malformed - i.malformed_examples.len() as u64
+            )?;
+        }
+        if i.non_utf8 > 0 {
+            writeln!(
+                f,
+                "  {} lines had bytes that are not UTF-8 (decoded with replacement characters)",
+                i.non_utf8
+            )?;
+        }
+        if i.seq_gap_events > 0 || i.seq_resets > 0 {
+            writeln!(
+                f,
+                "  drops: {} events missing by global_seq_num gaps; sequence restarted {} times",
+                thousands(i.seq_gap_events),
+                i.seq_resets
+            )?;
+        }
+        if !i.versions.is_empty() {
+            let v: Vec<String> = i
+                .versions
+                .iter()
+                .map(|(v, n)| format!("v{v} {}", thousands(*n)))
+                .collect();
+            writeln!(f, "  message versions: {}", v.join(", "))?;
+        }
+        let by: Vec<String> = self
+            .alerts_by_severity
+            .iter()
+            .rev()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        write!(f, "alerts: {}", thousands(self.alerts()))?;
+        if !by.is_empty() {
+            write!(f, " ({})", by.join(", "))?;
+        }
+        let e = &self.engine;
+        if e.folded > 0 {
+            write!(f, "; {} duplicates folded", thousands(e.folded))?;
+        }
+        if e.below_min_severity > 0 {
+            write!(
+                f,
+                "; {} findings below the minimum severity",
+                thousands(e.below_min_severity)
+            )?;
+        }
+        writeln!(f)
+    }
+}

@@ -1,0 +1,636 @@
+//! Detection behaviour on eslogger captures: each rule, its benign look-alikes, correlation, folding.
+//! Cases follow Atomic Red Team T1547.006, and the Sigma and Elastic macOS kext/SIP rules.
+
+mod support;
+
+use support::eslogger::{cast, Capture, Proc};
+use support::{reasons, rule, run, run_min, severity, techniques};
+
+const SOFTRAID: &str = "/Library/Extensions/SoftRAID.kext";
+
+/// `sudo <tool> args...` typed in a terminal: the sudo child execs the tool.
+fn sudo_exec(c: &mut Capture, exe: &str, sid: &str, args: &[&str]) {
+    let sudo = cast::sudo();
+    let target = sudo.exec_into(exe, sid);
+    c.exec(&sudo, &target, args, "/Users/alice");
+}
+
+#[test]
+fn art_kextload_from_terminal_is_medium_with_reasons() {
+    let mut c = Capture::new(6);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextload",
+        "com.apple.kextload",
+        &["kextload", SOFTRAID],
+    );
+    let alerts = run(&c.out);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(rule(a), "KW-1001");
+    assert_eq!(severity(a), "medium");
+    assert_eq!(techniques(a), ["T1547.006"]);
+    let r = reasons(a);
+    assert!(r.contains("not an allowlisted management tool"), "{r}");
+    assert!(r.contains("terminal (/dev/ttys003) by user 501"), "{r}");
+    assert_eq!(a["process"]["executable"], "/sbin/kextload");
+    assert_eq!(a["process"]["args"][1], SOFTRAID);
+    assert_eq!(
+        a["process"]["parent"]["code_signature"]["signing_id"],
+        "com.apple.sudo"
+    );
+    assert_eq!(a["file"]["path"], SOFTRAID);
+    assert_eq!(a["user"]["id"], "501");
+    assert_eq!(a["user"]["effective"]["id"], "0");
+    assert_eq!(a["@timestamp"], support::eslogger::rfc3339(c.now_ns));
+}
+
+#[test]
+fn art_kextunload_and_kmutil_forms() {
+    let mut c = Capture::new(7);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextunload",
+        "com.apple.kextunload",
+        &["kextunload", SOFTRAID],
+    );
+    c.after_ms(1000);
+    sudo_exec(
+        &mut c,
+        "/usr/bin/kmutil",
+        "com.apple.kmutil",
+        &["kmutil", "load", "-p", SOFTRAID],
+    );
+    c.after_ms(1000);
+    sudo_exec(
+        &mut c,
+        "/usr/bin/kmutil",
+        "com.apple.kmutil",
+        &["kmutil", "unload", "-p", SOFTRAID],
+    );
+    let alerts = run(&c.out);
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (rule(a), severity(a))).collect();
+    assert_eq!(
+        got,
+        [
+            ("KW-1002", "medium"),
+            ("KW-1001", "medium"),
+            ("KW-1002", "medium")
+        ]
+    );
+}
+
+#[test]
+fn api_load_seen_only_as_kextload_event() {
+    let mut c = Capture::new(9);
+    c.kextload(&cast::kernelmanagerd(), "com.softraid.driver.SoftRAID");
+    let alerts = run(&c.out);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(rule(&alerts[0]), "KW-3001");
+    assert_eq!(severity(&alerts[0]), "low");
+    assert!(reasons(&alerts[0]).contains("com.softraid.driver.SoftRAID is not in the allowlist"));
+    assert_eq!(
+        alerts[0]["kextwatch"]["kext"]["bundle_id"],
+        "com.softraid.driver.SoftRAID"
+    );
+}
+
+#[test]
+fn kextload_event_from_non_system_loader_is_raised() {
+    let mut c = Capture::new(9);
+    let loader = Proc::adhoc(6000, 1, "/Users/alice/.local/loader");
+    c.kextload(&loader, "com.evil.rootkit");
+    let alerts = run(&c.out);
+    assert_eq!(severity(&alerts[0]), "medium");
+    assert!(reasons(&alerts[0]).contains("not by the system kext daemon"));
+}
+
+#[test]
+fn csrutil_disable_is_high_and_status_is_discovery() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "status"],
+        "/Users/alice",
+    );
+    c.after_ms(5000);
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/Users/alice",
+    );
+    let alerts = run(&c.out);
+    assert_eq!(
+        alerts.len(),
+        1,
+        "csrutil status must not alert: {alerts:#?}"
+    );
+    assert_eq!(rule(&alerts[0]), "KW-4001");
+    assert_eq!(severity(&alerts[0]), "high");
+    assert_eq!(techniques(&alerts[0]), ["T1562.001", "T1553.006"]);
+    assert!(reasons(&alerts[0]).contains("recoveryOS"));
+
+    let all = run_min(&c.out, "info");
+    assert_eq!(all.len(), 2);
+    assert_eq!((rule(&all[0]), severity(&all[0])), ("KW-1000", "info"));
+}
+
+#[test]
+fn policy_weakening_commands() {
+    let zsh = cast::terminal_zsh();
+    let cases: &[(&str, &str, &[&str], &str, &str)] = &[
+        (
+            "/usr/sbin/nvram",
+            "com.apple.nvram",
+            &["nvram", "boot-args=amfi_get_out_of_my_way=1"],
+            "KW-4002",
+            "high",
+        ),
+        (
+            "/usr/sbin/nvram",
+            "com.apple.nvram",
+            &["nvram", "csr-active-config=%7f%00%00%00"],
+            "KW-4002",
+            "high",
+        ),
+        (
+            "/usr/bin/bputil",
+            "com.apple.bputil",
+            &["bputil", "-k"],
+            "KW-4003",
+            "high",
+        ),
+        (
+            "/usr/sbin/spctl",
+            "com.apple.spctl",
+            &["spctl", "kext-consent", "add", "ABCDE12345"],
+            "KW-4004",
+            "high",
+        ),
+        (
+            "/usr/sbin/spctl",
+            "com.apple.spctl",
+            &["spctl", "kext-consent", "disable"],
+            "KW-4004",
+            "high",
+        ),
+        (
+            "/usr/sbin/spctl",
+            "com.apple.spctl",
+            &["spctl", "--master-disable"],
+            "KW-4005",
+            "high",
+        ),
+        (
+            "/usr/bin/systemextensionsctl",
+            "com.apple.systemextensionsctl",
+            &["systemextensionsctl", "developer", "on"],
+            "KW-4006",
+            "high",
+        ),
+        (
+            "/usr/bin/systemextensionsctl",
+            "com.apple.systemextensionsctl",
+            &["systemextensionsctl", "reset"],
+            "KW-4006",
+            "high",
+        ),
+        (
+            "/usr/bin/csrutil",
+            "com.apple.csrutil",
+            &["csrutil", "enable", "--without", "kext"],
+            "KW-4001",
+            "medium",
+        ),
+        (
+            "/usr/bin/csrutil",
+            "com.apple.csrutil",
+            &["csrutil", "authenticated-root", "disable"],
+            "KW-4001",
+            "high",
+        ),
+    ];
+    for (exe, sid, args, want_rule, want_sev) in cases {
+        let mut c = Capture::new(7);
+        c.exec(&zsh, &zsh.exec_into(exe, sid), args, "/Users/alice");
+        let alerts = run(&c.out);
+        assert_eq!(alerts.len(), 1, "{args:?}");
+        assert_eq!(
+            (rule(&alerts[0]), severity(&alerts[0])),
+            (*want_rule, *want_sev),
+            "{args:?}"
+        );
+    }
+    // Discovery and read-only forms are not alerts.
+    for (exe, sid, args) in [
+        (
+            "/usr/sbin/kextstat",
+            "com.apple.kextstat",
+            &["kextstat"][..],
+        ),
+        (
+            "/usr/bin/kmutil",
+            "com.apple.kmutil",
+            &["kmutil", "showloaded"][..],
+        ),
+        (
+            "/usr/sbin/kextfind",
+            "com.apple.kextfind",
+            &["kextfind", "-b", "com.apple.driver.AppleHDA"][..],
+        ),
+        ("/usr/sbin/nvram", "com.apple.nvram", &["nvram", "-p"][..]),
+        (
+            "/usr/sbin/spctl",
+            "com.apple.spctl",
+            &["spctl", "kext-consent", "list"][..],
+        ),
+        (
+            "/usr/bin/systemextensionsctl",
+            "com.apple.systemextensionsctl",
+            &["systemextensionsctl", "list"][..],
+        ),
+        ("/usr/bin/bputil", "com.apple.bputil", &["bputil", "-d"][..]),
+    ] {
+        let mut c = Capture::new(7);
+        c.exec(&zsh, &zsh.exec_into(exe, sid), args, "/Users/alice");
+        assert!(run(&c.out).is_empty(), "{args:?} should not alert");
+    }
+}
+
+#[test]
+fn unloading_endpoint_security_is_high() {
+    let mut c = Capture::new(6);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextunload",
+        "com.apple.kextunload",
+        &["kextunload", "-b", "com.apple.iokit.EndpointSecurity"],
+    );
+    c.after_ms(200);
+    c.kextunload(&cast::kernelmanagerd(), "com.apple.iokit.EndpointSecurity");
+    c.after_ms(200);
+    c.kextunload(&cast::kernelmanagerd(), "com.apple.driver.AppleHDA");
+    let alerts = run(&c.out);
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (rule(a), severity(a))).collect();
+    assert_eq!(got, [("KW-1002", "high"), ("KW-3002", "high")]);
+    for a in &alerts {
+        assert!(techniques(a).contains(&"T1562.001"));
+        assert!(
+            reasons(a).contains("com.apple.iokit.EndpointSecurity turns off a security control")
+        );
+    }
+}
+
+#[test]
+fn copy_into_extensions_then_kextload_within_20s_is_one_correlated_alert() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+    c.exec(
+        &zsh,
+        &cp,
+        &[
+            "cp",
+            "-R",
+            "/Users/alice/Downloads/Evil.kext",
+            "/Library/Extensions/",
+        ],
+        "/Users/alice",
+    );
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    c.after_ms(12_000);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextload",
+        "com.apple.kextload",
+        &["kextload", "/Library/Extensions/Evil.kext"],
+    );
+    let alerts = run(&c.out);
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (rule(a), severity(a))).collect();
+    // The staging alert (its file events folded), the correlated load, then the fold follow-up.
+    assert_eq!(
+        got,
+        [
+            ("KW-2001", "medium"),
+            ("KW-9001", "high"),
+            ("KW-2001", "medium")
+        ],
+        "{alerts:#?}"
+    );
+    let load = &alerts[1];
+    let r = reasons(load);
+    assert!(
+        r.contains("/Library/Extensions/Evil.kext was staged by /bin/cp"),
+        "{r}"
+    );
+    assert!(r.contains("12 s earlier, in the same login session"), "{r}");
+    let evidence = load["kextwatch"]["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 2);
+    assert_eq!(evidence[0]["executable"], "/bin/cp");
+    assert_eq!(evidence[1]["executable"], "/sbin/kextload");
+    // cp -R of a bundle with two files: 3 directories created, 2 files created, written and closed.
+    assert_eq!(alerts[2]["kextwatch"]["folded"]["count"], 9);
+}
+
+#[test]
+fn load_outside_the_correlation_window_is_not_correlated() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    c.after_ms(121_000);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextload",
+        "com.apple.kextload",
+        &["kextload", "/Library/Extensions/Evil.kext"],
+    );
+    let alerts = run(&c.out);
+    assert!(alerts.iter().all(|a| rule(a) != "KW-9001"), "{alerts:#?}");
+    assert!(alerts.iter().any(|a| rule(a) == "KW-1001"));
+}
+
+#[test]
+fn staged_then_api_load_correlates_host_wide() {
+    let mut c = Capture::new(9);
+    let installer = Proc {
+        asid: 100_021,
+        ..Proc::adhoc(5100, 5000, "/private/tmp/.x/installer")
+    };
+    c.rename(
+        &installer,
+        "/private/tmp/.x/Evil.kext",
+        "/Library/Extensions",
+        "Evil.kext",
+    );
+    c.after_ms(3000);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    let alerts = run(&c.out);
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (rule(a), severity(a))).collect();
+    assert_eq!(
+        got,
+        [("KW-2001", "high"), ("KW-9001", "high")],
+        "{alerts:#?}"
+    );
+    let r = reasons(&alerts[0]);
+    assert!(
+        r.contains("moved in from /private/tmp/.x/Evil.kext, in a temporary folder"),
+        "{r}"
+    );
+    assert!(r.contains("unsigned or ad-hoc"), "{r}");
+    assert!(reasons(&alerts[1]).contains("by another session"));
+}
+
+#[test]
+fn kext_activity_after_sip_weakening_is_critical() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/Users/alice",
+    );
+    c.after_ms(30_000);
+    sudo_exec(
+        &mut c,
+        "/usr/bin/kmutil",
+        "com.apple.kmutil",
+        &["kmutil", "load", "-p", SOFTRAID],
+    );
+    let alerts = run(&c.out);
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (rule(a), severity(a))).collect();
+    assert_eq!(got, [("KW-4001", "high"), ("KW-9002", "critical")]);
+    assert!(reasons(&alerts[1]).contains("follows `csrutil disable`"));
+    assert_eq!(
+        alerts[1]["kextwatch"]["evidence"].as_array().unwrap().len(),
+        2
+    );
+    assert!(techniques(&alerts[1]).contains(&"T1547.006"));
+}
+
+#[test]
+fn allowlisted_mdm_agent_loading_allowlisted_kext_is_not_an_alert() {
+    let mut c = Capture::new(7);
+    let jamf = cast::jamf();
+    let kmutil = jamf.exec_into("/usr/bin/kmutil", "com.apple.kmutil");
+    c.exec(
+        &jamf,
+        &kmutil,
+        &["kmutil", "load", "-b", "org.virtualbox.kext.VBoxDrv"],
+        "/",
+    );
+    c.after_ms(800);
+    c.kextload(&cast::kernelmanagerd(), "org.virtualbox.kext.VBoxDrv");
+    c.after_ms(800);
+    let csr = jamf.exec_into("/usr/bin/csrutil", "com.apple.csrutil");
+    c.exec(&jamf, &csr, &["csrutil", "status"], "/");
+    assert!(run(&c.out).is_empty());
+    // Seen at info, with the reason that made it benign.
+    let all = run_min(&c.out, "info");
+    assert!(reasons(&all[0]).contains("allowlisted management tool /usr/local/jamf/bin/jamf"));
+}
+
+#[test]
+fn same_initiator_identity_without_team_is_not_trusted() {
+    // A copy of the Jamf binary re-signed ad hoc keeps the signing id but loses the team.
+    let mut c = Capture::new(7);
+    let fake = Proc {
+        signing_id: Some("com.jamfsoftware.jamf".into()),
+        ..Proc::adhoc(2300, 1, "/usr/local/jamf/bin/jamf")
+    };
+    c.exec(
+        &fake,
+        &fake.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-p", SOFTRAID],
+        "/",
+    );
+    let alerts = run(&c.out);
+    assert_eq!(severity(&alerts[0]), "high");
+    assert!(reasons(&alerts[0]).contains("unsigned or ad-hoc"));
+}
+
+#[test]
+fn apple_kexts_at_boot_and_system_staging_are_quiet() {
+    let mut c = Capture::new(9);
+    let kmd = cast::kernelmanagerd();
+    for id in [
+        "com.apple.driver.AppleHDA",
+        "com.apple.iokit.IOUSBFamily",
+        "com.apple.filesystems.apfs",
+    ] {
+        c.kextload(&kmd, id);
+        c.after_ms(5);
+    }
+    c.copy_bundle(
+        &kmd,
+        "/Library/StagedExtensions/Library/Extensions",
+        "VBoxDrv",
+    );
+    assert!(run(&c.out).is_empty());
+}
+
+#[test]
+fn noise_outside_watched_roots_is_ignored() {
+    let mut c = Capture::new(6);
+    let slack = cast::slack();
+    for i in 0..50 {
+        c.open(
+            &cast::mdworker(),
+            &format!("/Users/alice/Documents/file{i}.txt"),
+        );
+        c.create(
+            &slack,
+            "/Users/alice/Library/Caches/com.tinyspeck.slackmacgap",
+            &format!("cache{i}"),
+        );
+        c.write(&slack, "/Library/ExtensionsBackup/not-a-root.txt");
+        c.exec(
+            &cast::launchd(),
+            &cast::launchd().exec_into("/usr/libexec/xpcproxy", "com.apple.xpc.proxy"),
+            &["xpcproxy", "com.apple.x"],
+            "/",
+        );
+    }
+    assert!(run(&c.out).is_empty());
+}
+
+#[test]
+fn path_tricks_do_not_evade_watched_roots() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+    c.create(&cp, "/library/extensions/../Extensions", "Evil.kext");
+    c.after_ms(10);
+    c.create(&cp, "/System/Volumes/Data/Library/Extensions", "Other.kext");
+    let alerts = run(&c.out);
+    let paths: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["file"]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/library/Extensions/Evil.kext",
+            "/Library/Extensions/Other.kext"
+        ]
+    );
+}
+
+#[test]
+fn masquerading_tool_outside_system_dirs_is_high() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    let fake = Proc::adhoc(4200, 4100, "/tmp/kextload");
+    c.exec(&zsh, &fake, &["kextload", SOFTRAID], "/tmp");
+    let alerts = run(&c.out);
+    assert_eq!(severity(&alerts[0]), "high");
+    assert!(
+        reasons(&alerts[0]).contains("executed from /tmp/kextload, not from a system directory")
+    );
+}
+
+#[test]
+fn kext_loaded_from_temporary_folder_is_high() {
+    let mut c = Capture::new(6);
+    let sudo = cast::sudo();
+    let kextutil = sudo.exec_into("/usr/bin/kextutil", "com.apple.kextutil");
+    c.exec(&sudo, &kextutil, &["kextutil", "Evil.kext"], "/private/tmp");
+    let alerts = run(&c.out);
+    assert_eq!(severity(&alerts[0]), "high");
+    assert!(
+        reasons(&alerts[0]).contains("kext path /private/tmp/Evil.kext is in a temporary folder")
+    );
+}
+
+#[test]
+fn file_events_of_every_kind_under_roots() {
+    let mut c = Capture::new(7);
+    let zsh = cast::terminal_zsh();
+    let p = zsh.exec_into("/usr/sbin/chown", "com.apple.chown");
+    let b = "/Library/Extensions/Evil.kext";
+    c.setowner(&p, b, 0, 0).after_ms(1);
+    c.setmode(&p, "/System/Library/Extensions/Evil2.kext", 0o755)
+        .after_ms(1);
+    c.setextattr(
+        &p,
+        "/Library/StagedExtensions/Evil3.kext",
+        "com.apple.quarantine",
+    )
+    .after_ms(1);
+    c.unlink(
+        &p,
+        "/Library/Extensions/Old.kext/Contents/Info.plist",
+        "/Library/Extensions/Old.kext/Contents",
+    )
+    .after_ms(1);
+    c.rename(
+        &p,
+        "/Library/Extensions/Gone.kext",
+        "/private/tmp",
+        "Gone.kext",
+    );
+    let alerts = run(&c.out);
+    let actions: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["event"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["setowner", "setmode", "setextattr", "unlink", "rename"]
+    );
+    assert!(alerts
+        .iter()
+        .all(|a| rule(a) == "KW-2001" && severity(a) == "medium"));
+    assert!(reasons(&alerts[4]).contains("moved out"));
+}
+
+#[test]
+fn repeated_alerts_fold_with_a_count() {
+    let mut c = Capture::new(6);
+    for _ in 0..50 {
+        sudo_exec(
+            &mut c,
+            "/sbin/kextload",
+            "com.apple.kextload",
+            &["kextload", SOFTRAID],
+        );
+        c.after_ms(2000);
+    }
+    let alerts = run(&c.out);
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts[0]["kextwatch"].get("folded").is_none());
+    assert_eq!(alerts[1]["kextwatch"]["folded"]["count"], 50);
+    assert!(reasons(&alerts[1]).contains("49 more identical alerts folded"));
+    // Past the fold window, a new alert opens a new fold.
+    c.after_ms(400_000);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextload",
+        "com.apple.kextload",
+        &["kextload", SOFTRAID],
+    );
+    assert_eq!(run(&c.out).len(), 3);
+}
+
+#[test]
+fn replay_is_deterministic() {
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/",
+    );
+    c.copy_bundle(
+        &zsh.exec_into("/bin/cp", "com.apple.cp"),
+        "/Library/Extensions",
+        "A",
+    );
+    c.kextload(&cast::kernelmanagerd(), "com.a.A");
+    assert_eq!(run(&c.out), run(&c.out));
+}

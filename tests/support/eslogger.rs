@@ -1,0 +1,414 @@
+//! Builds eslogger JSON lines in the full format eslogger writes (complete process objects with audit
+//! tokens, stat blocks, exec env and fds), for tests, the bundled sample and the benchmark.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+
+pub const CS_VALID: u32 = 0x1;
+pub const CS_ADHOC: u32 = 0x2;
+pub const CS_HARD: u32 = 0x100;
+pub const CS_KILL: u32 = 0x200;
+pub const CS_RUNTIME: u32 = 0x10000;
+pub const CS_PLATFORM_BINARY: u32 = 0x400_0000;
+pub const CS_SIGNED: u32 = 0x2000_0000;
+pub const NO_AUID: u32 = u32::MAX;
+
+/// 2026-11-20T14:03:12Z
+pub const BASE_NS: i64 = 1_795_615_392_000_000_000;
+
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub pid: i32,
+    pub pidversion: u32,
+    pub ppid: i32,
+    pub auid: u32,
+    pub euid: u32,
+    pub asid: i32,
+    pub exe: String,
+    pub signing_id: Option<String>,
+    pub team_id: Option<String>,
+    pub cdhash: String,
+    pub flags: u32,
+    pub platform: bool,
+    pub tty: Option<String>,
+}
+
+fn cdhash_for(s: &str) -> String {
+    // Stable fake 40-hex cdhash derived from the name (FNV-1a, repeated).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!(
+        "{:016x}{:016x}{:08x}",
+        h,
+        h.rotate_left(17),
+        (h >> 7) as u32
+    )
+}
+
+impl Proc {
+    /// An Apple platform binary.
+    pub fn apple(pid: i32, ppid: i32, exe: &str, signing_id: &str) -> Proc {
+        Proc {
+            pid,
+            pidversion: (pid as u32).wrapping_mul(7) + 100,
+            ppid,
+            auid: NO_AUID,
+            euid: 0,
+            asid: 100_000,
+            exe: exe.into(),
+            signing_id: Some(signing_id.into()),
+            team_id: None,
+            cdhash: cdhash_for(exe),
+            flags: CS_VALID | CS_SIGNED | CS_PLATFORM_BINARY | CS_HARD | CS_KILL | CS_RUNTIME,
+            platform: true,
+            tty: None,
+        }
+    }
+
+    /// A Developer ID signed third-party binary.
+    pub fn developer(pid: i32, ppid: i32, exe: &str, signing_id: &str, team: &str) -> Proc {
+        Proc {
+            team_id: Some(team.into()),
+            flags: CS_VALID | CS_SIGNED | CS_HARD | CS_KILL | CS_RUNTIME,
+            platform: false,
+            ..Proc::apple(pid, ppid, exe, signing_id)
+        }
+    }
+
+    /// An ad-hoc signed binary (no identity behind the signature).
+    pub fn adhoc(pid: i32, ppid: i32, exe: &str) -> Proc {
+        let name = exe.rsplit('/').next().unwrap_or(exe);
+        Proc {
+            signing_id: Some(format!("{name}-55554944{}", &cdhash_for(exe)[..8])),
+            team_id: None,
+            flags: CS_VALID | CS_SIGNED | CS_ADHOC,
+            platform: false,
+            ..Proc::apple(pid, ppid, exe, "")
+        }
+    }
+
+    /// Run by a logged-in user from a terminal.
+    pub fn in_terminal(mut self, uid: u32, euid: u32, tty: &str, asid: i32) -> Proc {
+        self.auid = uid;
+        self.euid = euid;
+        self.tty = Some(tty.into());
+        self.asid = asid;
+        self
+    }
+
+    /// The same process after exec of `target` (pid kept).
+    pub fn exec_into(&self, exe: &str, signing_id: &str) -> Proc {
+        Proc {
+            exe: exe.into(),
+            signing_id: Some(signing_id.into()),
+            team_id: None,
+            cdhash: cdhash_for(exe),
+            flags: CS_VALID | CS_SIGNED | CS_PLATFORM_BINARY | CS_HARD | CS_KILL | CS_RUNTIME,
+            platform: true,
+            ..self.clone()
+        }
+    }
+
+    fn token(&self, pid: i32, version: u32) -> Value {
+        let (auid, euid) = (self.auid, self.euid);
+        if version == 10 {
+            json!([auid, euid, 0, euid, 0, pid, self.asid, self.pidversion])
+        } else {
+            json!({"auid": auid, "euid": euid, "egid": 0, "ruid": euid, "rgid": 0, "pid": pid,
+                   "asid": self.asid, "pidversion": self.pidversion})
+        }
+    }
+
+    pub fn json(&self, version: u32) -> Value {
+        let mut p = json!({
+            "audit_token": self.token(self.pid, version),
+            "ppid": self.ppid,
+            "original_ppid": self.ppid,
+            "group_id": self.pid,
+            "session_id": self.asid,
+            "codesigning_flags": self.flags,
+            "is_platform_binary": self.platform,
+            "is_es_client": false,
+            "cdhash": self.cdhash,
+            "signing_id": self.signing_id,
+            "team_id": self.team_id,
+            "executable": file(&self.exe, 0o100755, 0),
+            "tty": self.tty.as_ref().map(|t| file(t, 0o20620, self.auid)),
+            "start_time": "2026-11-20T13:58:01.004512000Z",
+            "parent_audit_token": self.token(self.ppid, version),
+            "responsible_audit_token": self.token(self.ppid, version),
+        });
+        if version >= 10 {
+            p["cs_validation_category"] = json!(if self.platform { 1 } else { 3 });
+        }
+        p
+    }
+}
+
+/// An `es_file_t` with a stat block.
+pub fn file(path: &str, mode: u32, uid: u32) -> Value {
+    let t = "2026-11-18T09:12:44.000000000Z";
+    json!({
+        "path": path,
+        "path_truncated": false,
+        "stat": {
+            "st_dev": 16777232, "st_ino": 1152921500312459226u64, "st_mode": mode, "st_nlink": 1,
+            "st_uid": uid, "st_gid": 0, "st_rdev": 0, "st_atimespec": t, "st_mtimespec": t,
+            "st_ctimespec": t, "st_birthtimespec": t, "st_size": 154624, "st_blocks": 304,
+            "st_blksize": 4096, "st_flags": 0, "st_gen": 0
+        }
+    })
+}
+
+pub fn rfc3339(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Writes a stream of messages with consistent sequence numbers.
+pub struct Capture {
+    pub version: u32,
+    pub now_ns: i64,
+    pub seq: u64,
+    pub out: String,
+}
+
+impl Capture {
+    pub fn new(version: u32) -> Capture {
+        Capture {
+            version,
+            now_ns: BASE_NS,
+            seq: 1000,
+            out: String::new(),
+        }
+    }
+
+    /// Advance event time by `ms` milliseconds.
+    pub fn after_ms(&mut self, ms: i64) -> &mut Self {
+        self.now_ns += ms * 1_000_000 + 123_456;
+        self
+    }
+
+    pub fn message(
+        &mut self,
+        event_type: u32,
+        process: &Proc,
+        name: &str,
+        body: Value,
+    ) -> &mut Self {
+        self.seq += 1;
+        let mut ev = serde_json::Map::new();
+        ev.insert(name.to_string(), body);
+        let v = json!({
+            "schema_version": 1,
+            "mach_time": 51_234_567_890_123u64 + self.seq,
+            "event_type": event_type,
+            "thread": {"thread_id": 1_234_567u64 + self.seq},
+            "version": self.version,
+            "seq_num": self.seq,
+            "global_seq_num": self.seq,
+            "action_type": 1,
+            "action": {"result": {"result_type": 0, "result": {"auth": 0}}},
+            "time": rfc3339(self.now_ns),
+            "process": process.json(self.version),
+            "event": Value::Object(ev),
+        });
+        self.out.push_str(&serde_json::to_string(&v).unwrap());
+        self.out.push('\n');
+        self
+    }
+
+    pub fn exec(&mut self, caller: &Proc, target: &Proc, args: &[&str], cwd: &str) -> &mut Self {
+        let body = json!({
+            "target": target.json(self.version),
+            "args": args,
+            "env": ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "SHELL=/bin/zsh", "LANG=en_US.UTF-8",
+                    format!("HOME=/Users/{}", if target.auid == 501 { "alice" } else { "root" }),
+                    "TERM=xterm-256color", "__CFBundleIdentifier=com.apple.Terminal"],
+            "cwd": file(cwd, 0o40755, 0),
+            "script": null,
+            "fds": [{"fd": 0, "fdtype": 1}, {"fd": 1, "fdtype": 1}, {"fd": 2, "fdtype": 1}],
+            "dyld_exec_path": target.exe,
+            "image_cputype": 16777228,
+            "image_cpusubtype": 2,
+            "last_fd": 2,
+        });
+        self.message(9, caller, "exec", body)
+    }
+
+    pub fn create(&mut self, p: &Proc, dir: &str, filename: &str) -> &mut Self {
+        let body = json!({"destination_type": 1,
+            "destination": {"new_path": {"dir": file(dir, 0o40755, 0), "filename": filename, "mode": 420}},
+            "acl": null});
+        self.message(13, p, "create", body)
+    }
+
+    pub fn write(&mut self, p: &Proc, path: &str) -> &mut Self {
+        self.message(33, p, "write", json!({"target": file(path, 0o100644, 0)}))
+    }
+
+    pub fn close(&mut self, p: &Proc, path: &str, modified: bool) -> &mut Self {
+        self.message(12, p, "close", json!({"modified": modified, "target": file(path, 0o100644, 0), "was_mapped_writable": false}))
+    }
+
+    pub fn open(&mut self, p: &Proc, path: &str) -> &mut Self {
+        self.message(
+            10,
+            p,
+            "open",
+            json!({"fflag": 1, "file": file(path, 0o100644, 0)}),
+        )
+    }
+
+    pub fn rename(&mut self, p: &Proc, source: &str, dest_dir: &str, filename: &str) -> &mut Self {
+        let body = json!({"source": file(source, 0o40755, 0), "destination_type": 1,
+            "destination": {"new_path": {"dir": file(dest_dir, 0o40755, 0), "filename": filename}}});
+        self.message(25, p, "rename", body)
+    }
+
+    pub fn unlink(&mut self, p: &Proc, path: &str, parent: &str) -> &mut Self {
+        self.message(
+            32,
+            p,
+            "unlink",
+            json!({"target": file(path, 0o100644, 0), "parent_dir": file(parent, 0o40755, 0)}),
+        )
+    }
+
+    pub fn setowner(&mut self, p: &Proc, path: &str, uid: u32, gid: u32) -> &mut Self {
+        self.message(
+            30,
+            p,
+            "setowner",
+            json!({"uid": uid, "gid": gid, "target": file(path, 0o40755, 501)}),
+        )
+    }
+
+    pub fn setmode(&mut self, p: &Proc, path: &str, mode: u32) -> &mut Self {
+        self.message(
+            29,
+            p,
+            "setmode",
+            json!({"mode": mode, "target": file(path, 0o40755, 0)}),
+        )
+    }
+
+    pub fn setextattr(&mut self, p: &Proc, path: &str, name: &str) -> &mut Self {
+        self.message(
+            27,
+            p,
+            "setextattr",
+            json!({"target": file(path, 0o40755, 0), "extattr": name}),
+        )
+    }
+
+    pub fn kextload(&mut self, p: &Proc, id: &str) -> &mut Self {
+        self.message(17, p, "kextload", json!({"identifier": id}))
+    }
+
+    pub fn kextunload(&mut self, p: &Proc, id: &str) -> &mut Self {
+        self.message(18, p, "kextunload", json!({"identifier": id}))
+    }
+
+    pub fn fork(&mut self, p: &Proc, child: &Proc) -> &mut Self {
+        let body = json!({"child": child.json(self.version)});
+        self.message(11, p, "fork", body)
+    }
+
+    pub fn exit(&mut self, p: &Proc) -> &mut Self {
+        self.message(15, p, "exit", json!({"stat": 0}))
+    }
+
+    /// Copy a kext bundle into a folder the way `cp -R` does: directories and files created, written
+    /// and closed, one event each.
+    pub fn copy_bundle(&mut self, p: &Proc, into: &str, name: &str) -> &mut Self {
+        let b = format!("{into}/{name}.kext");
+        self.create(p, into, &format!("{name}.kext"));
+        self.create(p, &b, "Contents");
+        self.create(p, &format!("{b}/Contents"), "MacOS");
+        for f in ["Info.plist", &format!("MacOS/{name}")] {
+            let path = format!("{b}/Contents/{f}");
+            let (dir, file_name) = path.rsplit_once('/').unwrap();
+            self.create(p, dir, file_name);
+            self.write(p, &path);
+            self.close(p, &path, true);
+        }
+        self
+    }
+}
+
+/// The usual cast.
+pub mod cast {
+    use super::Proc;
+
+    pub fn terminal_zsh() -> Proc {
+        Proc::apple(4100, 4099, "/bin/zsh", "com.apple.zsh").in_terminal(
+            501,
+            501,
+            "/dev/ttys003",
+            100_017,
+        )
+    }
+    pub fn sudo() -> Proc {
+        Proc::apple(4120, 4100, "/usr/bin/sudo", "com.apple.sudo").in_terminal(
+            501,
+            0,
+            "/dev/ttys003",
+            100_017,
+        )
+    }
+    pub fn kernelmanagerd() -> Proc {
+        Proc::apple(
+            331,
+            1,
+            "/usr/libexec/kernelmanagerd",
+            "com.apple.kernelmanagerd",
+        )
+    }
+    pub fn jamf() -> Proc {
+        Proc::developer(
+            2210,
+            1,
+            "/usr/local/jamf/bin/jamf",
+            "com.jamfsoftware.jamf",
+            "483DWKW443",
+        )
+    }
+    pub fn launchd() -> Proc {
+        Proc::apple(1, 0, "/sbin/launchd", "com.apple.xpc.launchd")
+    }
+    pub fn mdworker() -> Proc {
+        Proc::apple(7001, 1, "/System/Library/Frameworks/CoreServices.framework/Frameworks/Metadata.framework/Versions/A/Support/mdworker_shared", "com.apple.mdworker_shared")
+    }
+    pub fn safari() -> Proc {
+        Proc::apple(
+            880,
+            1,
+            "/Applications/Safari.app/Contents/MacOS/Safari",
+            "com.apple.Safari",
+        )
+        .in_terminal(501, 501, "", 100_010)
+        .without_tty()
+    }
+    pub fn slack() -> Proc {
+        Proc::developer(
+            1433,
+            1,
+            "/Applications/Slack.app/Contents/MacOS/Slack",
+            "com.tinyspeck.slackmacgap",
+            "BQR82RBBHL",
+        )
+    }
+}
+
+impl Proc {
+    pub fn without_tty(mut self) -> Proc {
+        self.tty = None;
+        self
+    }
+}

@@ -1,0 +1,82 @@
+#![allow(dead_code)]
+
+pub mod eslogger;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use kextwatch::config::{Config, TextOrJson};
+use kextwatch::output::Outputs;
+use kextwatch::replay::{replay, Summary};
+use serde_json::Value;
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Replay `input` with `config`; the alerts as JSON values, and the summary.
+pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
+    let buf = Shared::default();
+    let mut outputs = Outputs::from_writers(vec![(
+        "test".into(),
+        TextOrJson::Json,
+        Box::new(buf.clone()),
+    )]);
+    let summary = replay(input, config, &mut outputs, None).expect("replay");
+    drop(outputs);
+    let bytes = buf.0.lock().unwrap().clone();
+    let alerts = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert line is JSON"))
+        .collect();
+    (alerts, summary)
+}
+
+/// Replay with the shipped default config.
+pub fn run(input: &str) -> Vec<Value> {
+    run_with(input.as_bytes(), Config::default_config()).0
+}
+
+/// Replay with the shipped config at a different minimum severity.
+pub fn run_min(input: &str, min: &str) -> Vec<Value> {
+    let mut c = Config::default_config();
+    c.detection.min_severity = min.parse().unwrap();
+    run_with(input.as_bytes(), c).0
+}
+
+pub fn rule(a: &Value) -> &str {
+    a["rule"]["id"].as_str().unwrap()
+}
+
+pub fn severity(a: &Value) -> &str {
+    a["severity"].as_str().unwrap()
+}
+
+pub fn reasons(a: &Value) -> String {
+    a["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+pub fn techniques(a: &Value) -> Vec<&str> {
+    a["threat"]["technique"]["id"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect()
+}
