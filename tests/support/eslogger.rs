@@ -13,7 +13,7 @@ pub const CS_PLATFORM_BINARY: u32 = 0x400_0000;
 pub const CS_SIGNED: u32 = 0x2000_0000;
 pub const NO_AUID: u32 = u32::MAX;
 
-/// 2026-11-20T14:03:12Z
+/// 2026-11-25T14:03:12Z
 pub const BASE_NS: i64 = 1_795_615_392_000_000_000;
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,163 @@
+//! The `kextwatch` binary as users run it: exit codes, stdin, formats, config, summary.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kext-attack.jsonl");
+
+fn kextwatch(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn replay_sample_prints_contract_alerts_and_a_summary() {
+    let out = kextwatch(&["replay", SAMPLE], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 9);
+    for a in &lines {
+        assert!(a["@timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(["info", "low", "medium", "high", "critical"]
+            .contains(&a["severity"].as_str().unwrap()));
+        assert!(a["rule"]["id"].as_str().unwrap().starts_with("KW-"));
+        assert!(!a["rule"]["name"].as_str().unwrap().is_empty());
+        assert!(!a["threat"]["technique"]["id"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert!(!a["reasons"].as_array().unwrap().is_empty());
+        assert!(a["process"]["executable"].is_string());
+        assert!(a["user"]["id"].is_string());
+    }
+    let err = text(&out.stderr);
+    assert!(err.contains("read 394 lines"), "{err}");
+    assert!(err.contains("alerts: 9 (critical 8, high 1)"), "{err}");
+}
+
+#[test]
+fn replay_from_stdin_matches_replay_from_file() {
+    let input = std::fs::read(SAMPLE).unwrap();
+    let from_stdin = kextwatch(&["replay", "-", "--quiet"], Some(&input));
+    let from_file = kextwatch(&["replay", SAMPLE, "--quiet"], None);
+    assert_eq!(from_stdin.status.code(), Some(0));
+    assert_eq!(from_stdin.stdout, from_file.stdout);
+    assert!(from_stdin.stderr.is_empty());
+}
+
+#[test]
+fn text_format_and_min_severity() {
+    let out = kextwatch(
+        &[
+            "replay",
+            SAMPLE,
+            "--format",
+            "text",
+            "--min-severity",
+            "high",
+            "-q",
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.contains(" HIGH     KW-4002 Boot arguments or SIP NVRAM variable changed: "),
+        "{first}"
+    );
+    let all_info = kextwatch(&["replay", SAMPLE, "--min-severity", "info", "-q"], None);
+    assert!(text(&all_info.stdout).lines().count() > 9);
+    let critical = kextwatch(
+        &["replay", SAMPLE, "--min-severity", "critical", "-q"],
+        None,
+    );
+    assert_eq!(text(&critical.stdout).lines().count(), 8);
+}
+
+#[test]
+fn config_with_file_output_writes_alerts_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(
+        &cfg,
+        format!("[detection]\nmin_severity = \"critical\"\n\n[[output]]\ntype = \"file\"\npath = {:?}\n", alerts),
+    )
+    .unwrap();
+    let out = kextwatch(
+        &["replay", SAMPLE, "--config", cfg.to_str().unwrap(), "-q"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&alerts).unwrap().lines().count(), 8);
+    // Appended, never truncated.
+    kextwatch(
+        &["replay", SAMPLE, "--config", cfg.to_str().unwrap(), "-q"],
+        None,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&alerts).unwrap().lines().count(),
+        16
+    );
+}
+
+#[test]
+fn check_config_exit_codes_and_messages() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/kextwatch.toml");
+    let ok = kextwatch(&["check-config", shipped], None);
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(text(&ok.stdout).contains(": ok (1 team ids, 2 kexts, 1 initiators allowlisted"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\ninitiator = []\n",
+    )
+    .unwrap();
+    let out = kextwatch(&["check-config", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.toml:3:1:") && err.contains("initiator"),
+        "{err}"
+    );
+
+    // replay refuses to run on a broken config, with the same message.
+    let out = kextwatch(&["replay", SAMPLE, "--config", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("bad.toml:3:1:"));
+}
+
+#[test]
+fn unreadable_input_and_usage_errors() {
+    let out = kextwatch(&["replay", "/nonexistent/capture.jsonl"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot open /nonexistent/capture.jsonl"));
+    let out = kextwatch(&["replay", SAMPLE, "--min-severity", "urgent"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = kextwatch(&["frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2));
+}

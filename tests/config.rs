@@ -1,0 +1,111 @@
+//! Config parsing and validation: the shipped file, and errors that name file, line and key.
+
+use kextwatch::config::{Config, KextTrust, OutputSpec, TextOrJson, DEFAULT_CONFIG};
+
+fn err(text: &str) -> String {
+    Config::parse(text, "test.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn shipped_config_is_valid_and_allowlists_the_examples() {
+    let c = Config::parse(DEFAULT_CONFIG, "config/kextwatch.toml").unwrap();
+    let a = &c.allowlist;
+    assert_eq!(
+        a.kext_trust(Some("VB5E2TV963"), "org.virtualbox.kext.VBoxUSB"),
+        KextTrust::Allowlisted
+    );
+    assert_eq!(
+        a.kext_trust(Some("EG7KH642X6"), "com.vmware.kext.vmhgfs"),
+        KextTrust::Allowlisted
+    );
+    assert_eq!(
+        a.kext_trust(Some("EG7KH642X6"), "com.other.kext"),
+        KextTrust::NotAllowlisted
+    );
+    assert_eq!(
+        a.kext_trust(None, "com.vmware.kext.vmx86"),
+        KextTrust::BundleMatchUnverified
+    );
+    assert!(a.initiator_allowed(Some("com.jamfsoftware.jamf"), Some("483DWKW443")));
+    assert!(!a.initiator_allowed(Some("com.jamfsoftware.jamf"), None));
+    assert_eq!(
+        c.outputs,
+        [OutputSpec::Stdout {
+            format: TextOrJson::Json
+        }]
+    );
+    assert_eq!(c.detection.watched_roots.len(), 3);
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let e = err("[allowlist]\nteam_ids = []\nteam_idz = [\"VB5E2TV963\"]\n");
+    assert!(e.starts_with("test.toml:3:1:"), "{e}");
+    assert!(e.contains("team_idz"), "{e}");
+}
+
+#[test]
+fn unknown_table_is_an_error() {
+    let e = err("[allowlists]\nteam_ids = []\n");
+    assert!(e.starts_with("test.toml:1:"), "{e}");
+    assert!(e.contains("allowlists"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key_path() {
+    let cases = [
+        ("[allowlist]\nteam_ids = [\"VB5E2TV963\", \"nope\"]\n", "test.toml:2:27: key `allowlist.team_ids[1]`"),
+        (
+            "[allowlist]\nkexts = [\n  { team_id = \"VB5E2TV963\", bundle_id = \"has space\" },\n]\n",
+            "test.toml:3:41: key `allowlist.kexts[0].bundle_id`",
+        ),
+        (
+            "[allowlist]\ninitiators = [{ signing_id = \"com.jamfsoftware.jamf\" }]\n",
+            "test.toml:2:15",
+        ),
+        ("[detection]\nmin_severity = \"urgent\"\n", "test.toml:2:16: key `detection.min_severity`"),
+        ("[detection]\ncorrelation_window_secs = 0\n", "key `detection.correlation_window_secs`"),
+        ("[detection]\nwatched_roots = [\"Library/Extensions\"]\n", "key `detection.watched_roots[0]`"),
+        ("[[output]]\ntype = \"file\"\n", "test.toml:2:8: key `output[0].type`: a file output needs `path`"),
+        ("[[output]]\ntype = \"stdout\"\nformat = \"xml\"\n", "key `output[0].format`"),
+        ("[[output]]\ntype = \"syslog\"\naddress = \"siem:514\"\n", "key `output[0].type`: syslog outputs are not available"),
+        ("[[output]]\ntype = \"stdout\"\naddress = \"siem:514\"\n", "key `output[0].address`"),
+        ("[[output]]\ntype = \"kafka\"\n", "unknown output type \"kafka\""),
+        ("[allowlist\n", "test.toml:1:"),
+    ];
+    for (text, want) in cases {
+        let e = err(text);
+        assert!(e.contains(want), "for {text:?}\n got: {e}\nwant: {want}");
+    }
+}
+
+#[test]
+fn missing_initiator_team_is_rejected() {
+    // Initiators are never trusted by signing id alone.
+    let e = err("[allowlist]\ninitiators = [{ signing_id = \"com.jamfsoftware.jamf\" }]\n");
+    assert!(e.contains("team_id"), "{e}");
+}
+
+#[test]
+fn watched_roots_are_normalised() {
+    let c = Config::parse(
+        "[detection]\nwatched_roots = [\"/Library//Extensions/\", \"/opt/kexts\"]\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        c.detection.watched_roots,
+        ["/Library/Extensions", "/opt/kexts"]
+    );
+}
+
+#[test]
+fn unreadable_file_is_a_clear_error() {
+    let e = Config::load(std::path::Path::new("/nonexistent/kextwatch.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/kextwatch.toml: cannot read"),
+        "{e}"
+    );
+}

@@ -1,0 +1,221 @@
+//! eslogger decoding: message versions, both audit-token shapes, field placements, and bad input that
+//! must be counted and reported without stopping the replay.
+
+mod support;
+
+use kextwatch::config::Config;
+use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};
+use kextwatch::event::{EventKind, NO_AUDIT_USER};
+use support::eslogger::{cast, Capture};
+use support::{rule, run_with};
+
+fn attack(version: u32) -> String {
+    let mut c = Capture::new(version);
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/",
+    );
+    c.after_ms(1000);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    c.out
+}
+
+#[test]
+fn every_message_version_gives_the_same_alerts() {
+    let reference = run_with(attack(6).as_bytes(), Config::default_config()).0;
+    assert_eq!(reference.len(), 2);
+    for v in [4, 7, 9, 10, 11] {
+        let (alerts, summary) = run_with(attack(v).as_bytes(), Config::default_config());
+        assert_eq!(alerts, reference, "message version {v}");
+        assert_eq!(summary.input.versions.get(&v), Some(&2));
+    }
+}
+
+#[test]
+fn process_attribution_is_complete() {
+    let mut c = Capture::new(10); // array audit tokens
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/sbin/kextload", "com.apple.kextload"),
+        &["kextload", "x.kext"],
+        "/tmp",
+    );
+    let Decoded::Event(ev) = decode_line(c.out.trim_end(), &AllEvents).unwrap() else {
+        panic!()
+    };
+    let p = &ev.process;
+    assert_eq!(
+        (p.pid, p.ppid, p.auid, p.euid, p.asid),
+        (4100, 4099, 501, 501, 100_017)
+    );
+    assert_eq!(p.responsible_pid, Some(4099));
+    assert_eq!(p.tty.as_deref(), Some("/dev/ttys003"));
+    assert_eq!(p.signing_id.as_deref(), Some("com.apple.zsh"));
+    assert_eq!(p.team_id, None);
+    assert_eq!(p.cdhash.as_ref().map(String::len), Some(40));
+    assert!(p.is_platform_binary);
+    assert_eq!(p.cs_flags & 0x1, 0x1);
+    let EventKind::Exec(e) = &ev.kind else {
+        panic!()
+    };
+    assert_eq!(e.target.executable, "/sbin/kextload");
+    assert_eq!(e.args, ["kextload", "x.kext"]);
+    assert_eq!(e.cwd.as_deref(), Some("/tmp"));
+}
+
+#[test]
+fn rename_destination_is_read_from_both_placements() {
+    let nested = r#"{"event_type":25,"version":6,"time":"2026-11-20T14:03:12.5Z","process":{"audit_token":{"pid":9,"auid":501}},"event":{"rename":{"source":{"path":"/tmp/a.kext"},"destination_type":1,"destination":{"new_path":{"dir":{"path":"/Library/Extensions/"},"filename":"a.kext"}}}}}"#;
+    let flat = r#"{"event_type":25,"version":6,"time":"2026-11-20T14:03:12.5Z","process":{"audit_token":{"pid":9,"auid":501}},"event":{"rename":{"source":{"path":"/tmp/a.kext"},"destination_type":0,"existing_file":{"path":"/Library/Extensions/a.kext"}}}}"#;
+    for line in [nested, flat] {
+        let Decoded::Event(ev) = decode_line(line, &AllEvents).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            ev.kind,
+            EventKind::Rename {
+                source: "/tmp/a.kext".into(),
+                destination: "/Library/Extensions/a.kext".into()
+            }
+        );
+    }
+}
+
+#[test]
+fn minimal_process_objects_get_safe_defaults() {
+    let line = r#"{"event_type":17,"time":"2026-11-20T14:03:12Z","process":{},"event":{"kextload":{"identifier":"com.x"}},"some_future_field":[1,2,{"a":null}]}"#;
+    let Decoded::Event(ev) = decode_line(line, &AllEvents).unwrap() else {
+        panic!()
+    };
+    assert_eq!(ev.process.auid, NO_AUDIT_USER);
+    assert_eq!(ev.process.pid, -1);
+    assert_eq!(
+        ev.kind,
+        EventKind::KextLoad {
+            identifier: "com.x".into()
+        }
+    );
+}
+
+#[test]
+fn bad_lines_are_counted_with_line_numbers_and_processing_goes_on() {
+    let good = attack(6);
+    let mut lines: Vec<String> = good.lines().map(String::from).collect();
+    lines.insert(1, "{not json".into()); // line 2
+    lines.insert(2, r#"{"event_type":"nine","event":{}}"#.into()); // line 3: wrong type
+    lines.insert(
+        3,
+        r#"{"event_type":17,"process":{},"event":{"kextload":{"identifier":"x"}}}"#.into(),
+    ); // 4: no time
+    lines.insert(4, r#"{"event_type":9999,"version":12,"time":"2027-01-01T00:00:00Z","process":{},"event":{"quantum_flux":{}}}"#.into()); // 5: future type
+    lines.insert(5, String::new()); // 6: blank
+    lines.insert(6, r#"{"event_type":17,"time":"yesterday","process":{},"event":{"kextload":{"identifier":"x"}}}"#.into()); // 7
+    let mut input = lines.join("\n").into_bytes();
+    input.extend_from_slice(b"\n{\"event_type\":9,\"time\":\"2026-1"); // truncated last line (line 9)
+    let (alerts, s) = run_with(&input, Config::default_config());
+    assert_eq!(
+        alerts.iter().map(rule).collect::<Vec<_>>(),
+        ["KW-4001", "KW-9002"]
+    );
+    let i = &s.input;
+    assert_eq!(i.lines, 9);
+    assert_eq!(i.blank, 1);
+    assert_eq!(i.malformed, 5);
+    let numbers: Vec<u64> = i.malformed_examples.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [2, 3, 4, 7, 9]);
+    assert!(i.malformed_examples[2].1.contains("missing field `time`"));
+    assert!(i.malformed_examples[3].1.contains("bad timestamp"));
+    assert_eq!(i.unknown_types().collect::<Vec<_>>(), [(9999, 1)]);
+    let text = s.to_string();
+    assert!(text.contains("malformed line 2:"), "{text}");
+    assert!(text.contains("event_type 9999 (unknown) 1"), "{text}");
+}
+
+#[test]
+fn non_utf8_paths_are_decoded_with_replacement_and_counted() {
+    let c = {
+        let mut c = Capture::new(6);
+        let zsh = cast::terminal_zsh();
+        c.create(
+            &zsh.exec_into("/bin/cp", "com.apple.cp"),
+            "/Library/Extensions",
+            "EVILNAME.kext",
+        );
+        c.out
+    };
+    let mut bytes = c.into_bytes();
+    let pos = bytes.windows(8).position(|w| w == b"EVILNAME").unwrap();
+    bytes[pos..pos + 2].copy_from_slice(&[0xff, 0xfe]);
+    let (alerts, s) = run_with(&bytes, Config::default_config());
+    assert_eq!(s.input.non_utf8, 1);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        alerts[0]["file"]["path"],
+        "/Library/Extensions/\u{fffd}\u{fffd}ILNAME.kext"
+    );
+}
+
+#[test]
+fn escaped_and_control_characters_in_paths_survive_to_the_alert() {
+    let line = r#"{"event_type":13,"time":"2026-11-20T14:03:12Z","process":{"audit_token":{"pid":5},"executable":{"path":"/bin/cp"},"tty":{"path":"/dev/ttys001"}},"event":{"create":{"destination_type":1,"destination":{"new_path":{"dir":{"path":"\/Library\/Extensions"},"filename":"a\u001b[31m\nb.kext"}}}}}"#;
+    let (alerts, _) = run_with(line.as_bytes(), Config::default_config());
+    assert_eq!(
+        alerts[0]["file"]["path"],
+        "/Library/Extensions/a\u{1b}[31m\nb.kext"
+    );
+}
+
+#[test]
+fn a_10_mb_line_is_handled_and_an_oversized_one_is_skipped() {
+    // A real event with a 10 MB environment decodes (exec of a tool).
+    let mut c = Capture::new(6);
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/",
+    );
+    let big_env = format!("\"env\":[\"X={}\",", "A".repeat(10 * 1024 * 1024));
+    let line = c.out.replacen("\"env\":[", &big_env, 1);
+    let (alerts, s) = run_with(line.as_bytes(), Config::default_config());
+    assert_eq!((alerts.len(), s.input.malformed), (1, 0));
+
+    // Past the 16 MiB limit: skipped, counted, and the next line still processed.
+    let mut input = vec![b'x'; 17 * 1024 * 1024];
+    input.push(b'\n');
+    input.extend_from_slice(line.as_bytes());
+    let (alerts, s) = run_with(&input, Config::default_config());
+    assert_eq!(
+        (alerts.len(), s.input.too_long, s.input.malformed),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn sequence_gaps_are_reported_as_drops() {
+    let mut c = Capture::new(6);
+    c.kextload(&cast::kernelmanagerd(), "com.apple.a");
+    c.seq += 41; // the producer dropped 41 messages
+    c.kextload(&cast::kernelmanagerd(), "com.apple.b");
+    let (_, s) = run_with(c.out.as_bytes(), Config::default_config());
+    assert_eq!(s.input.seq_gap_events, 41);
+    assert!(s.to_string().contains("41 events missing"));
+}
+
+#[test]
+fn irrelevant_events_are_skipped_by_type_not_decoded() {
+    let mut c = Capture::new(6);
+    c.open(&cast::mdworker(), "/etc/hosts");
+    c.fork(&cast::launchd(), &cast::slack());
+    c.exit(&cast::slack());
+    c.write(&cast::slack(), "/Users/alice/x");
+    let (_, s) = run_with(c.out.as_bytes(), Config::default_config());
+    assert_eq!(s.input.decoded, 0);
+    assert_eq!(s.input.skipped(), 4);
+    assert_eq!(s.input.skipped_by_type.get(&10), Some(&1));
+}
