@@ -1,1 +1,254 @@
-fn main() {}
+//! Replay throughput and memory, side by side with baselines over the same bytes in the same run.
+//!
+//! `cargo bench --bench replay_throughput` (events: KEXTWATCH_BENCH_EVENTS, default 1,000,000).
+//!
+//! The stream is realistic eslogger output with full process objects: 99.9 % unrelated exec, open,
+//! file and fork/exit noise, 0.1 % kext and policy activity. Reported:
+//! - throughput of (c) splitting lines only, (b) parsing every line into `serde_json::Value`, and
+//!   (a) `kextwatch replay` (decode + detect + encode alerts), as events/s, MB/s and ratios;
+//! - peak RSS of a replay process fed 1x and 4x the events through a pipe (correlation and fold state
+//!   expire with event time, so memory should not grow with the stream).
+
+#[path = "../tests/support/eslogger.rs"]
+mod eslogger;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use eslogger::{cast, Capture, Proc};
+use kextwatch::config::{Config, TextOrJson};
+use kextwatch::output::Outputs;
+
+/// Writes `n` events, calling `sink` with chunks of complete lines.
+fn generate(n: u64, mut sink: impl FnMut(&str)) {
+    let mut c = Capture::new(7);
+    let zsh = cast::terminal_zsh();
+    let launchd = cast::launchd();
+    let slack = cast::slack();
+    let md = cast::mdworker();
+    let kmd = cast::kernelmanagerd();
+    let sudo = cast::sudo();
+    let tools: Vec<(Proc, Proc, Vec<&str>)> = [
+        (
+            "/usr/bin/git",
+            "com.apple.git",
+            vec!["git", "status", "--porcelain"],
+        ),
+        ("/bin/ls", "com.apple.ls", vec!["ls", "-la"]),
+        (
+            "/usr/bin/grep",
+            "com.apple.grep",
+            vec!["grep", "-r", "TODO", "src"],
+        ),
+        (
+            "/usr/libexec/xpcproxy",
+            "com.apple.xpc.proxy",
+            vec!["xpcproxy", "com.apple.mdworker.shared"],
+        ),
+    ]
+    .into_iter()
+    .map(|(exe, sid, args)| {
+        let caller = if exe.contains("xpcproxy") {
+            launchd.clone()
+        } else {
+            zsh.clone()
+        };
+        let target = caller.exec_into(exe, sid);
+        (caller, target, args)
+    })
+    .collect();
+
+    for i in 0..n {
+        c.after_ms(1);
+        if i % 1000 == 999 {
+            // 0.1 %: kext and policy activity, each unique so folding and correlation hold state.
+            match (i / 1000) % 4 {
+                0 => {
+                    let t = sudo.exec_into("/sbin/kextload", "com.apple.kextload");
+                    let path = format!("/Library/Extensions/Bench{i}.kext");
+                    c.exec(&sudo, &t, &["kextload", &path], "/");
+                }
+                1 => {
+                    let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+                    c.create(&cp, "/Library/Extensions", &format!("Staged{i}.kext"));
+                }
+                2 => {
+                    c.kextload(&kmd, &format!("com.bench.driver{i}"));
+                }
+                _ => {
+                    let t = zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil");
+                    c.exec(&zsh, &t, &["csrutil", "status"], "/");
+                }
+            }
+        } else {
+            match i % 10 {
+                0..=2 => {
+                    let (caller, target, args) = &tools[(i as usize / 10) % tools.len()];
+                    c.exec(caller, target, args, "/Users/alice/src/app");
+                }
+                3..=5 => {
+                    c.open(&md, &format!("/Users/alice/Documents/note{}.txt", i % 977));
+                }
+                6 => {
+                    c.create(
+                        &slack,
+                        "/Users/alice/Library/Caches/com.tinyspeck.slackmacgap",
+                        &format!("c{i}"),
+                    );
+                }
+                7 => {
+                    c.write(
+                        &slack,
+                        &format!("/private/var/folders/zz/T/slack{}", i % 311),
+                    );
+                }
+                8 => {
+                    c.close(
+                        &slack,
+                        &format!("/private/var/folders/zz/T/slack{}", i % 311),
+                        true,
+                    );
+                }
+                _ => {
+                    if i % 20 == 9 {
+                        c.fork(&launchd, &slack);
+                    } else {
+                        c.exit(&slack);
+                    }
+                }
+            }
+        }
+        if c.out.len() > 1 << 20 {
+            sink(&c.out);
+            c.out.clear();
+        }
+    }
+    sink(&c.out);
+}
+
+fn replay_into_sink(input: impl BufRead) -> kextwatch::replay::Summary {
+    let mut outputs = Outputs::from_writers(vec![(
+        "null".into(),
+        TextOrJson::Json,
+        Box::new(std::io::sink()),
+    )]);
+    kextwatch::replay::replay(input, Config::default_config(), &mut outputs, None).expect("replay")
+}
+
+/// Child mode: replay stdin, then print this process's peak RSS (kB).
+fn child() {
+    let summary = replay_into_sink(BufReader::with_capacity(1 << 20, std::io::stdin().lock()));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
+        .unwrap_or_else(|| "n/a".into());
+    println!("{hwm} {} {}", summary.input.lines, summary.alerts());
+}
+
+fn peak_rss(events: u64) -> (String, String) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .arg("--child-replay")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        generate(events, |chunk| {
+            stdin.write_all(chunk.as_bytes()).expect("pipe")
+        });
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    child.wait().expect("wait");
+    let mut parts = out.split_whitespace();
+    let hwm = parts.next().unwrap_or("n/a").to_string();
+    let lines = parts.next().unwrap_or("?").to_string();
+    (hwm, lines)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--child-replay") {
+        child();
+        return;
+    }
+    let events: u64 = std::env::var("KEXTWATCH_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+
+    let t = Instant::now();
+    let mut data = String::new();
+    generate(events, |chunk| data.push_str(chunk));
+    let mb = data.len() as f64 / 1e6;
+    println!(
+        "generated {events} events, {mb:.0} MB ({:.0} bytes/event) in {:.1} s",
+        data.len() as f64 / events as f64,
+        t.elapsed().as_secs_f64()
+    );
+
+    let time = |f: &mut dyn FnMut() -> u64| {
+        let t = Instant::now();
+        let n = f();
+        (t.elapsed().as_secs_f64(), n)
+    };
+    let (t_split, n_split) = time(&mut || {
+        data.as_bytes()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64
+    });
+    let (t_value, n_value) = time(&mut || {
+        let mut n = 0;
+        for line in data.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("valid");
+            n += u64::from(v.is_object());
+        }
+        n
+    });
+    let mut alerts = 0;
+    let (t_replay, n_replay) = time(&mut || {
+        let s = replay_into_sink(data.as_bytes());
+        alerts = s.alerts();
+        s.input.lines
+    });
+    assert_eq!((n_split, n_value, n_replay), (events, events, events));
+
+    println!(
+        "{:<34} {:>12} {:>10} {:>14}",
+        "", "events/s", "MB/s", "vs Value parse"
+    );
+    for (name, secs) in [
+        ("(c) split lines only", t_split),
+        ("(b) serde_json::Value per line", t_value),
+        ("(a) kextwatch replay", t_replay),
+    ] {
+        println!(
+            "{name:<34} {:>12.0} {:>10.0} {:>13.2}x",
+            events as f64 / secs,
+            mb / secs,
+            t_value / secs
+        );
+    }
+    println!("replay raised {alerts} alerts");
+    drop(data);
+
+    for mult in [1, 4] {
+        let n = events * mult;
+        let t = Instant::now();
+        let (hwm, lines) = peak_rss(n);
+        println!(
+            "peak RSS replaying {n} events through a pipe: {hwm} kB ({lines} lines, {:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}

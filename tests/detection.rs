@@ -106,6 +106,18 @@ fn kextload_event_from_non_system_loader_is_raised() {
 }
 
 #[test]
+fn apple_kext_loaded_by_a_non_system_process_is_reported() {
+    let mut c = Capture::new(9);
+    c.kextload(
+        &Proc::adhoc(6001, 1, "/Users/alice/loader"),
+        "com.apple.driver.VulnerableDriver",
+    );
+    let alerts = run(&c.out);
+    assert_eq!((rule(&alerts[0]), severity(&alerts[0])), ("KW-3001", "low"));
+    assert!(reasons(&alerts[0]).contains("not by the system kext daemon"));
+}
+
+#[test]
 fn csrutil_disable_is_high_and_status_is_discovery() {
     let mut c = Capture::new(6);
     let zsh = cast::terminal_zsh();

@@ -474,16 +474,15 @@ impl Rules<'_> {
             bundle_id: id.to_string(),
             team_id: None,
         });
-        if id.starts_with("com.apple.") {
-            f.trusted = true;
+        let loader_trusted = self.actor(&ev.process) != Actor::Other;
+        let trust = if id.starts_with("com.apple.") {
             f.reasons.push(format!("Apple kext {id}"));
-            return f;
-        }
-        match self.config.allowlist.kext_trust(None, id) {
-            KextTrust::Allowlisted => {
-                f.trusted = true;
-                f.reasons.push(format!("kext {id} is allowlisted"));
-            }
+            KextTrust::Allowlisted
+        } else {
+            self.config.allowlist.kext_trust(None, id)
+        };
+        match trust {
+            KextTrust::Allowlisted => f.trusted = true,
             KextTrust::BundleMatchUnverified => f.reasons.push(format!(
                 "bundle id {id} matches the allowlist; its Team ID is not verified (a kext load event carries only the identifier)"
             )),
@@ -491,7 +490,7 @@ impl Rules<'_> {
                 "kext {id} is not in the allowlist (a kext load event carries only the identifier, so its Team ID is unknown)"
             )),
         }
-        if self.actor(&ev.process) == Actor::Other {
+        if !loader_trusted {
             f.trusted = false;
             f.raise(format!(
                 "loaded by {} ({}), not by the system kext daemon",
