@@ -62,6 +62,9 @@ pub fn replay(
             engine.process(&ev, &mut alerts);
             if !alerts.is_empty() {
                 emit(&mut alerts, outputs)?;
+                // Alerts are rare; flushing each batch lets `eslogger | kextwatch replay -` show
+                // them as they happen.
+                outputs.flush()?;
             }
         }
         if line_no % 65_536 == 0 {

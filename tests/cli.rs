@@ -161,3 +161,39 @@ fn unreadable_input_and_usage_errors() {
     let out = kextwatch(&["frobnicate"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn alerts_stream_out_while_stdin_stays_open() {
+    use std::io::BufRead;
+    // The first two lines of the sample's attack are the nvram weakening; find it and feed only that.
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    let nvram = sample
+        .lines()
+        .find(|l| l.contains("amfi_get_out_of_my_way") && l.contains("\"event_type\":9"))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["replay", "-", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{nvram}").unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        tx.send(line).unwrap();
+    });
+    // stdin is still open: the alert must arrive without waiting for end of input.
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("alert before end of input");
+    assert!(line.contains("\"KW-4002\""), "{line}");
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -646,3 +646,32 @@ fn replay_is_deterministic() {
     c.kextload(&cast::kernelmanagerd(), "com.a.A");
     assert_eq!(run(&c.out), run(&c.out));
 }
+
+#[test]
+fn correlation_and_fold_state_expire_with_event_time() {
+    use kextwatch::config::Config;
+    use kextwatch::detect::Engine;
+    use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};
+
+    let mut c = Capture::new(7);
+    let zsh = cast::terminal_zsh();
+    let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+    for i in 0..3000 {
+        c.create(&cp, "/Library/Extensions", &format!("K{i}.kext"));
+        c.after_ms(500);
+    }
+    let mut engine = Engine::new(Config::default_config());
+    let mut out = Vec::new();
+    let mut peak = (0, 0);
+    for line in c.out.lines() {
+        let Ok(Decoded::Event(ev)) = decode_line(line, &AllEvents) else {
+            panic!()
+        };
+        engine.process(&ev, &mut out);
+        let (signals, folds) = engine.open_state();
+        peak = (peak.0.max(signals), peak.1.max(folds));
+    }
+    // 500 ms apart: a 120 s correlation window holds ~240 signals, a 300 s fold window ~600 folds.
+    assert!(peak.0 <= 242 && peak.1 <= 602, "{peak:?}");
+    assert_eq!(out.len(), 3000);
+}

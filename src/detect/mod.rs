@@ -85,10 +85,6 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Feed one event; alerts it completes are appended to `out`.
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         self.events += 1;

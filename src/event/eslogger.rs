@@ -97,7 +97,7 @@ pub enum Decoded {
     /// A fully decoded event that detection should see.
     Event(Box<Event>),
     /// A well-formed line detection has no use for (noise or a type it does not handle).
-    Skipped { meta: Meta, known_type: bool },
+    Skipped(Meta),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,10 +120,7 @@ pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, Decod
     };
     let body = env.event.ok_or(DecodeError::Missing("event"))?;
     let Some(kind) = decode_kind(env.event_type, body.get(), interest)? else {
-        return Ok(Decoded::Skipped {
-            meta,
-            known_type: event_type::name(env.event_type).is_some(),
-        });
+        return Ok(Decoded::Skipped(meta));
     };
     let time = env.time.ok_or(DecodeError::Missing("time"))?;
     let time_ns = parse_time(&time)?;

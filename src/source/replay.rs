@@ -199,7 +199,7 @@ impl<'i> EventDecoder<'i> {
                 self.stats.decoded += 1;
                 Some(*ev)
             }
-            Ok(Decoded::Skipped { meta, .. }) => {
+            Ok(Decoded::Skipped(meta)) => {
                 self.stats.envelope(meta.version, meta.global_seq_num);
                 *self
                     .stats
