@@ -675,3 +675,28 @@ fn correlation_and_fold_state_expire_with_event_time() {
     assert!(peak.0 <= 242 && peak.1 <= 602, "{peak:?}");
     assert_eq!(out.len(), 3000);
 }
+
+#[test]
+fn kext_collection_rebuilds_are_reported() {
+    for args in [
+        &["kmutil", "create", "-n", "aux", "-r", "/Library/Extensions"][..],
+        &["kmutil", "install", "--update-all"][..],
+    ] {
+        let mut c = Capture::new(9);
+        sudo_exec(&mut c, "/usr/bin/kmutil", "com.apple.kmutil", args);
+        let alerts = run(&c.out);
+        assert_eq!(
+            (rule(&alerts[0]), severity(&alerts[0])),
+            ("KW-1003", "medium"),
+            "{args:?}"
+        );
+    }
+    let mut c = Capture::new(9);
+    sudo_exec(
+        &mut c,
+        "/usr/sbin/kextcache",
+        "com.apple.kextcache",
+        &["kextcache", "-i", "/"],
+    );
+    assert_eq!(rule(&run(&c.out)[0]), "KW-1003");
+}
