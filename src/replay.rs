@@ -125,6 +125,9 @@ impl std::fmt::Display for Summary {
                 })
                 .collect();
             parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            if i.skipped_other_types > 0 {
+                parts.push((i.skipped_other_types, "other types".to_string()));
+            }
             let list: Vec<String> = parts
                 .iter()
                 .map(|(n, name)| format!("{name} {}", thousands(*n)))
@@ -162,7 +165,11 @@ impl std::fmt::Display for Summary {
                 .iter()
                 .map(|(v, n)| format!("v{v} {}", thousands(*n)))
                 .collect();
-            writeln!(f, "  message versions: {}", v.join(", "))?;
+            let other = match i.other_versions {
+                0 => String::new(),
+                n => format!(", other {}", thousands(n)),
+            };
+            writeln!(f, "  message versions: {}{other}", v.join(", "))?;
         }
         let by: Vec<String> = self
             .alerts_by_severity

@@ -197,3 +197,19 @@ fn alerts_stream_out_while_stdin_stays_open() {
     drop(stdin);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn text_format_escapes_control_characters_from_events() {
+    let line = r#"{"event_type":13,"time":"2026-11-20T14:03:12Z","process":{"audit_token":{"pid":5},"executable":{"path":"/bin/cp\u001b]0;owned\u0007"},"tty":{"path":"/dev/ttys001"}},"event":{"create":{"destination_type":1,"destination":{"new_path":{"dir":{"path":"/Library/Extensions"},"filename":"a\u001b[2J\nFAKE ALERT.kext"}}}}}"#;
+    let out = kextwatch(
+        &["replay", "-", "--format", "text", "-q"],
+        Some(line.as_bytes()),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains(r"a\u{1b}[2J\nFAKE ALERT.kext"), "{stdout}");
+}

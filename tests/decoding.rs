@@ -219,3 +219,23 @@ fn irrelevant_events_are_skipped_by_type_not_decoded() {
     assert_eq!(s.input.skipped(), 4);
     assert_eq!(s.input.skipped_by_type.get(&10), Some(&1));
 }
+
+#[test]
+fn invented_event_types_do_not_grow_memory() {
+    let mut input = String::new();
+    for t in 0..5000u32 {
+        input.push_str(&format!(
+            "{{\"event_type\":{},\"version\":{},\"time\":\"2026-11-20T14:03:12Z\",\"process\":{{}},\"event\":{{\"x\":{{}}}}}}\n",
+            100_000 + t,
+            1000 + t
+        ));
+    }
+    let (_, s) = run_with(input.as_bytes(), Config::default_config());
+    assert_eq!(s.input.skipped(), 5000);
+    assert!(s.input.skipped_by_type.len() <= 512 && s.input.versions.len() <= 512);
+    assert_eq!(
+        s.input.skipped_other_types,
+        5000 - s.input.skipped_by_type.len() as u64
+    );
+    assert!(s.to_string().contains("other types"));
+}

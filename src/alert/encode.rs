@@ -23,7 +23,7 @@ pub fn write_text(out: &mut dyn Write, alert: &Alert) -> io::Result<()> {
         alert.severity.as_str().to_uppercase(),
         alert.rule.id,
         alert.rule.name,
-        alert.reasons.join("; ")
+        Escaped(&alert.reasons.join("; "))
     );
     let p = &alert.process;
     let _ = write!(line, " | pid {} {}", p.pid, Escaped(&p.executable));

@@ -14,6 +14,10 @@ pub const MAX_LINE: usize = 16 * 1024 * 1024;
 /// How many malformed lines are kept with their error for the summary.
 const KEEP_MALFORMED: usize = 10;
 
+/// Distinct event types and message versions tracked one by one; hostile input inventing more is
+/// counted together, so memory does not grow with the input.
+const MAX_DISTINCT: usize = 512;
+
 /// A line, or the fact that one was too long to keep.
 pub enum Line<'a> {
     Text(&'a [u8]),
@@ -110,6 +114,10 @@ pub struct InputStats {
     pub too_long: u64,
     /// Message versions seen.
     pub versions: BTreeMap<u32, u64>,
+    /// Skipped events whose type was past `MAX_DISTINCT` distinct types (hostile or corrupt input).
+    pub skipped_other_types: u64,
+    /// Lines whose message version was past `MAX_DISTINCT` distinct versions.
+    pub other_versions: u64,
     /// Events the producer dropped, from gaps in `global_seq_num`.
     pub seq_gap_events: u64,
     /// Times `global_seq_num` went backwards (a restarted producer, or files concatenated).
@@ -118,8 +126,9 @@ pub struct InputStats {
 }
 
 impl InputStats {
+    /// Well-formed events detection had no use for (including those of untracked types).
     pub fn skipped(&self) -> u64 {
-        self.skipped_by_type.values().sum()
+        self.skipped_by_type.values().sum::<u64>() + self.skipped_other_types
     }
 
     /// Event types not known to this version of kextwatch (newer macOS), with their counts.
@@ -139,7 +148,9 @@ impl InputStats {
     }
 
     fn envelope(&mut self, version: u32, global_seq_num: Option<u64>) {
-        *self.versions.entry(version).or_default() += 1;
+        if !bump(&mut self.versions, version) {
+            self.other_versions += 1;
+        }
         if let Some(seq) = global_seq_num {
             match self.last_global_seq {
                 Some(last) if seq > last => self.seq_gap_events += seq - last - 1,
@@ -148,6 +159,19 @@ impl InputStats {
             }
             self.last_global_seq = Some(seq);
         }
+    }
+}
+
+/// Count `key` unless that would track more than `MAX_DISTINCT` keys; false if not counted.
+fn bump(map: &mut BTreeMap<u32, u64>, key: u32) -> bool {
+    if let Some(n) = map.get_mut(&key) {
+        *n += 1;
+        true
+    } else if map.len() < MAX_DISTINCT {
+        map.insert(key, 1);
+        true
+    } else {
+        false
     }
 }
 
@@ -201,11 +225,9 @@ impl<'i> EventDecoder<'i> {
             }
             Ok(Decoded::Skipped(meta)) => {
                 self.stats.envelope(meta.version, meta.global_seq_num);
-                *self
-                    .stats
-                    .skipped_by_type
-                    .entry(meta.event_type)
-                    .or_default() += 1;
+                if !bump(&mut self.stats.skipped_by_type, meta.event_type) {
+                    self.stats.skipped_other_types += 1;
+                }
                 None
             }
             Err(e) => {
