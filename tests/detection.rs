@@ -8,6 +8,12 @@ use support::{reasons, rule, run, run_min, severity, techniques};
 
 const SOFTRAID: &str = "/Library/Extensions/SoftRAID.kext";
 
+/// `<tool> args...` typed in a terminal.
+fn zsh_exec(c: &mut Capture, exe: &str, sid: &str, args: &[&str]) {
+    let zsh = cast::terminal_zsh();
+    c.exec(&zsh, &zsh.exec_into(exe, sid), args, "/Users/alice");
+}
+
 /// `sudo <tool> args...` typed in a terminal: the sudo child execs the tool.
 fn sudo_exec(c: &mut Capture, exe: &str, sid: &str, args: &[&str]) {
     let sudo = cast::sudo();
@@ -120,19 +126,18 @@ fn apple_kext_loaded_by_a_non_system_process_is_reported() {
 #[test]
 fn csrutil_disable_is_high_and_status_is_discovery() {
     let mut c = Capture::new(6);
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    zsh_exec(
+        &mut c,
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "status"],
-        "/Users/alice",
     );
     c.after_ms(5000);
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    zsh_exec(
+        &mut c,
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
-        "/Users/alice",
     );
     let alerts = run(&c.out);
     assert_eq!(
@@ -399,12 +404,11 @@ fn staged_then_api_load_correlates_host_wide() {
 #[test]
 fn kext_activity_after_sip_weakening_is_critical() {
     let mut c = Capture::new(6);
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    zsh_exec(
+        &mut c,
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
-        "/Users/alice",
     );
     c.after_ms(30_000);
     sudo_exec(

@@ -364,14 +364,23 @@ struct RawCreate<'a> {
 
 impl<'a> RawCreate<'a> {
     fn path(self) -> Option<Cow<'a, str>> {
-        self.destination
-            .and_then(RawDestination::path)
-            .or(RawDestination {
-                existing_file: self.existing_file,
-                new_path: self.new_path,
-            }
-            .path())
+        resolve_destination(self.destination, self.existing_file, self.new_path)
     }
+}
+
+/// The destination under `destination`, else the one placed directly in the body.
+fn resolve_destination<'a>(
+    nested: Option<RawDestination<'a>>,
+    existing_file: Option<RawFile<'a>>,
+    new_path: Option<RawNewPath<'a>>,
+) -> Option<Cow<'a, str>> {
+    nested.and_then(RawDestination::path).or_else(|| {
+        RawDestination {
+            existing_file,
+            new_path,
+        }
+        .path()
+    })
 }
 
 #[derive(Deserialize)]
@@ -388,14 +397,11 @@ struct RawRename<'a> {
 
 impl<'a> RawRename<'a> {
     fn destination(&mut self) -> Option<Cow<'a, str>> {
-        self.destination
-            .take()
-            .and_then(RawDestination::path)
-            .or(RawDestination {
-                existing_file: self.existing_file.take(),
-                new_path: self.new_path.take(),
-            }
-            .path())
+        resolve_destination(
+            self.destination.take(),
+            self.existing_file.take(),
+            self.new_path.take(),
+        )
     }
 }
 
