@@ -6,6 +6,7 @@ pub mod alert;
 pub mod config;
 pub mod detect;
 pub mod event;
+pub mod kextpolicy;
 pub mod output;
 pub mod replay;
 pub mod source;

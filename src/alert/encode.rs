@@ -25,17 +25,21 @@ pub fn write_text(out: &mut dyn Write, alert: &Alert) -> io::Result<()> {
         alert.rule.name,
         Escaped(&alert.reasons.join("; "))
     );
-    let p = &alert.process;
-    let _ = write!(line, " | pid {} {}", p.pid, Escaped(&p.executable));
-    if let Some(args) = &p.args {
-        line.push_str(" [");
-        for (i, a) in args.iter().enumerate() {
-            if i > 0 {
-                line.push(' ');
+    match &alert.process {
+        Some(p) => {
+            let _ = write!(line, " | pid {} {}", p.pid, Escaped(&p.executable));
+            if let Some(args) = &p.args {
+                line.push_str(" [");
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        line.push(' ');
+                    }
+                    let _ = write!(line, "{}", Escaped(a));
+                }
+                line.push(']');
             }
-            let _ = write!(line, "{}", Escaped(a));
         }
-        line.push(']');
+        None => line.push_str(" | KextPolicy"),
     }
     if let Some(f) = &alert.file {
         let _ = write!(line, " file {}", Escaped(&f.path));
@@ -46,7 +50,9 @@ pub fn write_text(out: &mut dyn Write, alert: &Alert) -> io::Result<()> {
     if let Some(k) = &alert.kextwatch.kext {
         let _ = write!(line, " kext {}", Escaped(&k.bundle_id));
     }
-    let _ = write!(line, " user {}", alert.user.id);
+    if let Some(u) = &alert.user {
+        let _ = write!(line, " user {}", u.id);
+    }
     if let Some(f) = &alert.kextwatch.folded {
         let _ = write!(line, " (x{} from {} to {})", f.count, f.first, f.last);
     }

@@ -77,10 +77,13 @@ pub struct Alert {
     /// Why this alert exists and why it has this severity, in words an analyst can act on.
     pub reasons: Vec<String>,
     pub event: EventInfo,
-    pub process: ProcessInfo,
+    /// Absent for alerts from KextPolicy changes, which no process event carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileInfo>,
-    pub user: UserInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserInfo>,
     pub kextwatch: Extra,
 }
 
@@ -104,7 +107,8 @@ pub struct Technique {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventInfo {
     pub kind: &'static str,
-    /// The ES event name of the triggering event (`exec`, `rename`, `kextload`, ...).
+    /// The ES event name of the triggering event (`exec`, `rename`, `kextload`, ...), or the
+    /// KextPolicy change (`kextpolicy.approval_added`, ...).
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
@@ -195,8 +199,10 @@ pub struct Evidence {
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
     pub action: &'static str,
-    pub pid: i32,
-    pub executable: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,9 +211,21 @@ pub struct Evidence {
     pub kext_bundle_id: Option<String>,
     pub team_id: Option<String>,
     pub signing_id: Option<String>,
-    pub user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub global_seq_num: Option<u64>,
+}
+
+impl Evidence {
+    /// "EXECUTABLE (pid N)", or the source when no process is behind it.
+    pub fn actor(&self) -> String {
+        match (&self.executable, self.pid) {
+            (Some(exe), Some(pid)) => format!("{exe} (pid {pid})"),
+            (Some(exe), None) => exe.clone(),
+            _ => "KextPolicy".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -22,7 +22,24 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/kextwatch.toml");
 pub struct Config {
     pub allowlist: Allowlist,
     pub detection: DetectionSettings,
+    pub kextpolicy: KextPolicySettings,
+    pub daemon: DaemonSettings,
     pub outputs: Vec<OutputSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KextPolicySettings {
+    /// The KextPolicy database, opened read-only.
+    pub path: PathBuf,
+    pub poll_interval: Duration,
+    /// MDM profile payload UUIDs whose kext approvals are expected (upper-case).
+    pub known_mdm_payloads: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// Where kextwatch keeps its own state (the last KextPolicy snapshot, ...).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    normalize_root, Allowlist, BundlePattern, Config, DetectionSettings, InitiatorEntry, Invalid,
-    KextEntry, OutputSpec, TextOrJson,
+    normalize_root, Allowlist, BundlePattern, Config, DaemonSettings, DetectionSettings,
+    InitiatorEntry, Invalid, KextEntry, KextPolicySettings, OutputSpec, TextOrJson,
 };
 use crate::alert::Severity;
 
@@ -22,7 +22,26 @@ pub(super) struct RawConfig {
     #[serde(default)]
     detection: RawDetection,
     #[serde(default)]
+    kextpolicy: RawKextPolicy,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
     output: Vec<RawOutput>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKextPolicy {
+    path: Option<S>,
+    poll_interval_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    known_mdm_payloads: Vec<S>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<S>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +155,64 @@ fn bundle_pattern(key: String, s: &S) -> Result<BundlePattern, Invalid> {
     } else {
         BundlePattern::Exact(body.to_string())
     })
+}
+
+fn absolute_path(key: &str, v: &Option<S>, default: &str) -> Result<PathBuf, Invalid> {
+    match v {
+        None => Ok(PathBuf::from(default)),
+        Some(s) if s.get_ref().starts_with('/') => Ok(PathBuf::from(s.get_ref())),
+        Some(s) => Err(invalid(
+            key,
+            s,
+            format!("{:?} must be an absolute path", s.get_ref()),
+        )),
+    }
+}
+
+impl RawKextPolicy {
+    fn validate(&self) -> Result<KextPolicySettings, Invalid> {
+        let mut known = Vec::new();
+        for (i, p) in self.known_mdm_payloads.iter().enumerate() {
+            let v = p.get_ref();
+            let uuid_shape = v.len() == 36
+                && v.char_indices().all(|(i, c)| {
+                    if matches!(i, 8 | 13 | 18 | 23) {
+                        c == '-'
+                    } else {
+                        c.is_ascii_hexdigit()
+                    }
+                });
+            if !uuid_shape {
+                return Err(invalid(
+                    format!("kextpolicy.known_mdm_payloads[{i}]"),
+                    p,
+                    format!("{v:?} is not a payload UUID (8-4-4-4-12 hex digits)"),
+                ));
+            }
+            known.push(v.to_ascii_uppercase());
+        }
+        Ok(KextPolicySettings {
+            path: absolute_path(
+                "kextpolicy.path",
+                &self.path,
+                crate::kextpolicy::DEFAULT_PATH,
+            )?,
+            poll_interval: window(
+                "kextpolicy.poll_interval_secs",
+                &self.poll_interval_secs,
+                10,
+            )?,
+            known_mdm_payloads: known,
+        })
+    }
+}
+
+impl RawDaemon {
+    fn validate(&self) -> Result<DaemonSettings, Invalid> {
+        Ok(DaemonSettings {
+            state_dir: absolute_path("daemon.state_dir", &self.state_dir, "/var/db/kextwatch")?,
+        })
+    }
 }
 
 fn window(key: &str, v: &Option<Spanned<i64>>, default: u64) -> Result<Duration, Invalid> {
@@ -324,6 +401,8 @@ impl RawConfig {
         Ok(Config {
             allowlist,
             detection,
+            kextpolicy: self.kextpolicy.validate()?,
+            daemon: self.daemon.validate()?,
             outputs,
         })
     }

@@ -9,9 +9,10 @@
 use std::collections::VecDeque;
 
 use super::path::is_under;
-use super::rules::{Activity, Finding, KEXT_AFTER_WEAKENING, STAGED_THEN_LOADED};
+use super::rules::{
+    Activity, Finding, KEXT_AFTER_WEAKENING, STAGED_THEN_APPROVED, STAGED_THEN_LOADED,
+};
 use crate::alert::{Evidence, Severity};
-use crate::event::Event;
 
 /// Bound on remembered signals, so a flood cannot grow memory; the oldest go first (counted).
 const MAX_SIGNALS: usize = 4096;
@@ -62,15 +63,15 @@ impl Correlator {
     }
 
     /// Strengthen `f` with what came before, then remember what `f` signals.
-    pub fn correlate(&mut self, f: &mut Finding, ev: &Event, evidence: &Evidence) {
+    /// `asid` is the audit session of the acting process, when there is one.
+    pub fn correlate(&mut self, f: &mut Finding, now: i64, asid: Option<i32>, evidence: &Evidence) {
         if f.trusted {
             return;
         }
-        let now = ev.time_ns;
         let in_window = |s: &Signal| s.time_ns <= now && now - s.time_ns <= self.window_ns;
         let how_close = |s: &Signal| {
             let secs = (now - s.time_ns) / 1_000_000_000;
-            let session = if s.asid == ev.process.asid && s.asid > 0 {
+            let session = if Some(s.asid) == asid && s.asid > 0 {
                 "in the same login session"
             } else {
                 "by another session"
@@ -78,7 +79,17 @@ impl Correlator {
             format!("{secs} s earlier, {session}")
         };
 
-        if let Some(Activity::Load { paths, .. }) = &f.activity {
+        let staged_rule = match &f.activity {
+            Some(Activity::Load { .. }) => Some(STAGED_THEN_LOADED),
+            Some(Activity::Approval) => Some(STAGED_THEN_APPROVED),
+            _ => None,
+        };
+        let no_paths = Vec::new();
+        let paths = match &f.activity {
+            Some(Activity::Load { paths, .. }) => paths,
+            _ => &no_paths,
+        };
+        if let Some(rule) = staged_rule {
             // Prefer a staged bundle the load names; else any staging in the window.
             let staged = self
                 .signals
@@ -99,12 +110,11 @@ impl Correlator {
                 any = any.or(Some((s, bundle)));
             }
             if let Some((s, bundle)) = named.or(if paths.is_empty() { any } else { None }) {
-                f.rule = STAGED_THEN_LOADED;
+                f.rule = rule;
                 f.severity = f.severity.max(Severity::High);
                 f.reasons.push(format!(
-                    "{bundle} was staged by {} (pid {}) {}",
-                    s.evidence.executable,
-                    s.evidence.pid,
+                    "{bundle} was staged by {} {}",
+                    s.evidence.actor(),
                     how_close(s)
                 ));
                 f.related.push(s.evidence.clone());
@@ -125,9 +135,8 @@ impl Correlator {
                 f.rule = KEXT_AFTER_WEAKENING;
                 f.severity = Severity::Critical;
                 f.reasons.push(format!(
-                    "follows `{what}` by {} (pid {}) {}",
-                    s.evidence.executable,
-                    s.evidence.pid,
+                    "follows `{what}` by {} {}",
+                    s.evidence.actor(),
                     how_close(s)
                 ));
                 f.related.insert(0, s.evidence.clone());
@@ -144,7 +153,7 @@ impl Correlator {
         if let Some(kind) = kind {
             self.remember(Signal {
                 time_ns: now,
-                asid: ev.process.asid,
+                asid: asid.unwrap_or(-1),
                 kind,
                 evidence: evidence.clone(),
             });

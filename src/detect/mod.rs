@@ -1,9 +1,10 @@
-//! Detection: pure and deterministic. Events (and, later, snapshots) in; alerts out. It reads no clock
+//! Detection: pure and deterministic. Events, KextPolicy changes and snapshots in; alerts out. It reads no clock
 //! and does no I/O: all time comes from the events, so a replay gives the same alerts as the live run.
 
 mod correlate;
 mod fold;
 pub mod path;
+pub mod policy;
 pub mod rules;
 pub mod tools;
 
@@ -14,6 +15,8 @@ use crate::alert::{
 use crate::config::Config;
 use crate::event::eslogger::Interest;
 use crate::event::{cs_flags, Event, EventKind, Process};
+use crate::kextpolicy::{KnownTeam, PolicyChange, Snapshot};
+use std::collections::HashMap;
 
 use correlate::Correlator;
 use fold::Folder;
@@ -56,6 +59,8 @@ pub struct EngineStats {
 
 pub struct Engine {
     config: Config,
+    /// Bundle id → team from the latest KextPolicy snapshot (empty without one).
+    teams: HashMap<String, KnownTeam>,
     correlator: Correlator,
     folder: Folder,
     /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
@@ -75,6 +80,7 @@ impl Engine {
         let fold = config.detection.fold_window.as_nanos() as i64;
         Engine {
             config,
+            teams: HashMap::new(),
             correlator: Correlator::new(window),
             folder: Folder::new(fold),
             now_ns: i64::MIN,
@@ -85,26 +91,86 @@ impl Engine {
         }
     }
 
+    /// Use a KextPolicy snapshot to tell the Team ID behind a kext load event's bundle id.
+    pub fn set_kext_policy(&mut self, snapshot: &Snapshot) {
+        self.teams = snapshot.teams_by_bundle();
+    }
+
     /// Feed one event; alerts it completes are appended to `out`.
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         self.events += 1;
         self.advance(ev.time_ns, out);
-        let Some(mut finding) = (Rules {
+        let rules = Rules {
             config: &self.config,
-        })
-        .evaluate(ev) else {
+            teams: &self.teams,
+        };
+        let Some(finding) = rules.evaluate(ev) else {
             return;
         };
-        self.findings += 1;
         let evidence = evidence_of(ev, &finding);
-        self.correlator.correlate(&mut finding, ev, &evidence);
+        let key = fold_key(Some(&ev.process), &finding);
+        let (time, asid) = (ev.time_ns, Some(ev.process.asid));
+        self.report(finding, evidence, time, asid, key, out, |f, evidence| {
+            build_alert(ev, f, evidence)
+        });
+    }
+
+    /// Feed one KextPolicy change observed at `time_ns`.
+    pub fn process_policy(&mut self, change: &PolicyChange, time_ns: i64, out: &mut Vec<Alert>) {
+        self.events += 1;
+        self.advance(time_ns, out);
+        let finding = policy::evaluate(&self.config, change);
+        let action = policy::action(change);
+        let evidence = Evidence {
+            timestamp: format_time(time_ns),
+            action,
+            pid: None,
+            executable: None,
+            args: None,
+            path: finding.file.as_ref().map(|f| f.path.clone()),
+            kext_bundle_id: finding.kext.as_ref().map(|k| k.bundle_id.clone()),
+            team_id: finding.kext.as_ref().and_then(|k| k.team_id.clone()),
+            signing_id: None,
+            user_id: None,
+            global_seq_num: None,
+        };
+        let key = fold_key(None, &finding);
+        self.report(finding, evidence, time_ns, None, key, out, |f, evidence| {
+            alert_from(
+                f,
+                evidence,
+                time_ns,
+                EventInfo {
+                    kind: "alert",
+                    action,
+                    sequence: None,
+                },
+                None,
+                None,
+            )
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        mut finding: Finding,
+        evidence: Evidence,
+        time_ns: i64,
+        asid: Option<i32>,
+        key: String,
+        out: &mut Vec<Alert>,
+        build: impl FnOnce(Finding, Evidence) -> Alert,
+    ) {
+        self.findings += 1;
+        self.correlator
+            .correlate(&mut finding, time_ns, asid, &evidence);
         if finding.severity < self.config.detection.min_severity {
             self.below_min += 1;
             return;
         }
-        let key = fold_key(ev, &finding);
-        let alert = build_alert(ev, finding, evidence);
-        self.folder.offer(key, alert, ev.time_ns, out);
+        let alert = build(finding, evidence);
+        self.folder.offer(key, alert, time_ns, out);
     }
 
     /// End of input: report what is still folded.
@@ -140,17 +206,19 @@ impl Engine {
     }
 }
 
-/// Alerts with the same rule, actor, subject and user within the fold window are duplicates.
-fn fold_key(ev: &Event, f: &Finding) -> String {
-    let actor = &ev.process;
+/// Alerts with the same rule, severity, actor, user and subject within the fold window are duplicates.
+fn fold_key(actor: Option<&Process>, f: &Finding) -> String {
+    let (exe, sid, user) = match actor {
+        Some(p) => (
+            p.executable.as_str(),
+            p.signing_id.as_deref().unwrap_or(""),
+            rules::user_label(p),
+        ),
+        None => ("", "", String::new()),
+    };
     format!(
-        "{}\x1f{:?}\x1f{}\x1f{}\x1f{}\x1f{}",
-        f.rule.id,
-        f.severity,
-        actor.executable,
-        actor.signing_id.as_deref().unwrap_or(""),
-        rules::user_label(actor),
-        f.subject
+        "{}\x1f{:?}\x1f{exe}\x1f{sid}\x1f{user}\x1f{}",
+        f.rule.id, f.severity, f.subject
     )
 }
 
@@ -184,14 +252,14 @@ fn evidence_of(ev: &Event, f: &Finding) -> Evidence {
     Evidence {
         timestamp: format_time(ev.time_ns),
         action: ev.kind.action(),
-        pid: actor.pid,
-        executable: actor.executable.clone(),
+        pid: Some(actor.pid),
+        executable: Some(actor.executable.clone()),
         args,
         path: f.file.as_ref().map(|f| f.path.clone()),
         kext_bundle_id: f.kext.as_ref().map(|k| k.bundle_id.clone()),
         team_id: actor.team_id.clone(),
         signing_id: actor.signing_id.clone(),
-        user_id: rules::user_label(actor),
+        user_id: Some(rules::user_label(actor)),
         global_seq_num: ev.global_seq_num,
     }
 }
@@ -219,6 +287,39 @@ fn build_alert(ev: &Event, f: Finding, evidence: Evidence) -> Alert {
             None,
         ),
     };
+    let process = ProcessInfo {
+        pid: proc_.pid,
+        executable: proc_.executable.clone(),
+        name: proc_.name().to_string(),
+        args,
+        working_directory: cwd,
+        interactive: ev.process.is_interactive(),
+        tty: ev.process.tty.clone(),
+        code_signature: signature(proc_),
+        parent,
+    };
+    let user = UserInfo {
+        id: rules::user_label(proc_),
+        effective: UserId {
+            id: proc_.euid.to_string(),
+        },
+    };
+    let info = EventInfo {
+        kind: "alert",
+        action: ev.kind.action(),
+        sequence: ev.global_seq_num,
+    };
+    alert_from(f, evidence, ev.time_ns, info, Some(process), Some(user))
+}
+
+fn alert_from(
+    f: Finding,
+    evidence: Evidence,
+    time_ns: i64,
+    event: EventInfo,
+    process: Option<ProcessInfo>,
+    user: Option<UserInfo>,
+) -> Alert {
     let mut techniques: Vec<&'static str> = f.rule.techniques.to_vec();
     for t in f.extra_techniques {
         if !techniques.contains(&t) {
@@ -228,7 +329,7 @@ fn build_alert(ev: &Event, f: Finding, evidence: Evidence) -> Alert {
     let mut all_evidence = f.related;
     all_evidence.push(evidence);
     Alert {
-        timestamp: format_time(ev.time_ns),
+        timestamp: format_time(time_ns),
         severity: f.severity,
         rule: crate::alert::Rule {
             id: f.rule.id,
@@ -239,29 +340,10 @@ fn build_alert(ev: &Event, f: Finding, evidence: Evidence) -> Alert {
             technique: Technique { id: techniques },
         },
         reasons: f.reasons,
-        event: EventInfo {
-            kind: "alert",
-            action: ev.kind.action(),
-            sequence: ev.global_seq_num,
-        },
-        process: ProcessInfo {
-            pid: proc_.pid,
-            executable: proc_.executable.clone(),
-            name: proc_.name().to_string(),
-            args,
-            working_directory: cwd,
-            interactive: ev.process.is_interactive(),
-            tty: ev.process.tty.clone(),
-            code_signature: signature(proc_),
-            parent,
-        },
+        event,
+        process,
         file: f.file,
-        user: UserInfo {
-            id: rules::user_label(proc_),
-            effective: UserId {
-                id: proc_.euid.to_string(),
-            },
-        },
+        user,
         kextwatch: Extra {
             kext: f.kext,
             evidence: all_evidence,

@@ -11,6 +11,8 @@ use super::tools::{
 use crate::alert::{Evidence, FileInfo, KextInfo, Severity};
 use crate::config::{Config, KextTrust};
 use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
+use crate::kextpolicy::KnownTeam;
+use std::collections::HashMap;
 
 pub const T_KEXT: &str = "T1547.006";
 pub const T_IMPAIR_DEFENSES: &str = "T1562.001";
@@ -48,6 +50,7 @@ rules! {
     GATEKEEPER_CHANGE = "KW-4005", "Gatekeeper policy changed", [T_GATEKEEPER, T_IMPAIR_DEFENSES];
     SYSEXT_CHANGE = "KW-4006", "System extension policy changed", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
     STAGED_THEN_LOADED = "KW-9001", "Kernel extension staged then loaded", [T_KEXT];
+    STAGED_THEN_APPROVED = "KW-9003", "Kernel extension approved shortly after being staged", [T_KEXT, T_CODE_SIGNING_POLICY];
     KEXT_AFTER_WEAKENING = "KW-9002", "Kext activity after SIP or boot policy weakening", [T_KEXT, T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
 }
 
@@ -81,6 +84,8 @@ pub enum Activity {
     Staged {
         bundle: String,
     },
+    /// A kext approval granted (KextPolicy).
+    Approval,
 }
 
 /// What one event amounts to before correlation and folding.
@@ -105,7 +110,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(rule: RuleDef, severity: Severity, subject: String) -> Finding {
+    pub(crate) fn new(rule: RuleDef, severity: Severity, subject: String) -> Finding {
         Finding {
             rule,
             severity,
@@ -121,12 +126,12 @@ impl Finding {
         }
     }
 
-    fn raise(&mut self, reason: String) {
+    pub(crate) fn raise(&mut self, reason: String) {
         self.severity = self.severity.raised();
         self.reasons.push(reason);
     }
 
-    fn floor(&mut self, at_least: Severity, reason: String) {
+    pub(crate) fn floor(&mut self, at_least: Severity, reason: String) {
         self.severity = self.severity.max(at_least);
         self.reasons.push(reason);
     }
@@ -174,6 +179,8 @@ fn identity(p: &Process) -> String {
 
 pub struct Rules<'a> {
     pub config: &'a Config,
+    /// Bundle id → team as KextPolicy recorded it (enrichment for kext load events).
+    pub teams: &'a HashMap<String, KnownTeam>,
 }
 
 impl Rules<'_> {
@@ -475,20 +482,50 @@ impl Rules<'_> {
             team_id: None,
         });
         let loader_trusted = self.actor(&ev.process) != Actor::Other;
-        let trust = if id.starts_with("com.apple.") {
-            f.reasons.push(format!("Apple kext {id}"));
-            KextTrust::Allowlisted
-        } else {
-            self.config.allowlist.kext_trust(None, id)
-        };
-        match trust {
-            KextTrust::Allowlisted => f.trusted = true,
-            KextTrust::BundleMatchUnverified => f.reasons.push(format!(
-                "bundle id {id} matches the allowlist; its Team ID is not verified (a kext load event carries only the identifier)"
-            )),
-            KextTrust::NotAllowlisted => f.raise(format!(
-                "kext {id} is not in the allowlist (a kext load event carries only the identifier, so its Team ID is unknown)"
-            )),
+        let apple = id.starts_with("com.apple.");
+        let known = self.teams.get(id);
+        if let Some(k) = known {
+            f.kext = Some(KextInfo {
+                bundle_id: id.to_string(),
+                team_id: match k {
+                    KnownTeam::Team(t) => Some(t.clone()),
+                    KnownTeam::Unsigned => None,
+                },
+            });
+        }
+        match (apple, known) {
+            (_, Some(KnownTeam::Unsigned)) => f.floor(
+                Severity::Critical,
+                format!("KextPolicy recorded {id} with no Team ID: the kext is unsigned"),
+            ),
+            // Apple's kexts carry no Team ID; one recorded with a team is a third party using an
+            // Apple bundle id.
+            (true, Some(KnownTeam::Team(t))) => f.floor(
+                Severity::High,
+                format!("{id} claims an Apple bundle id, but KextPolicy records it with Team ID {t}"),
+            ),
+            (true, None) => {
+                f.reasons.push(format!("Apple kext {id}"));
+                if loader_trusted {
+                    f.trusted = true;
+                    return f;
+                }
+            }
+            (false, Some(KnownTeam::Team(t))) => match self.config.allowlist.kext_trust(Some(t), id) {
+                KextTrust::Allowlisted => {
+                    f.trusted = true;
+                    f.reasons.push(format!("kext {id} has allowlisted Team ID {t} (from KextPolicy)"));
+                }
+                _ => f.raise(format!("kext {id} has Team ID {t} (from KextPolicy), which is not allowlisted")),
+            },
+            (false, None) => match self.config.allowlist.kext_trust(None, id) {
+                KextTrust::BundleMatchUnverified | KextTrust::Allowlisted => f.reasons.push(format!(
+                    "bundle id {id} matches the allowlist; its Team ID is not verified (a kext load event carries only the identifier)"
+                )),
+                KextTrust::NotAllowlisted => f.raise(format!(
+                    "kext {id} is not in the allowlist (a kext load event carries only the identifier, so its Team ID is unknown)"
+                )),
+            },
         }
         if !loader_trusted {
             f.trusted = false;

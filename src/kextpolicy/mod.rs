@@ -1,0 +1,193 @@
+//! The KextPolicy database (`/var/db/SystemPolicyConfiguration/KextPolicy`, SQLite in WAL mode, owned by
+//! syspolicyd): which teams and kexts users and MDM approved, and a history of loaded kexts with their
+//! Team ID and cdhash. The best evidence of a kext's identity, and of policy weakening.
+//!
+//! - `read`: opens the database strictly read-only and reads a [`Snapshot`], tolerating schema drift.
+//! - `diff`: two snapshots into [`PolicyChange`]s, which detection turns into alerts.
+//! - `watch`: polls for changes at near-zero cost when nothing changed, and persists the last snapshot
+//!   (`state`) so a restart reports what changed while kextwatch was down.
+
+mod diff;
+mod read;
+mod state;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+pub use diff::diff;
+pub use read::{read_snapshot, ReadError};
+pub use state::StateStore;
+pub use watch::{Poll, Poller, Watcher};
+
+pub const DEFAULT_PATH: &str = "/var/db/SystemPolicyConfiguration/KextPolicy";
+
+/// A row of `kext_policy`: a user's approval of a team's kext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub team_id: Option<String>,
+    pub bundle_id: Option<String>,
+    pub allowed: bool,
+    pub developer_name: Option<String>,
+    pub flags: Option<i64>,
+}
+
+/// A row of `kext_policy_mdm`: an approval delivered by an MDM profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MdmApproval {
+    pub team_id: Option<String>,
+    pub bundle_id: Option<String>,
+    pub allowed: bool,
+    pub payload_uuid: Option<String>,
+}
+
+/// A row of `kext_load_history_v3`: a kext bundle that was loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadRecord {
+    pub path: String,
+    pub team_id: Option<String>,
+    pub bundle_id: Option<String>,
+    pub boot_uuid: Option<String>,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC, as syspolicyd writes it.
+    pub created_at: Option<String>,
+    pub last_seen: Option<String>,
+    pub flags: Option<i64>,
+    /// macOS 11+ (8-column layout).
+    pub cdhash: Option<String>,
+}
+
+pub type TeamBundle = (Option<String>, Option<String>);
+
+/// The three tables, keyed as in the database.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub approvals: BTreeMap<TeamBundle, Approval>,
+    pub mdm: BTreeMap<TeamBundle, MdmApproval>,
+    pub history: BTreeMap<String, LoadRecord>,
+    /// Rows skipped because a value had an unexpected type.
+    pub skipped_rows: u64,
+    /// Missing tables or columns, and other schema surprises.
+    pub warnings: Vec<String>,
+}
+
+/// The tables as JSON: one array per table, named as in the database.
+#[derive(Serialize)]
+pub struct SnapshotTables<'a> {
+    pub kext_policy: Vec<&'a Approval>,
+    pub kext_policy_mdm: Vec<&'a MdmApproval>,
+    pub kext_load_history_v3: Vec<&'a LoadRecord>,
+    pub skipped_rows: u64,
+    pub warnings: &'a [String],
+}
+
+/// What KextPolicy knows of a bundle id's team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnownTeam {
+    /// Recorded with this Team ID.
+    Team(String),
+    /// Recorded with no Team ID: loaded unsigned.
+    Unsigned,
+}
+
+impl Snapshot {
+    /// Bundle id → team, from the load history (most recent load wins) and then the approvals.
+    pub fn teams_by_bundle(&self) -> HashMap<String, KnownTeam> {
+        let mut out: HashMap<String, (Option<&str>, KnownTeam)> = HashMap::new();
+        for r in self.history.values() {
+            let Some(b) = &r.bundle_id else { continue };
+            let team = r
+                .team_id
+                .clone()
+                .map_or(KnownTeam::Unsigned, KnownTeam::Team);
+            let seen = r.last_seen.as_deref().or(r.created_at.as_deref());
+            match out.get(b) {
+                Some((prev, _)) if *prev >= seen => {}
+                _ => {
+                    out.insert(b.clone(), (seen, team));
+                }
+            }
+        }
+        let mut map: HashMap<String, KnownTeam> =
+            out.into_iter().map(|(b, (_, t))| (b, t)).collect();
+        for (team, bundle) in self.approvals.keys().chain(self.mdm.keys()) {
+            if let (Some(t), Some(b)) = (team, bundle) {
+                map.entry(b.clone())
+                    .or_insert_with(|| KnownTeam::Team(t.clone()));
+            }
+        }
+        map
+    }
+
+    pub fn tables(&self) -> SnapshotTables<'_> {
+        SnapshotTables {
+            kext_policy: self.approvals.values().collect(),
+            kext_policy_mdm: self.mdm.values().collect(),
+            kext_load_history_v3: self.history.values().collect(),
+            skipped_rows: self.skipped_rows,
+            warnings: &self.warnings,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.approvals.len() + self.mdm.len() + self.history.len()
+    }
+}
+
+/// One change between two snapshots, or a change in the database's availability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum PolicyChange {
+    ApprovalAdded {
+        approval: Approval,
+    },
+    ApprovalRemoved {
+        approval: Approval,
+    },
+    ApprovalChanged {
+        old: Approval,
+        new: Approval,
+    },
+    MdmApprovalAdded {
+        approval: MdmApproval,
+    },
+    MdmApprovalRemoved {
+        approval: MdmApproval,
+    },
+    MdmApprovalChanged {
+        old: MdmApproval,
+        new: MdmApproval,
+    },
+    /// A path seen for the first time in the load history.
+    KextRecorded {
+        record: LoadRecord,
+    },
+    /// `last_seen` advanced: the kext was loaded again.
+    KextLoaded {
+        record: LoadRecord,
+        previous_last_seen: Option<String>,
+    },
+    /// Team ID or cdhash changed for a path.
+    KextIdentityChanged {
+        old: LoadRecord,
+        new: LoadRecord,
+    },
+    /// The database disappeared (it is SIP-protected: deleting it needs SIP off).
+    DatabaseVanished {
+        path: String,
+    },
+    /// The database cannot be read; `reason` says why and what to do.
+    DatabaseUnreadable {
+        path: String,
+        reason: String,
+    },
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) to nanoseconds since the epoch.
+pub fn parse_policy_time(s: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let t = time::PrimitiveDateTime::parse(s.trim(), &fmt)
+        .ok()?
+        .assume_utc();
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}

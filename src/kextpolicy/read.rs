@@ -1,0 +1,239 @@
+//! Reading KextPolicy: strictly read-only, consistent across tables, tolerant of schema drift.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::{Approval, LoadRecord, MdmApproval, Snapshot};
+
+/// How long a read waits for syspolicyd's write lock before giving up until the next poll.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}: no such database")]
+    Missing(PathBuf),
+    #[error(
+        "{0}: permission denied; kextwatch needs root and Full Disk Access (TCC SystemPolicyAllFiles) to read KextPolicy"
+    )]
+    PermissionDenied(PathBuf),
+    #[error("{0}: not a SQLite database, or corrupt: {1}")]
+    NotADatabase(PathBuf, String),
+    #[error("{0}: locked by another process; will retry")]
+    Busy(PathBuf),
+    #[error("{0}: {1}")]
+    Other(PathBuf, String),
+}
+
+impl ReadError {
+    fn from_sqlite(path: &Path, e: rusqlite::Error) -> ReadError {
+        let p = path.to_path_buf();
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
+                    ReadError::NotADatabase(p, e.to_string())
+                }
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => ReadError::Busy(p),
+                ErrorCode::PermissionDenied | ErrorCode::AuthorizationForStatementDenied => {
+                    ReadError::PermissionDenied(p)
+                }
+                ErrorCode::CannotOpen => match std::fs::File::open(path) {
+                    Err(io) => ReadError::from_io(path, io),
+                    Ok(_) => ReadError::Other(p, e.to_string()),
+                },
+                _ => ReadError::Other(p, e.to_string()),
+            },
+            _ => ReadError::Other(p, e.to_string()),
+        }
+    }
+
+    pub(super) fn from_io(path: &Path, e: io::Error) -> ReadError {
+        let p = path.to_path_buf();
+        match e.kind() {
+            io::ErrorKind::NotFound => ReadError::Missing(p),
+            // macOS reports a TCC refusal as EPERM ("Operation not permitted").
+            io::ErrorKind::PermissionDenied => ReadError::PermissionDenied(p),
+            _ if e.raw_os_error() == Some(1) => ReadError::PermissionDenied(p),
+            _ => ReadError::Other(p, e.to_string()),
+        }
+    }
+}
+
+/// Open the database read-only. SQLite never creates a file in this mode; the explicit checks first
+/// give clear errors for a missing file or a Full Disk Access refusal.
+pub fn open_read_only(path: &Path) -> Result<Connection, ReadError> {
+    std::fs::File::open(path).map_err(|e| ReadError::from_io(path, e))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| ReadError::from_sqlite(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| ReadError::from_sqlite(path, e))?;
+    // Belt and braces: refuse any statement that would write.
+    conn.pragma_update(None, "query_only", true)
+        .map_err(|e| ReadError::from_sqlite(path, e))?;
+    Ok(conn)
+}
+
+/// Read all three tables inside one read transaction, so the snapshot is consistent even while
+/// syspolicyd writes.
+pub fn read_snapshot(conn: &Connection, path: &Path) -> Result<Snapshot, ReadError> {
+    let err = |e| ReadError::from_sqlite(path, e);
+    conn.execute_batch("BEGIN").map_err(err)?;
+    let result = read_tables(conn).map_err(err);
+    // Ending a read transaction cannot lose anything; a failure here would surface on the next read.
+    let _ = conn.execute_batch("COMMIT");
+    result
+}
+
+fn read_tables(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    let cols = ["team_id", "bundle_id", "allowed", "developer_name", "flags"];
+    for row in select(conn, "kext_policy", &cols, &mut snap)? {
+        let parsed = (|| {
+            Some(Approval {
+                team_id: text(&row[0])?,
+                bundle_id: text(&row[1])?,
+                allowed: boolean(&row[2])?,
+                developer_name: text(&row[3])?,
+                flags: int(&row[4])?,
+            })
+        })();
+        match parsed {
+            Some(a) => {
+                snap.approvals
+                    .insert((a.team_id.clone(), a.bundle_id.clone()), a);
+            }
+            None => snap.skipped_rows += 1,
+        }
+    }
+    let cols = ["team_id", "bundle_id", "allowed", "payload_uuid"];
+    for row in select(conn, "kext_policy_mdm", &cols, &mut snap)? {
+        let parsed = (|| {
+            Some(MdmApproval {
+                team_id: text(&row[0])?,
+                bundle_id: text(&row[1])?,
+                allowed: boolean(&row[2])?,
+                payload_uuid: text(&row[3])?,
+            })
+        })();
+        match parsed {
+            Some(a) => {
+                snap.mdm.insert((a.team_id.clone(), a.bundle_id.clone()), a);
+            }
+            None => snap.skipped_rows += 1,
+        }
+    }
+    let cols = [
+        "path",
+        "team_id",
+        "bundle_id",
+        "boot_uuid",
+        "created_at",
+        "last_seen",
+        "flags",
+        "cdhash",
+    ];
+    for row in select(conn, "kext_load_history_v3", &cols, &mut snap)? {
+        let parsed = (|| {
+            Some(LoadRecord {
+                path: text(&row[0])??,
+                team_id: text(&row[1])?,
+                bundle_id: text(&row[2])?,
+                boot_uuid: text(&row[3])?,
+                created_at: text(&row[4])?,
+                last_seen: text(&row[5])?,
+                flags: int(&row[6])?,
+                cdhash: text(&row[7])?,
+            })
+        })();
+        match parsed {
+            Some(r) => {
+                snap.history.insert(r.path.clone(), r);
+            }
+            None => snap.skipped_rows += 1,
+        }
+    }
+    Ok(snap)
+}
+
+/// An owned SQLite value (`ValueRef` cannot outlive its row).
+type Cell = rusqlite::types::Value;
+
+/// Select `cols` from `table`; a missing table yields no rows and a missing column NULLs, each with a
+/// warning. Names are our constants, never input.
+fn select(
+    conn: &Connection,
+    table: &str,
+    cols: &[&str],
+    snap: &mut Snapshot,
+) -> rusqlite::Result<Vec<Vec<Cell>>> {
+    let mut present = Vec::new();
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{table}\")"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        present.push(r.get::<_, String>(1)?);
+    }
+    if present.is_empty() {
+        snap.warnings.push(format!("table {table} is missing"));
+        return Ok(Vec::new());
+    }
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|c| {
+            if present.iter().any(|p| p.eq_ignore_ascii_case(c)) {
+                format!("\"{c}\"")
+            } else {
+                // The 7-column history layout (before macOS 11) has no cdhash: expected, not a warning.
+                if !(table == "kext_load_history_v3" && *c == "cdhash") {
+                    snap.warnings.push(format!("column {table}.{c} is missing"));
+                }
+                "NULL".to_string()
+            }
+        })
+        .collect();
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM \"{table}\"", exprs.join(", ")))?;
+    let n = cols.len();
+    let rows = stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| r.get::<_, Cell>(i))
+            .collect::<rusqlite::Result<Vec<Cell>>>()
+    })?;
+    rows.collect()
+}
+
+/// `Some(None)` for NULL, `Some(Some(s))` for text, `None` (skip the row) for anything else.
+fn text(v: &Cell) -> Option<Option<String>> {
+    match ValueRef::from(v) {
+        ValueRef::Null => Some(None),
+        ValueRef::Text(t) => Some(Some(String::from_utf8_lossy(t).into_owned())),
+        _ => None,
+    }
+}
+
+/// BOOLEAN columns hold 0/1; NULL reads as not allowed.
+fn boolean(v: &Cell) -> Option<bool> {
+    match ValueRef::from(v) {
+        ValueRef::Null => Some(false),
+        ValueRef::Integer(i) => Some(i != 0),
+        ValueRef::Text(t) => match t {
+            b"0" | b"false" | b"FALSE" => Some(false),
+            b"1" | b"true" | b"TRUE" => Some(true),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn int(v: &Cell) -> Option<Option<i64>> {
+    match ValueRef::from(v) {
+        ValueRef::Null => Some(None),
+        ValueRef::Integer(i) => Some(Some(i)),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok().map(Some),
+        _ => None,
+    }
+}

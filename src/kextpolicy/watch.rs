@@ -1,0 +1,280 @@
+//! Change detection that costs next to nothing when nothing changed, and the watcher that turns
+//! changes into policy-change events with "alert once" handling of an unavailable database.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::read::{open_read_only, read_snapshot, ReadError};
+use super::state::{StateError, StateStore};
+use super::{diff, parse_policy_time, PolicyChange, Snapshot};
+
+/// Identity and version of one file: a replaced file has a new inode; a written one a new size/mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+fn stamp(path: &Path) -> std::io::Result<FileStamp> {
+    let m = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    let mtime_ns = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    Ok(FileStamp {
+        dev,
+        ino,
+        size: m.len(),
+        mtime_ns,
+    })
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// Outcome of one poll.
+#[derive(Debug)]
+pub enum Poll {
+    /// Nothing changed: no rows were read.
+    Unchanged,
+    /// The database changed (or was opened): a fresh snapshot.
+    Changed(Snapshot),
+    Failed(ReadError),
+}
+
+/// Polls one database. Keeps its connection open so `PRAGMA data_version` can tell whether another
+/// connection committed since the last read; file stamps of the database and its `-wal` catch a
+/// replaced file.
+pub struct Poller {
+    path: PathBuf,
+    conn: Option<Connection>,
+    data_version: i64,
+    db_stamp: Option<FileStamp>,
+    wal_stamp: Option<FileStamp>,
+    /// Polls made, and how many of them read rows.
+    pub polls: u64,
+    pub reads: u64,
+}
+
+impl Poller {
+    pub fn new(path: &Path) -> Poller {
+        Poller {
+            path: path.to_path_buf(),
+            conn: None,
+            data_version: 0,
+            db_stamp: None,
+            wal_stamp: None,
+            polls: 0,
+            reads: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn poll(&mut self) -> Poll {
+        self.polls += 1;
+        let db = match stamp(&self.path) {
+            Ok(s) => s,
+            Err(e) => {
+                self.conn = None;
+                return Poll::Failed(ReadError::from_io(&self.path, e));
+            }
+        };
+        let wal = stamp(&wal_path(&self.path)).ok();
+        let same_file = self
+            .db_stamp
+            .is_some_and(|old| (old.dev, old.ino) == (db.dev, db.ino));
+        if !same_file {
+            self.conn = None;
+        }
+        if let Some(conn) = &self.conn {
+            let unchanged_files = self.db_stamp == Some(db) && self.wal_stamp == wal;
+            match data_version(conn) {
+                Ok(v) if v == self.data_version && unchanged_files => return Poll::Unchanged,
+                Ok(v) if v == self.data_version => {
+                    // Files touched (a checkpoint, our own read marks) but no commit: nothing to read.
+                    self.db_stamp = Some(db);
+                    self.wal_stamp = wal;
+                    return Poll::Unchanged;
+                }
+                Ok(_) => {}
+                Err(_) => self.conn = None,
+            }
+        }
+        if self.conn.is_none() {
+            match open_read_only(&self.path) {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => return Poll::Failed(e),
+            }
+        }
+        let Some(conn) = &self.conn else {
+            return Poll::Failed(ReadError::Other(self.path.clone(), "no connection".into()));
+        };
+        self.reads += 1;
+        match read_snapshot(conn, &self.path) {
+            Ok(snap) => {
+                self.data_version = data_version(conn).unwrap_or(self.data_version);
+                self.db_stamp = Some(db);
+                self.wal_stamp = wal;
+                Poll::Changed(snap)
+            }
+            Err(e) => {
+                if !matches!(e, ReadError::Busy(_)) {
+                    self.conn = None;
+                }
+                Poll::Failed(e)
+            }
+        }
+    }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
+
+/// A change and the time detection should give it (ns since the epoch).
+pub type TimedChange = (PolicyChange, i64);
+
+/// Poller + persisted state + diff: what the daemon runs.
+pub struct Watcher {
+    poller: Poller,
+    store: Option<StateStore>,
+    current: Option<Snapshot>,
+    /// The unavailability already reported, so it is reported once.
+    reported: Option<std::mem::Discriminant<ReadError>>,
+    /// Polls that found the database locked and will retry.
+    pub busy: u64,
+}
+
+impl Watcher {
+    /// Watch `db`; with a state file, start from the snapshot saved there.
+    pub fn open(db: &Path, state: Option<&Path>) -> Result<Watcher, StateError> {
+        let store = state.map(StateStore::open).transpose()?;
+        let current = match &store {
+            Some(s) => s.load()?,
+            None => None,
+        };
+        Ok(Watcher {
+            poller: Poller::new(db),
+            store,
+            current,
+            reported: None,
+            busy: 0,
+        })
+    }
+
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.current.as_ref()
+    }
+
+    pub fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    /// Poll once. `now_ns` stamps changes that carry no time of their own. The first snapshot ever
+    /// read is a baseline: it raises nothing.
+    pub fn poll(&mut self, now_ns: i64) -> Result<Vec<TimedChange>, StateError> {
+        match self.poller.poll() {
+            Poll::Unchanged => Ok(Vec::new()),
+            Poll::Failed(ReadError::Busy(_)) => {
+                self.busy += 1;
+                Ok(Vec::new())
+            }
+            Poll::Failed(e) => {
+                let kind = std::mem::discriminant(&e);
+                if self.reported == Some(kind) {
+                    return Ok(Vec::new());
+                }
+                self.reported = Some(kind);
+                tracing::warn!(error = %e, "KextPolicy unavailable");
+                let path = self.poller.path().display().to_string();
+                let change = match e {
+                    ReadError::Missing(_) => PolicyChange::DatabaseVanished { path },
+                    other => PolicyChange::DatabaseUnreadable {
+                        path,
+                        reason: other.to_string(),
+                    },
+                };
+                Ok(vec![(change, now_ns)])
+            }
+            Poll::Changed(snap) => {
+                self.reported = None;
+                if snap.skipped_rows > 0 || !snap.warnings.is_empty() {
+                    tracing::warn!(skipped_rows = snap.skipped_rows, warnings = ?snap.warnings, "KextPolicy read with surprises");
+                }
+                let changes = match &self.current {
+                    Some(old) => diff(old, &snap),
+                    None => Vec::new(),
+                };
+                if let Some(store) = &mut self.store {
+                    if self.current.as_ref() != Some(&snap) {
+                        store.save(&snap, now_ns)?;
+                    }
+                }
+                self.current = Some(snap);
+                Ok(changes
+                    .into_iter()
+                    .map(|c| {
+                        let t = change_time(&c).unwrap_or(now_ns);
+                        (c, t)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Poll every `interval` until `stop` is set, handing changes to `deliver` with the snapshot they
+    /// came from. Runs on a blocking thread; `now` is the only clock.
+    pub fn run(
+        &mut self,
+        interval: Duration,
+        stop: &AtomicBool,
+        now: impl Fn() -> i64,
+        mut deliver: impl FnMut(Vec<TimedChange>, Option<&Snapshot>),
+    ) -> Result<(), StateError> {
+        while !stop.load(Ordering::Relaxed) {
+            let changes = self.poll(now())?;
+            if !changes.is_empty() {
+                deliver(changes, self.current.as_ref());
+            }
+            let mut slept = Duration::ZERO;
+            while slept < interval && !stop.load(Ordering::Relaxed) {
+                let step = (interval - slept).min(Duration::from_millis(100));
+                std::thread::sleep(step);
+                slept += step;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A load-history change happened at its `last_seen` (or `created_at`).
+pub fn change_time(c: &PolicyChange) -> Option<i64> {
+    let rec = match c {
+        PolicyChange::KextRecorded { record } | PolicyChange::KextLoaded { record, .. } => record,
+        PolicyChange::KextIdentityChanged { new, .. } => new,
+        _ => return None,
+    };
+    rec.last_seen
+        .as_deref()
+        .or(rec.created_at.as_deref())
+        .and_then(parse_policy_time)
+}
