@@ -237,3 +237,26 @@ fn int(v: &Cell) -> Option<Option<i64>> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_name_full_disk_access() {
+        let p = Path::new("/var/db/SystemPolicyConfiguration/KextPolicy");
+        // EACCES (not root), and EPERM (how macOS reports a TCC refusal).
+        for e in [
+            io::Error::from_raw_os_error(13),
+            io::Error::from_raw_os_error(1),
+        ] {
+            let err = ReadError::from_io(p, e);
+            assert_eq!(err, ReadError::PermissionDenied(p.to_path_buf()));
+            assert!(err.to_string().contains("Full Disk Access"));
+        }
+        assert_eq!(
+            ReadError::from_io(p, io::Error::from_raw_os_error(2)),
+            ReadError::Missing(p.to_path_buf())
+        );
+    }
+}

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 pub mod eslogger;
+pub mod kextpolicy;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

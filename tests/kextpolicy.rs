@@ -1,0 +1,525 @@
+//! KextPolicy: reading both layouts read-only, change detection, diff, persisted state, bad databases,
+//! and detection on the changes.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kextwatch::alert::Alert;
+use kextwatch::config::Config;
+use kextwatch::detect::Engine;
+use kextwatch::kextpolicy::{diff, PolicyChange, Poll, Poller, Watcher};
+use support::kextpolicy as fx;
+
+const NOW: i64 = 1_795_615_392_000_000_000;
+
+fn snapshot(path: &Path) -> kextwatch::kextpolicy::Snapshot {
+    match Poller::new(path).poll() {
+        Poll::Changed(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn file_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+#[test]
+fn reads_both_history_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    for cols in [7, 8] {
+        let db = dir.path().join(format!("KextPolicy{cols}"));
+        drop(fx::realistic(&db, cols));
+        let s = snapshot(&db);
+        assert_eq!(
+            (s.approvals.len(), s.mdm.len(), s.history.len()),
+            (3, 1, 4),
+            "{cols} columns"
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let vbox = &s.history["/Library/Application Support/VirtualBox/VBoxDrv.kext"];
+        assert_eq!(vbox.team_id.as_deref(), Some("VB5E2TV963"));
+        assert_eq!(vbox.cdhash.is_some(), cols == 8);
+        assert_eq!(s.history["/Library/Extensions/Legacy.kext"].team_id, None);
+        let sym = &s.approvals[&(
+            Some("9PTGMPNXZ2".into()),
+            Some("com.symantec.kext.SymAPComm".into()),
+        )];
+        assert!(!sym.allowed);
+        assert_eq!(s.mdm.values().next().unwrap().bundle_id, None);
+    }
+}
+
+#[test]
+fn tolerates_schema_drift_and_skips_badly_typed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TABLE kext_policy ( team_id TEXT, bundle_id TEXT, allowed BOOLEAN, developer_name TEXT, flags INTEGER, extra_future_col TEXT );
+         CREATE TABLE kext_load_history_v3 ( path TEXT PRIMARY KEY, team_id TEXT, bundle_id TEXT, created_at TEXT, last_seen TEXT, flags INTEGER, cdhash TEXT, more TEXT );
+         CREATE TABLE some_new_table ( x );
+         INSERT INTO kext_policy VALUES ('VB5E2TV963', 'org.virtualbox.kext.VBoxDrv', 1, 'Oracle', 1, 'x');
+         INSERT INTO kext_policy VALUES ('EG7KH642X6', 'com.vmware.kext.vmx86', X'00FF', 'VMware', 1, 'x');
+         INSERT INTO kext_load_history_v3 VALUES (X'0102', 'VB5E2TV963', 'b', 'c', 'd', 0, NULL, NULL);
+         INSERT INTO kext_load_history_v3 VALUES ('/Library/Extensions/A.kext', 'Z9Y8X7W6V5', 'com.a', '2026-11-01 00:00:00', '2026-11-02 00:00:00', 'not a number', NULL, NULL);
+         INSERT INTO kext_load_history_v3 VALUES ('/Library/Extensions/B.kext', 'Z9Y8X7W6V5', 'com.b', '2026-11-01 00:00:00', '2026-11-02 00:00:00', '7', NULL, NULL);",
+    )
+    .unwrap();
+    drop(c);
+    let s = snapshot(&db);
+    assert_eq!(s.approvals.len(), 1);
+    assert_eq!(s.history.len(), 1, "{:?}", s.history);
+    assert_eq!(s.history["/Library/Extensions/B.kext"].flags, Some(7));
+    assert_eq!(s.skipped_rows, 3);
+    assert!(
+        s.warnings
+            .contains(&"table kext_policy_mdm is missing".to_string()),
+        "{:?}",
+        s.warnings
+    );
+    assert!(s
+        .warnings
+        .contains(&"column kext_load_history_v3.boot_uuid is missing".to_string()));
+}
+
+#[test]
+fn reading_never_writes_or_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let writer = fx::realistic(&db, 8); // kept open: the -wal holds uncheckpointed pages
+    let wal = dir.path().join("KextPolicy-wal");
+    let (db_before, wal_before) = (file_bytes(&db), file_bytes(&wal));
+    assert!(!wal_before.is_empty());
+    let mut p = Poller::new(&db);
+    assert!(matches!(p.poll(), Poll::Changed(s) if s.history.len() == 4));
+    assert!(matches!(p.poll(), Poll::Unchanged));
+    drop(p);
+    assert_eq!(file_bytes(&db), db_before, "database file changed");
+    assert_eq!(file_bytes(&wal), wal_before, "WAL changed (a checkpoint?)");
+    drop(writer);
+
+    let missing = dir.path().join("nope/KextPolicy");
+    assert!(matches!(
+        Poller::new(&missing).poll(),
+        Poll::Failed(kextwatch::kextpolicy::ReadError::Missing(_))
+    ));
+    assert!(!missing.exists());
+    let missing = dir.path().join("KextPolicy-missing");
+    Poller::new(&missing).poll();
+    assert!(!missing.exists());
+}
+
+#[test]
+fn unchanged_polls_read_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let writer = fx::realistic(&db, 8);
+    let mut p = Poller::new(&db);
+    for _ in 0..50 {
+        p.poll();
+    }
+    assert_eq!((p.polls, p.reads), (50, 1));
+    fx::approve(&writer, "ABCDE12345", "com.new.kext", "New Co", true);
+    assert!(matches!(p.poll(), Poll::Changed(s) if s.approvals.len() == 4));
+    assert!(matches!(p.poll(), Poll::Unchanged));
+    assert_eq!(p.reads, 2);
+}
+
+#[test]
+fn concurrent_wal_writer_while_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(fx::realistic(&db, 8));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (db, done) = (db.clone(), done.clone());
+        std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.busy_timeout(Duration::from_secs(5)).unwrap();
+            for i in 0..200 {
+                // One transaction per load, as syspolicyd records them.
+                fx::loaded(
+                    &c,
+                    &format!("/Library/Extensions/W{i}.kext"),
+                    Some("Z9Y8X7W6V5"),
+                    &format!("com.w.{i}"),
+                    "2026-11-21 10:00:00",
+                    None,
+                );
+                if i % 20 == 0 {
+                    c.pragma_update(None, "wal_checkpoint", "PASSIVE").ok();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut w = Watcher::open(&db, None).unwrap();
+    assert!(
+        w.poll(NOW).unwrap().is_empty(),
+        "first poll is the baseline"
+    );
+    let baseline = w.snapshot().unwrap().history.len();
+    let mut recorded = 0;
+    let mut last_len = baseline;
+    loop {
+        // Read the flag before polling: the poll then sees every commit made before it was set.
+        let finished = done.load(Ordering::SeqCst);
+        for (c, _) in w.poll(NOW).unwrap() {
+            match c {
+                PolicyChange::KextRecorded { .. } => recorded += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let len = w.snapshot().unwrap().history.len();
+        assert!(len >= last_len, "snapshots never go backwards");
+        last_len = len;
+        if finished {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    writer.join().unwrap();
+    // Every row written after the baseline is reported exactly once, and none is missed.
+    assert_eq!(last_len, 204);
+    assert_eq!(
+        baseline + recorded,
+        204,
+        "baseline {baseline}, recorded {recorded}"
+    );
+    assert!(
+        w.poller().reads < w.poller().polls,
+        "unchanged polls read nothing"
+    );
+    assert_eq!(w.busy, 0);
+}
+
+#[test]
+fn diff_reports_each_kind_of_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = fx::realistic(&db, 8);
+    let old = snapshot(&db);
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true); // added
+    c.execute(
+        "UPDATE kext_policy SET allowed = 1 WHERE team_id = '9PTGMPNXZ2'",
+        [],
+    )
+    .unwrap(); // flipped
+    c.execute(
+        "UPDATE kext_policy SET flags = 9 WHERE team_id = 'EG7KH642X6'",
+        [],
+    )
+    .unwrap(); // flags
+    c.execute("DELETE FROM kext_policy WHERE team_id = 'VB5E2TV963'", [])
+        .unwrap(); // removed
+    fx::mdm(
+        &c,
+        "Q1W2E3R4T5",
+        Some("com.q.kext"),
+        "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE",
+    );
+    fx::loaded(
+        &c,
+        "/Library/Extensions/New.kext",
+        Some("ABCDE12345"),
+        "com.new.kext",
+        "2026-11-21 10:00:00",
+        Some("00"),
+    );
+    c.execute("UPDATE kext_load_history_v3 SET last_seen = '2026-11-21 11:00:00' WHERE path LIKE '%vmx86%'", []).unwrap();
+    c.execute(
+        "UPDATE kext_load_history_v3 SET team_id = 'ZZZZZZZZZZ' WHERE path LIKE '%Unknown%'",
+        [],
+    )
+    .unwrap();
+    let new = snapshot(&db);
+    let kinds: Vec<String> = diff(&old, &new)
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c).unwrap()["change"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        // Each table in key order (team id, bundle id / path).
+        [
+            "approval_changed",
+            "approval_added",
+            "approval_changed",
+            "approval_removed",
+            "mdm_approval_added",
+            "kext_recorded",
+            "kext_identity_changed",
+            "kext_loaded",
+        ]
+    );
+    assert!(diff(&new, &new).is_empty());
+}
+
+#[test]
+fn restart_reports_what_changed_while_down_and_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let state = dir.path().join("kextpolicy-state.sqlite");
+    let c = fx::realistic(&db, 8);
+    {
+        let mut w = Watcher::open(&db, Some(&state)).unwrap();
+        assert!(w.poll(NOW).unwrap().is_empty(), "first run is a baseline");
+    }
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true); // while kextwatch is down
+    {
+        let mut w = Watcher::open(&db, Some(&state)).unwrap();
+        let changes = w.poll(NOW).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert!(
+            matches!(&changes[0].0, PolicyChange::ApprovalAdded { approval } if approval.team_id.as_deref() == Some("ABCDE12345"))
+        );
+        assert!(w.poll(NOW).unwrap().is_empty());
+    }
+    let mut w = Watcher::open(&db, Some(&state)).unwrap();
+    assert!(
+        w.poll(NOW).unwrap().is_empty(),
+        "no re-alert on unchanged rows after a restart"
+    );
+}
+
+#[test]
+fn vanished_and_corrupt_databases_are_reported_once_and_polling_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(fx::realistic(&db, 8));
+    let mut w = Watcher::open(&db, None).unwrap();
+    assert!(w.poll(NOW).unwrap().is_empty());
+
+    std::fs::rename(&db, dir.path().join("moved")).unwrap();
+    let first = w.poll(NOW).unwrap();
+    assert!(
+        matches!(&first[..], [(PolicyChange::DatabaseVanished { .. }, NOW)]),
+        "{first:?}"
+    );
+    assert!(w.poll(NOW).unwrap().is_empty(), "reported once");
+
+    // Back, with one more approval: reported against the last snapshot seen.
+    std::fs::rename(dir.path().join("moved"), &db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
+    drop(c);
+    let back = w.poll(NOW).unwrap();
+    assert!(
+        matches!(&back[..], [(PolicyChange::ApprovalAdded { .. }, _)]),
+        "{back:?}"
+    );
+
+    std::fs::write(
+        &db,
+        b"this is not a SQLite database, just some bytes that look nothing like one".repeat(100),
+    )
+    .unwrap();
+    let bad = w.poll(NOW).unwrap();
+    match &bad[..] {
+        [(PolicyChange::DatabaseUnreadable { reason, .. }, _)] => {
+            assert!(reason.contains("not a SQLite database"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(w.poll(NOW).unwrap().is_empty(), "reported once");
+}
+
+#[test]
+fn locked_database_is_retried_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(fx::DDL_COMMON).unwrap();
+    c.execute_batch(fx::DDL_HISTORY_8).unwrap();
+    // Rollback-journal mode: an exclusive lock blocks readers (WAL never does).
+    c.execute_batch("BEGIN EXCLUSIVE; INSERT INTO settings VALUES ('x', 'y');")
+        .unwrap();
+    let mut w = Watcher::open(&db, None).unwrap();
+    assert!(w.poll(NOW).unwrap().is_empty());
+    assert_eq!(w.busy, 1);
+    c.execute_batch("COMMIT").unwrap();
+    assert!(w.poll(NOW).unwrap().is_empty());
+    assert!(w.snapshot().is_some());
+}
+
+fn alerts_for(changes: &[PolicyChange], config: Config) -> Vec<serde_json::Value> {
+    let mut engine = Engine::new(config);
+    let mut out: Vec<Alert> = Vec::new();
+    for c in changes {
+        engine.process_policy(c, NOW, &mut out);
+    }
+    engine.finish(&mut out);
+    out.iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect()
+}
+
+#[test]
+fn policy_changes_raise_alerts_by_team_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(fx::create(&db, 8));
+    let empty = snapshot(&db);
+    let db = dir.path().join("KextPolicy-full");
+    drop(fx::realistic(&db, 8));
+    let full = snapshot(&db);
+    let alerts = alerts_for(&diff(&empty, &full), Config::default_config());
+    let got: Vec<(&str, &str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["rule"]["id"].as_str().unwrap(),
+                a["severity"].as_str().unwrap(),
+                a["event"]["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Allowlisted VirtualBox and VMware approvals and loads raise nothing; Symantec's approval is a
+    // denial; the MDM entry's payload is unknown and its team not allowlisted; an unknown team's load
+    // is high; no team is critical.
+    assert_eq!(
+        got,
+        [
+            ("KW-5004", "high", "kextpolicy.mdm_approval_added"),
+            ("KW-5005", "critical", "kextpolicy.kext_recorded"),
+            ("KW-5005", "high", "kextpolicy.kext_recorded"),
+        ],
+        "{alerts:#?}"
+    );
+    assert!(alerts[1]["reasons"].to_string().contains("unsigned"));
+    assert_eq!(
+        alerts[2]["file"]["path"],
+        "/Library/Extensions/Unknown.kext"
+    );
+    assert_eq!(alerts[2]["kextwatch"]["kext"]["team_id"], "Z9Y8X7W6V5");
+    assert!(alerts[0].get("process").is_none());
+
+    // Listing the payload and allowlisting the team makes the MDM entry expected.
+    let mut cfg = Config::default_config();
+    cfg.kextpolicy
+        .known_mdm_payloads
+        .push("3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11".into());
+    cfg.allowlist.team_ids.insert("483DWKW443".into());
+    let alerts = alerts_for(&diff(&empty, &full), cfg);
+    assert!(
+        alerts.iter().all(|a| a["rule"]["id"] != "KW-5004"),
+        "{alerts:#?}"
+    );
+}
+
+#[test]
+fn new_user_approval_of_unlisted_team_is_high_and_correlates_with_staging() {
+    use support::eslogger::{cast, Capture};
+    let approval = PolicyChange::ApprovalAdded {
+        approval: kextwatch::kextpolicy::Approval {
+            team_id: Some("ABCDE12345".into()),
+            bundle_id: Some("com.evil.driver".into()),
+            allowed: true,
+            developer_name: Some("Evil Ltd".into()),
+            flags: Some(1),
+        },
+    };
+    let alone = alerts_for(std::slice::from_ref(&approval), Config::default_config());
+    assert_eq!(
+        (
+            alone[0]["rule"]["id"].as_str(),
+            alone[0]["severity"].as_str()
+        ),
+        (Some("KW-5001"), Some("high"))
+    );
+
+    // A bundle copied into /Library/Extensions 30 s before the approval: one correlated alert.
+    let mut c = Capture::new(9);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.create(&cp, "/Library/Extensions", "Evil.kext");
+    let ev = match kextwatch::event::eslogger::decode_line(
+        c.out.trim_end(),
+        &kextwatch::event::eslogger::AllEvents,
+    )
+    .unwrap()
+    {
+        kextwatch::event::eslogger::Decoded::Event(e) => e,
+        _ => panic!(),
+    };
+    let mut engine = Engine::new(Config::default_config());
+    let mut out = Vec::new();
+    engine.process(&ev, &mut out);
+    engine.process_policy(&approval, ev.time_ns + 30_000_000_000, &mut out);
+    let last = serde_json::to_value(out.last().unwrap()).unwrap();
+    assert_eq!(last["rule"]["id"], "KW-9003");
+    assert!(last["reasons"]
+        .to_string()
+        .contains("/Library/Extensions/Evil.kext was staged by /bin/cp"));
+    assert_eq!(last["kextwatch"]["evidence"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn snapshot_enriches_kext_load_events_with_team_ids() {
+    use support::eslogger::{cast, Capture};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(fx::realistic(&db, 8));
+    let snap = snapshot(&db);
+    let mut c = Capture::new(9);
+    let kmd = cast::kernelmanagerd();
+    for id in [
+        "com.vmware.kext.vmx86",
+        "com.unknown.driver",
+        "com.legacy.unsigned",
+        "com.never.seen",
+    ] {
+        c.kextload(&kmd, id);
+        c.after_ms(10);
+    }
+    let run = |with_snapshot: bool| -> Vec<(String, String)> {
+        let mut engine = Engine::new(Config::default_config());
+        if with_snapshot {
+            engine.set_kext_policy(&snap);
+        }
+        let mut out = Vec::new();
+        for line in c.out.lines() {
+            if let Ok(kextwatch::event::eslogger::Decoded::Event(ev)) =
+                kextwatch::event::eslogger::decode_line(
+                    line,
+                    &kextwatch::event::eslogger::AllEvents,
+                )
+            {
+                engine.process(&ev, &mut out);
+            }
+        }
+        out.iter()
+            .map(|a| {
+                (
+                    a.kextwatch.kext.as_ref().unwrap().bundle_id.clone(),
+                    a.severity.to_string(),
+                )
+            })
+            .collect()
+    };
+    let with = run(true);
+    assert_eq!(
+        with,
+        [
+            ("com.unknown.driver".to_string(), "low".to_string()),
+            ("com.legacy.unsigned".to_string(), "critical".to_string()),
+            ("com.never.seen".to_string(), "low".to_string()),
+        ]
+    );
+    // Without the snapshot, VMware's kext is only a bundle-id match (not an alert) and the unsigned
+    // one is just "not allowlisted".
+    let without = run(false);
+    assert_eq!(without.len(), 3);
+    assert_eq!(
+        without[1],
+        ("com.legacy.unsigned".to_string(), "low".to_string())
+    );
+}
