@@ -133,7 +133,13 @@ fn replay_into_sink(input: impl BufRead) -> kextwatch::replay::Summary {
         TextOrJson::Json,
         Box::new(std::io::sink()),
     )]);
-    kextwatch::replay::replay(input, Config::default_config(), &mut outputs, None).expect("replay")
+    kextwatch::replay::replay(
+        input,
+        kextwatch::detect::Engine::new(Config::default_config()),
+        &mut outputs,
+        None,
+    )
+    .expect("replay")
 }
 
 /// Child mode: replay stdin, then print this process's peak RSS (kB).

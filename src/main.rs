@@ -1,19 +1,20 @@
 //! The `kextwatch` command line: flags into settings, then the library does the work.
 //!
-//! Exit codes: 0 the job ran to the end; 1 it could not (invalid config, unreadable input, an alert
-//! sink failed); 2 the command line was wrong.
+//! Exit codes: 0 the job ran to the end; 1 it could not (invalid config, unreadable input or
+//! database, an alert sink failed); 2 the command line was wrong.
 
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use kextwatch::alert::Severity;
 use kextwatch::config::{Config, OutputSpec, TextOrJson};
+use kextwatch::detect::Engine;
+use kextwatch::kextpolicy;
 use kextwatch::output::{OutputError, Outputs};
-use kextwatch::replay::{replay, ReplayError};
+use kextwatch::replay::{policy_diff, replay, ReplayError, Summary};
 
 #[derive(Parser)]
 #[command(
@@ -32,21 +33,87 @@ enum Command {
     Replay {
         /// eslogger output file, or `-` for standard input (`eslogger exec ... | kextwatch replay -`).
         input: PathBuf,
-        /// Config file (allowlist, detection settings, outputs); default: the shipped config.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Only report alerts at or above this severity (overrides the config).
-        #[arg(long, value_enum)]
-        min_severity: Option<SeverityArg>,
-        /// Format of alerts on stdout.
-        #[arg(long, value_enum, default_value = "json")]
-        format: FormatArg,
+        #[command(flatten)]
+        alerts: AlertArgs,
+        /// A KextPolicy database (or a copy) whose Team IDs enrich kext load events.
+        #[arg(long, value_name = "DB")]
+        kext_policy: Option<PathBuf>,
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
     },
     /// Validate a config file; exits non-zero with the error's file, line and key.
     CheckConfig { file: PathBuf },
+    /// Inspect the KextPolicy database.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the approval and load-history tables.
+    Show {
+        /// Database to read (default: the config's kextpolicy.path, normally
+        /// /var/db/SystemPolicyConfiguration/KextPolicy).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Config file (for the default database path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ShowFormat,
+    },
+    /// Print the alerts the change from OLD to NEW (two copies of KextPolicy) would raise.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[command(flatten)]
+        alerts: AlertArgs,
+    },
+}
+
+/// Flags shared by the commands that report alerts.
+#[derive(Args)]
+struct AlertArgs {
+    /// Config file (allowlist, detection settings, outputs); default: the shipped config.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Only report alerts at or above this severity (overrides the config).
+    #[arg(long, value_enum)]
+    min_severity: Option<SeverityArg>,
+    /// Format of alerts on stdout.
+    #[arg(long, value_enum, default_value = "json")]
+    format: FormatArg,
+}
+
+impl AlertArgs {
+    /// The config with the command line's overrides applied, and its outputs opened.
+    fn settings(&self) -> anyhow::Result<(Config, Outputs)> {
+        let mut config = load_config(self.config.as_deref())?;
+        if let Some(s) = self.min_severity {
+            config.detection.min_severity = s.into();
+        }
+        let format = match self.format {
+            FormatArg::Json => TextOrJson::Json,
+            FormatArg::Text => TextOrJson::Text,
+        };
+        for o in &mut config.outputs {
+            if let OutputSpec::Stdout { format: f } = o {
+                *f = format;
+            }
+        }
+        let outputs = Outputs::open(&config.outputs)?;
+        Ok((config, outputs))
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default_config(),
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,6 +141,12 @@ impl From<SeverityArg> for Severity {
 enum FormatArg {
     Json,
     Text,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowFormat {
+    Table,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -111,60 +184,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay {
             input,
-            config,
-            min_severity,
-            format,
+            alerts,
+            kext_policy,
             quiet,
         } => {
-            let mut config = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default_config(),
-            };
-            if let Some(s) = min_severity {
-                config.detection.min_severity = s.into();
+            let (config, mut outputs) = alerts.settings()?;
+            let mut engine = Engine::new(config);
+            if let Some(db) = &kext_policy {
+                engine.set_kext_policy(&kextpolicy::read_file(db)?);
             }
-            let format = match format {
-                FormatArg::Json => TextOrJson::Json,
-                FormatArg::Text => TextOrJson::Text,
-            };
-            for o in &mut config.outputs {
-                if let OutputSpec::Stdout { format: f } = o {
-                    *f = format;
-                }
-            }
-            let mut outputs = Outputs::open(&config.outputs)?;
-            let result = if input.as_os_str() == "-" {
-                replay(io::stdin().lock(), config, &mut outputs, None)
-            } else {
-                let file = File::open(&input)
-                    .with_context(|| format!("cannot open {}", input.display()))?;
-                let len = file
-                    .metadata()
-                    .ok()
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len());
-                let reader = BufReader::with_capacity(1 << 20, file);
-                match len.filter(|_| io::stderr().is_terminal() && !quiet) {
-                    Some(len) => {
-                        let bar = indicatif::ProgressBar::new(len).with_style(
-                            indicatif::ProgressStyle::with_template(
-                                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                            )
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                        );
-                        let r = replay(
-                            reader,
-                            config,
-                            &mut outputs,
-                            Some(&mut |b| bar.set_position(b)),
-                        );
-                        bar.finish_and_clear();
-                        r
-                    }
-                    None => replay(reader, config, &mut outputs, None),
-                }
-            };
-            let summary = match result {
+            let summary = match replay_input(&input, engine, &mut outputs, quiet) {
                 Ok(s) => s,
                 // A reader that went away (`| head`) is not a failure of the analysis.
                 Err(ReplayError::Output(OutputError::Write { source, .. }))
@@ -172,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 {
                     return Ok(ExitCode::SUCCESS)
                 }
+                Err(ReplayError::Read(e)) => anyhow::bail!("cannot read {}: {e}", input.display()),
                 Err(e) => return Err(e.into()),
             };
             if !quiet {
@@ -179,5 +209,93 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy {
+            command: PolicyCommand::Show { db, config, format },
+        } => {
+            let db = match db {
+                Some(db) => db,
+                None => load_config(config.as_deref())?.kextpolicy.path,
+            };
+            let snapshot = kextpolicy::read_file(&db)?;
+            match format {
+                ShowFormat::Table => print!("{}", kextpolicy::render_table(&snapshot)),
+                ShowFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&snapshot.tables())?)
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new, alerts },
+        } => {
+            let (config, mut outputs) = alerts.settings()?;
+            let before = kextpolicy::read_file(&old)?;
+            let after = kextpolicy::read_file(&new)?;
+            // Approvals carry no time: they are stamped with the time the NEW copy was last written.
+            let observed_ns = std::fs::metadata(&new)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64);
+            let summary = policy_diff(
+                &before,
+                &after,
+                Engine::new(config),
+                observed_ns,
+                &mut outputs,
+            )?;
+            let by: Vec<String> = summary
+                .alerts_by_severity
+                .iter()
+                .rev()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect();
+            eprintln!(
+                "{} changes from {} to {}; alerts: {}{}",
+                summary.changes,
+                old.display(),
+                new.display(),
+                summary.alerts_by_severity.values().sum::<u64>(),
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", by.join(", "))
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Replay a file (with a progress bar when stderr is a terminal) or standard input (`-`).
+fn replay_input(
+    input: &Path,
+    engine: Engine,
+    outputs: &mut Outputs,
+    quiet: bool,
+) -> Result<Summary, ReplayError> {
+    if input.as_os_str() == "-" {
+        return replay(io::stdin().lock(), engine, outputs, None);
+    }
+    let file = File::open(input).map_err(ReplayError::Read)?;
+    let len = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, file));
+    match len.filter(|_| io::stderr().is_terminal() && !quiet) {
+        Some(len) => {
+            let bar = indicatif::ProgressBar::new(len).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let r = replay(reader, engine, outputs, Some(&mut |b| bar.set_position(b)));
+            bar.finish_and_clear();
+            r
+        }
+        None => replay(reader, engine, outputs, None),
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use crate::alert::{Alert, Severity};
-use crate::config::Config;
 use crate::detect::{Engine, EngineStats, KextInterest};
+use crate::kextpolicy::{change_time, diff, PolicyChange, Snapshot};
 use crate::output::{OutputError, Outputs};
 use crate::source::replay::{EventDecoder, InputStats, LineReader, MAX_LINE};
 
@@ -35,15 +35,16 @@ impl Summary {
 /// Called now and then with the bytes consumed so far.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
+/// Replay eslogger lines through `engine` (built from the config, optionally with a KextPolicy
+/// snapshot) into `outputs`.
 pub fn replay(
     input: impl BufRead,
-    config: Config,
+    mut engine: Engine,
     outputs: &mut Outputs,
     progress: Option<Progress<'_>>,
 ) -> Result<Summary, ReplayError> {
-    let interest = KextInterest::new(&config);
+    let interest = KextInterest::new(engine.config());
     let mut decoder = EventDecoder::new(&interest);
-    let mut engine = Engine::new(config);
     let mut reader = LineReader::new(input, MAX_LINE);
     let mut alerts: Vec<Alert> = Vec::new();
     let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
@@ -84,6 +85,48 @@ pub fn replay(
         engine: engine.stats(),
         alerts_by_severity: by_severity,
     })
+}
+
+/// What `kextwatch policy diff` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyDiffSummary {
+    pub changes: usize,
+    pub alerts_by_severity: BTreeMap<Severity, u64>,
+}
+
+/// Run the changes from `old` to `new` through `engine`, as the daemon would have seen them.
+/// `observed_ns` stamps changes with no time of their own (approvals carry none).
+pub fn policy_diff(
+    old: &Snapshot,
+    new: &Snapshot,
+    mut engine: Engine,
+    observed_ns: i64,
+    outputs: &mut Outputs,
+) -> Result<PolicyDiffSummary, OutputError> {
+    let mut changes: Vec<(PolicyChange, i64)> = diff(old, new)
+        .into_iter()
+        .map(|c| {
+            let t = change_time(&c).unwrap_or(observed_ns);
+            (c, t)
+        })
+        .collect();
+    changes.sort_by_key(|(_, t)| *t);
+    engine.set_kext_policy(new);
+    let mut alerts = Vec::new();
+    for (c, t) in &changes {
+        engine.process_policy(c, *t, &mut alerts);
+    }
+    engine.finish(&mut alerts);
+    let mut summary = PolicyDiffSummary {
+        changes: changes.len(),
+        ..Default::default()
+    };
+    for a in &alerts {
+        *summary.alerts_by_severity.entry(a.severity).or_default() += 1;
+        outputs.write(a)?;
+    }
+    outputs.flush()?;
+    Ok(summary)
 }
 
 fn thousands(n: u64) -> String {

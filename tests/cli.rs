@@ -1,5 +1,7 @@
 //! The `kextwatch` binary as users run it: exit codes, stdin, formats, config, summary.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -155,7 +157,7 @@ fn check_config_exit_codes_and_messages() {
 fn unreadable_input_and_usage_errors() {
     let out = kextwatch(&["replay", "/nonexistent/capture.jsonl"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot open /nonexistent/capture.jsonl"));
+    assert!(text(&out.stderr).contains("cannot read /nonexistent/capture.jsonl: No such file"));
     let out = kextwatch(&["replay", SAMPLE, "--min-severity", "urgent"], None);
     assert_eq!(out.status.code(), Some(2));
     let out = kextwatch(&["frobnicate"], None);
@@ -212,4 +214,114 @@ fn text_format_escapes_control_characters_from_events() {
         "{stdout:?}"
     );
     assert!(stdout.contains(r"a\u{1b}[2J\nFAKE ALERT.kext"), "{stdout}");
+}
+
+#[test]
+fn policy_show_prints_tables_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(support::kextpolicy::realistic(&db, 8));
+    let out = kextwatch(&["policy", "show", "--db", db.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("kext_policy: user approvals (3 rows)"),
+        "{table}"
+    );
+    assert!(table.contains("kext_load_history_v3: loaded kexts (4 rows)"));
+    let vbox = table
+        .lines()
+        .find(|l| l.contains("org.virtualbox.kext.VBoxDrv") && l.contains("Oracle"))
+        .unwrap();
+    assert!(
+        vbox.contains("VB5E2TV963") && vbox.contains("yes"),
+        "{vbox}"
+    );
+
+    let out = kextwatch(
+        &[
+            "policy",
+            "show",
+            "--db",
+            db.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kext_load_history_v3"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        v["kext_policy_mdm"][0]["payload_uuid"],
+        "3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11"
+    );
+
+    let out = kextwatch(&["policy", "show", "--db", "/nonexistent/KextPolicy"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/KextPolicy: no such database"));
+}
+
+#[test]
+fn policy_diff_prints_the_alerts_of_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("baseline"), dir.path().join("collected"));
+    drop(support::kextpolicy::realistic(&old, 8));
+    let c = support::kextpolicy::realistic(&new, 8);
+    support::kextpolicy::approve(&c, "ABCDE12345", "com.evil.driver", "Evil Ltd", true);
+    support::kextpolicy::loaded(
+        &c,
+        "/Library/Extensions/Evil.kext",
+        None,
+        "com.evil.driver",
+        "2026-11-21 03:12:44",
+        None,
+    );
+    drop(c);
+    let out = kextwatch(
+        &[
+            "policy",
+            "diff",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let alerts: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["rule"]["id"].as_str().unwrap(),
+                a["severity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // The load (timed by its last_seen) comes before the approval (timed by the copy's mtime).
+    assert_eq!(got, [("KW-5005", "critical"), ("KW-5001", "high")]);
+    assert_eq!(alerts[0]["@timestamp"], "2026-11-21T03:12:44Z");
+    assert!(text(&out.stderr).contains("2 changes from"));
+}
+
+#[test]
+fn replay_with_kext_policy_uses_recorded_team_ids() {
+    use support::eslogger::{cast, Capture};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(support::kextpolicy::realistic(&db, 8));
+    let mut c = Capture::new(9);
+    c.kextload(&cast::kernelmanagerd(), "com.legacy.unsigned");
+    let plain = kextwatch(&["replay", "-", "-q"], Some(c.out.as_bytes()));
+    let enriched = kextwatch(
+        &["replay", "-", "-q", "--kext-policy", db.to_str().unwrap()],
+        Some(c.out.as_bytes()),
+    );
+    let sev = |o: &Output| {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["severity"].clone()
+    };
+    assert_eq!(sev(&plain), "low");
+    assert_eq!(sev(&enriched), "critical");
 }

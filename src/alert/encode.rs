@@ -74,3 +74,12 @@ impl std::fmt::Display for Escaped<'_> {
         Ok(())
     }
 }
+
+/// `s` with control characters escaped, for printing outside data to a terminal.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(Escaped(s).to_string())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}

@@ -2,7 +2,7 @@
 
 mod encode;
 
-pub use encode::{write_json, write_text};
+pub use encode::{escape_controls, write_json, write_text};
 
 use serde::Serialize;
 

@@ -91,6 +91,10 @@ impl Engine {
         }
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Use a KextPolicy snapshot to tell the Team ID behind a kext load event's bundle id.
     pub fn set_kext_policy(&mut self, snapshot: &Snapshot) {
         self.teams = snapshot.teams_by_bundle();

@@ -9,6 +9,7 @@
 
 mod diff;
 mod read;
+mod show;
 mod state;
 mod watch;
 
@@ -17,9 +18,16 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 pub use diff::diff;
-pub use read::{read_snapshot, ReadError};
+pub use read::{open_read_only, read_snapshot, ReadError};
+
+/// Read a snapshot of the database at `path` (read-only), e.g. a copy collected from a Mac.
+pub fn read_file(path: &std::path::Path) -> Result<Snapshot, ReadError> {
+    let conn = open_read_only(path)?;
+    read_snapshot(&conn, path)
+}
+pub use show::render as render_table;
 pub use state::StateStore;
-pub use watch::{Poll, Poller, Watcher};
+pub use watch::{change_time, Poll, Poller, TimedChange, Watcher};
 
 pub const DEFAULT_PATH: &str = "/var/db/SystemPolicyConfiguration/KextPolicy";
 

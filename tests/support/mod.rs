@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use kextwatch::config::{Config, TextOrJson};
+use kextwatch::detect::Engine;
 use kextwatch::output::Outputs;
 use kextwatch::replay::{replay, Summary};
 use serde_json::Value;
@@ -32,7 +33,7 @@ pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
         TextOrJson::Json,
         Box::new(buf.clone()),
     )]);
-    let summary = replay(input, config, &mut outputs, None).expect("replay");
+    let summary = replay(input, Engine::new(config), &mut outputs, None).expect("replay");
     drop(outputs);
     let bytes = buf.0.lock().unwrap().clone();
     let alerts = String::from_utf8(bytes)

@@ -1,0 +1,110 @@
+//! `kextwatch policy show`: the tables as aligned text.
+
+use std::fmt::Write as _;
+
+use super::Snapshot;
+use crate::alert::escape_controls;
+
+fn table(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
+    let _ = writeln!(out, "{title} ({} rows)", rows.len());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from(" ");
+        for (c, w) in cells.zip(&widths) {
+            let _ = write!(s, " {c:<w$}");
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(out, &mut header.iter().copied());
+    for r in &rows {
+        line(out, &mut r.iter().map(String::as_str));
+    }
+    out.push('\n');
+}
+
+fn cell<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(
+        || "-".to_string(),
+        |v| escape_controls(&v.to_string()).into_owned(),
+    )
+}
+
+/// The three tables, readable in a terminal. Values come from the database and are escaped.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    table(
+        &mut out,
+        "kext_policy: user approvals",
+        &["team_id", "bundle_id", "allowed", "developer_name", "flags"],
+        s.approvals
+            .values()
+            .map(|a| {
+                vec![
+                    cell(&a.team_id),
+                    cell(&a.bundle_id),
+                    yes_no(a.allowed),
+                    cell(&a.developer_name),
+                    cell(&a.flags),
+                ]
+            })
+            .collect(),
+    );
+    table(
+        &mut out,
+        "kext_policy_mdm: MDM approvals",
+        &["team_id", "bundle_id", "allowed", "payload_uuid"],
+        s.mdm
+            .values()
+            .map(|a| {
+                vec![
+                    cell(&a.team_id),
+                    cell(&a.bundle_id),
+                    yes_no(a.allowed),
+                    cell(&a.payload_uuid),
+                ]
+            })
+            .collect(),
+    );
+    table(
+        &mut out,
+        "kext_load_history_v3: loaded kexts",
+        &[
+            "path",
+            "team_id",
+            "bundle_id",
+            "last_seen",
+            "created_at",
+            "cdhash",
+        ],
+        s.history
+            .values()
+            .map(|r| {
+                vec![
+                    escape_controls(&r.path).into_owned(),
+                    cell(&r.team_id),
+                    cell(&r.bundle_id),
+                    cell(&r.last_seen),
+                    cell(&r.created_at),
+                    cell(&r.cdhash),
+                ]
+            })
+            .collect(),
+    );
+    if s.skipped_rows > 0 {
+        let _ = writeln!(
+            out,
+            "{} rows skipped: unexpected value types",
+            s.skipped_rows
+        );
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
