@@ -27,10 +27,21 @@ fn main() {
     c.execute_batch("BEGIN").unwrap();
     // 10,000 rows across the three tables, as on a long-lived Mac with many kexts and loads.
     for i in 0..2_000 {
-        fixture::approve(&c, &format!("T{i:09}"), &format!("com.vendor{i}.kext"), "Vendor, Inc.", i % 7 != 0);
+        fixture::approve(
+            &c,
+            &format!("T{i:09}"),
+            &format!("com.vendor{i}.kext"),
+            "Vendor, Inc.",
+            i % 7 != 0,
+        );
     }
     for i in 0..1_000 {
-        fixture::mdm(&c, &format!("M{i:09}"), Some(&format!("com.mdm{i}.kext")), "3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11");
+        fixture::mdm(
+            &c,
+            &format!("M{i:09}"),
+            Some(&format!("com.mdm{i}.kext")),
+            "3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11",
+        );
     }
     for i in 0..7_000 {
         fixture::loaded(
@@ -68,7 +79,10 @@ fn main() {
     );
 
     // A second snapshot with 1 % of rows changed.
-    c.execute_batch("UPDATE kext_load_history_v3 SET last_seen = '2026-11-21 10:00:00' WHERE rowid % 100 = 0").unwrap();
+    c.execute_batch(
+        "UPDATE kext_load_history_v3 SET last_seen = '2026-11-21 10:00:00' WHERE rowid % 100 = 0",
+    )
+    .unwrap();
     let second = match poller.poll() {
         Poll::Changed(s) => s,
         other => panic!("{other:?}"),

@@ -523,3 +523,38 @@ fn snapshot_enriches_kext_load_events_with_team_ids() {
         ("com.legacy.unsigned".to_string(), "low".to_string())
     );
 }
+
+#[test]
+fn run_loop_delivers_changes_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = fx::realistic(&db, 8);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut w = Watcher::open(&db, None).unwrap();
+            w.run(
+                Duration::from_millis(20),
+                &stop,
+                || NOW,
+                |changes, snap| {
+                    tx.send((changes, snap.map(|s| s.rows()))).unwrap();
+                },
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
+    let (changes, rows) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("change delivered");
+    assert!(matches!(
+        &changes[..],
+        [(PolicyChange::ApprovalAdded { .. }, NOW)]
+    ));
+    assert_eq!(rows, Some(9));
+    stop.store(true, Ordering::SeqCst);
+    handle.join().unwrap().unwrap();
+}

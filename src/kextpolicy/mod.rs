@@ -11,6 +11,7 @@ mod diff;
 mod read;
 mod show;
 mod state;
+mod wake;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};

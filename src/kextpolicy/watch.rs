@@ -9,6 +9,7 @@ use rusqlite::Connection;
 
 use super::read::{open_read_only, read_snapshot, ReadError};
 use super::state::{StateError, StateStore};
+use super::wake::FileWaker;
 use super::{diff, parse_policy_time, PolicyChange, Snapshot};
 
 /// Identity and version of one file: a replaced file has a new inode; a written one a new size/mtime.
@@ -241,8 +242,9 @@ impl Watcher {
         }
     }
 
-    /// Poll every `interval` until `stop` is set, handing changes to `deliver` with the snapshot they
-    /// came from. Runs on a blocking thread; `now` is the only clock.
+    /// Poll every `interval` (sooner when the database files change, on macOS) until `stop` is set,
+    /// handing changes to `deliver` with the snapshot they came from. Runs on a blocking thread;
+    /// `now` is the only clock.
     pub fn run(
         &mut self,
         interval: Duration,
@@ -250,16 +252,29 @@ impl Watcher {
         now: impl Fn() -> i64,
         mut deliver: impl FnMut(Vec<TimedChange>, Option<&Snapshot>),
     ) -> Result<(), StateError> {
+        let files = [self.poller.path.clone(), wal_path(&self.poller.path)];
         while !stop.load(Ordering::Relaxed) {
+            // Re-armed each round: the files may have been replaced since the last one.
+            let mut waker = FileWaker::new(&files).ok();
             let changes = self.poll(now())?;
             if !changes.is_empty() {
                 deliver(changes, self.current.as_ref());
             }
-            let mut slept = Duration::ZERO;
-            while slept < interval && !stop.load(Ordering::Relaxed) {
-                let step = (interval - slept).min(Duration::from_millis(100));
-                std::thread::sleep(step);
-                slept += step;
+            let mut waited = Duration::ZERO;
+            while waited < interval && !stop.load(Ordering::Relaxed) {
+                // Short steps so `stop` is seen promptly.
+                let step = (interval - waited).min(Duration::from_millis(100));
+                let woken = match waker.as_mut() {
+                    Some(w) => w.wait(step).unwrap_or(false),
+                    None => {
+                        std::thread::sleep(step);
+                        false
+                    }
+                };
+                if woken {
+                    break;
+                }
+                waited += step;
             }
         }
         Ok(())
