@@ -558,3 +558,45 @@ fn run_loop_delivers_changes_and_stops() {
     stop.store(true, Ordering::SeqCst);
     handle.join().unwrap().unwrap();
 }
+
+#[test]
+fn approval_after_sip_weakening_is_critical() {
+    use support::eslogger::{cast, Capture};
+    let mut c = Capture::new(9);
+    let zsh = cast::terminal_zsh();
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/",
+    );
+    let Ok(kextwatch::event::eslogger::Decoded::Event(ev)) =
+        kextwatch::event::eslogger::decode_line(
+            c.out.trim_end(),
+            &kextwatch::event::eslogger::AllEvents,
+        )
+    else {
+        panic!()
+    };
+    let approval = PolicyChange::ApprovalAdded {
+        approval: kextwatch::kextpolicy::Approval {
+            team_id: Some("ABCDE12345".into()),
+            bundle_id: Some("com.evil.driver".into()),
+            allowed: true,
+            developer_name: None,
+            flags: None,
+        },
+    };
+    let mut engine = Engine::new(Config::default_config());
+    let mut out = Vec::new();
+    engine.process(&ev, &mut out);
+    engine.process_policy(&approval, ev.time_ns + 60_000_000_000, &mut out);
+    let last = serde_json::to_value(out.last().unwrap()).unwrap();
+    assert_eq!(
+        (last["rule"]["id"].as_str(), last["severity"].as_str()),
+        (Some("KW-9002"), Some("critical"))
+    );
+    assert!(last["reasons"]
+        .to_string()
+        .contains("follows `csrutil disable`"));
+}
