@@ -244,24 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 observed_ns,
                 &mut outputs,
             )?;
-            let by: Vec<String> = summary
-                .alerts_by_severity
-                .iter()
-                .rev()
-                .map(|(s, n)| format!("{s} {n}"))
-                .collect();
-            eprintln!(
-                "{} changes from {} to {}; alerts: {}{}",
-                summary.changes,
-                old.display(),
-                new.display(),
-                summary.alerts_by_severity.values().sum::<u64>(),
-                if by.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", by.join(", "))
-                }
-            );
+            eprintln!("{} -> {}: {summary}", old.display(), new.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -129,6 +129,27 @@ pub fn policy_diff(
     Ok(summary)
 }
 
+impl std::fmt::Display for PolicyDiffSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changes; alerts: {}",
+            self.changes,
+            severity_counts(&self.alerts_by_severity)
+        )
+    }
+}
+
+/// "12 (critical 2, high 10)": the total, then the count per severity, most severe first.
+fn severity_counts(by: &BTreeMap<Severity, u64>) -> String {
+    let total = thousands(by.values().sum());
+    if by.is_empty() {
+        return total;
+    }
+    let parts: Vec<String> = by.iter().rev().map(|(s, n)| format!("{s} {n}")).collect();
+    format!("{total} ({})", parts.join(", "))
+}
+
 fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
@@ -214,16 +235,7 @@ impl std::fmt::Display for Summary {
             };
             writeln!(f, "  message versions: {}{other}", v.join(", "))?;
         }
-        let by: Vec<String> = self
-            .alerts_by_severity
-            .iter()
-            .rev()
-            .map(|(s, n)| format!("{s} {n}"))
-            .collect();
-        write!(f, "alerts: {}", thousands(self.alerts()))?;
-        if !by.is_empty() {
-            write!(f, " ({})", by.join(", "))?;
-        }
+        write!(f, "alerts: {}", severity_counts(&self.alerts_by_severity))?;
         let e = &self.engine;
         if e.folded > 0 {
             write!(f, "; {} duplicates folded", thousands(e.folded))?;

@@ -303,7 +303,11 @@ fn policy_diff_prints_the_alerts_of_a_change() {
     // The load (timed by its last_seen) comes before the approval (timed by the copy's mtime).
     assert_eq!(got, [("KW-5005", "critical"), ("KW-5001", "high")]);
     assert_eq!(alerts[0]["@timestamp"], "2026-11-21T03:12:44Z");
-    assert!(text(&out.stderr).contains("2 changes from"));
+    assert!(
+        text(&out.stderr).contains(": 2 changes; alerts: 2 (critical 1, high 1)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -655,7 +655,6 @@ fn replay_is_deterministic() {
 fn correlation_and_fold_state_expire_with_event_time() {
     use kextwatch::config::Config;
     use kextwatch::detect::Engine;
-    use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};
 
     let mut c = Capture::new(7);
     let zsh = cast::terminal_zsh();
@@ -668,10 +667,7 @@ fn correlation_and_fold_state_expire_with_event_time() {
     let mut out = Vec::new();
     let mut peak = (0, 0);
     for line in c.out.lines() {
-        let Ok(Decoded::Event(ev)) = decode_line(line, &AllEvents) else {
-            panic!()
-        };
-        engine.process(&ev, &mut out);
+        engine.process(&support::event(line), &mut out);
         let (signals, folds) = engine.open_state();
         peak = (peak.0.max(signals), peak.1.max(folds));
     }

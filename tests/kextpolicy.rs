@@ -441,15 +441,7 @@ fn new_user_approval_of_unlisted_team_is_high_and_correlates_with_staging() {
     let mut c = Capture::new(9);
     let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
     c.create(&cp, "/Library/Extensions", "Evil.kext");
-    let ev = match kextwatch::event::eslogger::decode_line(
-        c.out.trim_end(),
-        &kextwatch::event::eslogger::AllEvents,
-    )
-    .unwrap()
-    {
-        kextwatch::event::eslogger::Decoded::Event(e) => e,
-        _ => panic!(),
-    };
+    let ev = support::event(&c.out);
     let mut engine = Engine::new(Config::default_config());
     let mut out = Vec::new();
     engine.process(&ev, &mut out);
@@ -487,14 +479,7 @@ fn snapshot_enriches_kext_load_events_with_team_ids() {
         }
         let mut out = Vec::new();
         for line in c.out.lines() {
-            if let Ok(kextwatch::event::eslogger::Decoded::Event(ev)) =
-                kextwatch::event::eslogger::decode_line(
-                    line,
-                    &kextwatch::event::eslogger::AllEvents,
-                )
-            {
-                engine.process(&ev, &mut out);
-            }
+            engine.process(&support::event(line), &mut out);
         }
         out.iter()
             .map(|a| {
@@ -570,14 +555,7 @@ fn approval_after_sip_weakening_is_critical() {
         &["csrutil", "disable"],
         "/",
     );
-    let Ok(kextwatch::event::eslogger::Decoded::Event(ev)) =
-        kextwatch::event::eslogger::decode_line(
-            c.out.trim_end(),
-            &kextwatch::event::eslogger::AllEvents,
-        )
-    else {
-        panic!()
-    };
+    let ev = support::event(&c.out);
     let approval = PolicyChange::ApprovalAdded {
         approval: kextwatch::kextpolicy::Approval {
             team_id: Some("ABCDE12345".into()),

@@ -1,55 +1,12 @@
 //! Rules for KextPolicy changes: approvals, MDM approvals, the load history, and the database itself.
 
-use super::rules::{Activity, Finding, RuleDef, T_CODE_SIGNING_POLICY, T_IMPAIR_DEFENSES, T_KEXT};
+use super::rules::{
+    Activity, Finding, RuleDef, APPROVAL_MODIFIED, APPROVAL_WITHDRAWN, DATABASE_UNAVAILABLE,
+    HISTORY_LOAD, IDENTITY_CHANGED, MDM_APPROVAL, USER_APPROVAL,
+};
 use crate::alert::{FileInfo, KextInfo, Severity};
 use crate::config::{Config, KextTrust};
 use crate::kextpolicy::{Approval, LoadRecord, MdmApproval, PolicyChange};
-
-pub const USER_APPROVAL: RuleDef = RuleDef {
-    id: "KW-5001",
-    name: "Kext approved in KextPolicy",
-    techniques: &[T_KEXT, T_CODE_SIGNING_POLICY],
-};
-pub const APPROVAL_WITHDRAWN: RuleDef = RuleDef {
-    id: "KW-5002",
-    name: "Kext approval revoked or removed",
-    techniques: &[T_KEXT],
-};
-pub const APPROVAL_MODIFIED: RuleDef = RuleDef {
-    id: "KW-5003",
-    name: "Kext approval record modified",
-    techniques: &[T_KEXT, T_CODE_SIGNING_POLICY],
-};
-pub const MDM_APPROVAL: RuleDef = RuleDef {
-    id: "KW-5004",
-    name: "Kext approval by MDM changed",
-    techniques: &[T_KEXT, T_CODE_SIGNING_POLICY],
-};
-pub const HISTORY_LOAD: RuleDef = RuleDef {
-    id: "KW-5005",
-    name: "Kext load recorded by KextPolicy",
-    techniques: &[T_KEXT],
-};
-pub const IDENTITY_CHANGED: RuleDef = RuleDef {
-    id: "KW-5006",
-    name: "Kext identity changed at a path",
-    techniques: &[T_KEXT],
-};
-pub const DATABASE_UNAVAILABLE: RuleDef = RuleDef {
-    id: "KW-5007",
-    name: "KextPolicy database unavailable",
-    techniques: &[T_IMPAIR_DEFENSES],
-};
-
-pub const POLICY_RULES: [RuleDef; 7] = [
-    USER_APPROVAL,
-    APPROVAL_WITHDRAWN,
-    APPROVAL_MODIFIED,
-    MDM_APPROVAL,
-    HISTORY_LOAD,
-    IDENTITY_CHANGED,
-    DATABASE_UNAVAILABLE,
-];
 
 fn or_none(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("(none)")

@@ -49,6 +49,13 @@ rules! {
     KEXT_CONSENT_CHANGE = "KW-4004", "Kext user-consent policy changed", [T_CODE_SIGNING_POLICY, T_KEXT];
     GATEKEEPER_CHANGE = "KW-4005", "Gatekeeper policy changed", [T_GATEKEEPER, T_IMPAIR_DEFENSES];
     SYSEXT_CHANGE = "KW-4006", "System extension policy changed", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
+    USER_APPROVAL = "KW-5001", "Kext approved in KextPolicy", [T_KEXT, T_CODE_SIGNING_POLICY];
+    APPROVAL_WITHDRAWN = "KW-5002", "Kext approval revoked or removed", [T_KEXT];
+    APPROVAL_MODIFIED = "KW-5003", "Kext approval record modified", [T_KEXT, T_CODE_SIGNING_POLICY];
+    MDM_APPROVAL = "KW-5004", "Kext approval by MDM changed", [T_KEXT, T_CODE_SIGNING_POLICY];
+    HISTORY_LOAD = "KW-5005", "Kext load recorded by KextPolicy", [T_KEXT];
+    IDENTITY_CHANGED = "KW-5006", "Kext identity changed at a path", [T_KEXT];
+    DATABASE_UNAVAILABLE = "KW-5007", "KextPolicy database unavailable", [T_IMPAIR_DEFENSES];
     STAGED_THEN_LOADED = "KW-9001", "Kernel extension staged then loaded", [T_KEXT];
     STAGED_THEN_APPROVED = "KW-9003", "Kernel extension approved shortly after being staged", [T_KEXT, T_CODE_SIGNING_POLICY];
     KEXT_AFTER_WEAKENING = "KW-9002", "Kext activity after SIP or boot policy weakening", [T_KEXT, T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];

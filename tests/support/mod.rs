@@ -82,3 +82,12 @@ pub fn techniques(a: &Value) -> Vec<&str> {
         .map(|t| t.as_str().unwrap())
         .collect()
 }
+
+/// Decode one eslogger line (any event type) into an event.
+pub fn event(line: &str) -> kextwatch::event::Event {
+    use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};
+    match decode_line(line.trim_end(), &AllEvents) {
+        Ok(Decoded::Event(ev)) => *ev,
+        other => panic!("not an event: {other:?}"),
+    }
+}
