@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kextwatch::alert::Severity;
 use kextwatch::config::{Config, OutputSpec, TextOrJson};
 use kextwatch::detect::Engine;
+use kextwatch::inventory;
 use kextwatch::kextpolicy;
 use kextwatch::output::{OutputError, Outputs};
 use kextwatch::replay::{policy_diff, replay, ReplayError, Summary};
+use kextwatch::signing::IdentityCache;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +46,15 @@ enum Command {
     },
     /// Validate a config file; exits non-zero with the error's file, line and key.
     CheckConfig { file: PathBuf },
+    /// List every kext under the roots with its signing identity (default root: /Library/Extensions).
+    Inventory {
+        roots: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ShowFormat,
+        /// Print an [allowlist] block for the developer-signed kexts found, for the config file.
+        #[arg(long, conflicts_with = "format")]
+        baseline: bool,
+    },
     /// Inspect the KextPolicy database.
     Policy {
         #[command(subcommand)]
@@ -207,6 +218,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !quiet {
                 eprint!("{summary}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inventory {
+            roots,
+            format,
+            baseline,
+        } => {
+            let roots = if roots.is_empty() {
+                vec![PathBuf::from("/Library/Extensions")]
+            } else {
+                roots
+            };
+            if let Some(missing) = roots.iter().find(|r| !r.exists()) {
+                anyhow::bail!("{}: no such file or directory", missing.display());
+            }
+            let (kexts, errors) = inventory::inventory(&roots, &mut IdentityCache::new());
+            if baseline {
+                print!("{}", inventory::baseline_toml(&kexts, &roots));
+            } else {
+                match format {
+                    ShowFormat::Table => print!("{}", inventory::render_table(&kexts)),
+                    ShowFormat::Json => {
+                        for k in &kexts {
+                            println!("{}", serde_json::to_string(k)?);
+                        }
+                    }
+                }
+            }
+            for e in &errors {
+                eprintln!("kextwatch: {e}");
+            }
+            let invalid = kexts.iter().filter(|k| k.error.is_some()).count();
+            eprintln!(
+                "{} kexts ({invalid} with errors); {} unreadable paths",
+                kexts.len(),
+                errors.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy {

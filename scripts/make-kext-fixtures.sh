@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Regenerate tests/fixtures/kexts: kext bundles whose executables are real Mach-O files with real code
+# signatures, made with Debian's clang and lld and with rcodesign (apple-codesign).
+#
+#   apt-get install clang lld llvm        # ld64.lld, llvm-lipo
+#   cargo install apple-codesign          # rcodesign, ~7 minutes to build
+#   scripts/make-kext-fixtures.sh
+#
+# CI uses the committed output and does not run this. At the end the script cross-checks kextwatch's
+# reading of every signature against `rcodesign print-signature-info`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=tests/fixtures/kexts
+team=K3XW9TESTQ
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+need() { command -v "$1" >/dev/null || { echo "make-kext-fixtures: $1 not found ($2)" >&2; exit 1; }; }
+need clang "apt-get install clang"
+need ld64.lld "apt-get install lld"
+need rcodesign "cargo install apple-codesign"
+lipo=$(command -v llvm-lipo-22 || command -v llvm-lipo || true)
+[ -n "$lipo" ] || { echo "make-kext-fixtures: llvm-lipo not found (apt-get install llvm)" >&2; exit 1; }
+
+cat > "$work/kext.c" <<'EOF'
+/* A minimal kext body: start and stop routines. */
+int kextwatch_fixture_start(void *kmod_info, void *data) { (void)kmod_info; (void)data; return 0; }
+int kextwatch_fixture_stop(void *kmod_info, void *data) { (void)kmod_info; (void)data; return 0; }
+EOF
+
+link() { # arch target output
+    clang --target="$2" -O1 -c -o "$work/$1.o" "$work/kext.c"
+    ld64.lld -arch "$1" -platform_version macos 11.0 11.0 -bundle -undefined dynamic_lookup -o "$3" "$work/$1.o"
+}
+link x86_64 x86_64-apple-macos11 "$work/unsigned-x86_64"   # lld does not sign x86_64
+link arm64 arm64-apple-macos11 "$work/adhoc-arm64"         # lld signs arm64 ad hoc (linker-signed)
+
+# A throwaway self-signed certificate carrying a made-up Team ID.
+rcodesign generate-self-signed-certificate --person-name "kextwatch fixture" --team-id "$team" \
+    --pem-unified-filename "$work/dev.pem" >/dev/null
+sign() { # input output identifier
+    cp "$1" "$2"
+    rcodesign sign --pem-source "$work/dev.pem" --team-name "$team" --timestamp-url none \
+        --binary-identifier "$3" --code-signature-flags runtime "$2" >/dev/null 2>&1
+}
+sign "$work/unsigned-x86_64" "$work/developer-x86_64" com.example.kextwatch.developer
+sign "$work/adhoc-arm64" "$work/developer-arm64" com.example.kextwatch.developer
+"$lipo" -create "$work/developer-x86_64" "$work/developer-arm64" -output "$work/universal-developer"
+"$lipo" -create "$work/developer-x86_64" "$work/adhoc-arm64" -output "$work/universal-mixed"
+llvm-lipo-22 -create -fat64 "$work/developer-x86_64" "$work/developer-arm64" -output "$work/universal64-developer"
+
+rm -rf "$out"
+mkdir -p "$out"
+bundle() { # name bundle-id executable-source [plist-format]
+    local b="$out/$1.kext"
+    mkdir -p "$b/Contents/MacOS"
+    cp "$3" "$b/Contents/MacOS/$1"
+    python3 - "$b/Contents/Info.plist" "$1" "$2" "${4:-xml}" <<'EOF'
+import plistlib, sys
+path, name, bundle_id, fmt = sys.argv[1:]
+info = {
+    "CFBundleIdentifier": bundle_id, "CFBundleExecutable": name, "CFBundleName": name,
+    "CFBundleVersion": "1.4.2", "CFBundleShortVersionString": "1.4", "CFBundlePackageType": "KEXT",
+    "OSBundleRequired": "Safe Boot", "OSBundleLibraries": {"com.apple.kpi.libkern": "20.0"},
+    "IOKitPersonalities": {},
+}
+with open(path, "wb") as f:
+    plistlib.dump(info, f, fmt=plistlib.FMT_BINARY if fmt == "binary" else plistlib.FMT_XML)
+EOF
+}
+bundle Unsigned com.example.kextwatch.unsigned "$work/unsigned-x86_64"
+bundle Adhoc com.example.kextwatch.adhoc "$work/adhoc-arm64" binary
+bundle Developer com.example.kextwatch.developer "$work/developer-x86_64"
+bundle Universal com.example.kextwatch.universal "$work/universal-developer"
+bundle Universal64 com.example.kextwatch.universal64 "$work/universal64-developer" binary
+bundle Mixed com.example.kextwatch.mixed "$work/universal-mixed"
+# A codeless kext: an Info.plist and no executable.
+mkdir -p "$out/Codeless.kext/Contents"
+python3 - "$out/Codeless.kext/Contents/Info.plist" <<'EOF'
+import plistlib, sys
+plistlib.dump({"CFBundleIdentifier": "com.example.kextwatch.codeless", "CFBundleVersion": "1.0",
+               "CFBundlePackageType": "KEXT", "IOKitPersonalities": {"match": {"IOClass": "AppleHIDKeyboard"}}},
+              open(sys.argv[1], "wb"))
+EOF
+echo "fixtures written to $out"
+
+# Cross-check: what rcodesign prints against what kextwatch reads.
+cargo build -q --bin kextwatch
+check() { # bundle executable
+    local exe="$out/$1.kext/Contents/MacOS/$1"
+    local theirs ours
+    theirs=$(rcodesign print-signature-info "$exe" 2>/dev/null | grep -E "^\s+(team_name|cdhash|identifier):" | sed 's/^ *//' | sort -u || true)
+    ours=$(./target/debug/kextwatch inventory "$out/$1.kext" --format json 2>/dev/null)
+    echo "== $1"
+    echo "   rcodesign: $(echo "$theirs" | tr '\n' ' ')"
+    echo "   kextwatch: $(echo "$ours" | python3 -c 'import json,sys; k=json.load(sys.stdin); print(k["signature"], k["team_id"], [(s["arch"], s["identifier"], s["cdhash"]) for s in k["slices"]])')"
+}
+for k in Unsigned Adhoc Developer Universal Universal64 Mixed; do check "$k"; done

@@ -1,0 +1,71 @@
+//! Identities cached by bundle path, keyed on the inode, mtime and size of the bundle directory, its
+//! Info.plist and its executable: a warm lookup is three `stat`s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{read_identity, KextIdentity};
+
+type Stamp = Option<(u64, u64, i128, u64)>;
+
+fn stamp(p: &Path) -> Stamp {
+    let m = std::fs::metadata(p).ok()?;
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    Some((dev, ino, mtime, m.len()))
+}
+
+fn stamps(bundle: &Path, executable: Option<&str>) -> [Stamp; 3] {
+    let exe = executable
+        .filter(|e| !e.contains('/'))
+        .map(|e| bundle.join("Contents/MacOS").join(e));
+    [
+        stamp(bundle),
+        stamp(&bundle.join("Contents/Info.plist")),
+        exe.as_deref().and_then(stamp),
+    ]
+}
+
+/// Bounded so a flood of distinct paths cannot grow memory: past it, the cache is cleared.
+const MAX_ENTRIES: usize = 65_536;
+
+#[derive(Default)]
+pub struct IdentityCache {
+    entries: HashMap<PathBuf, ([Stamp; 3], KextIdentity)>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl IdentityCache {
+    pub fn new() -> IdentityCache {
+        IdentityCache::default()
+    }
+
+    /// The identity of the bundle at `path`, read again only if one of its stamps changed.
+    pub fn lookup(&mut self, path: &Path) -> KextIdentity {
+        if let Some((st, id)) = self.entries.get(path) {
+            if *st == stamps(path, id.executable.as_deref()) {
+                self.hits += 1;
+                return id.clone();
+            }
+        }
+        self.misses += 1;
+        let id = read_identity(path);
+        let st = stamps(path, id.executable.as_deref());
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(path.to_path_buf(), (st, id.clone()));
+        id
+    }
+}
