@@ -136,6 +136,7 @@ fn replay_into_sink(input: impl BufRead) -> kextwatch::replay::Summary {
     kextwatch::replay::replay(
         input,
         kextwatch::detect::Engine::new(Config::default_config()),
+        None,
         &mut outputs,
         None,
     )

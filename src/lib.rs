@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod config;
 pub mod detect;
+pub mod enrich;
 pub mod event;
 pub mod inventory;
 pub mod kextpolicy;

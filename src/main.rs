@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kextwatch::alert::Severity;
 use kextwatch::config::{Config, OutputSpec, TextOrJson};
 use kextwatch::detect::Engine;
+use kextwatch::enrich::BundleEnricher;
 use kextwatch::inventory;
 use kextwatch::kextpolicy;
 use kextwatch::output::{OutputError, Outputs};
@@ -40,6 +41,10 @@ enum Command {
         /// A KextPolicy database (or a copy) whose Team IDs enrich kext load events.
         #[arg(long, value_name = "DB")]
         kext_policy: Option<PathBuf>,
+        /// A collected copy of the Mac's file system (or `/` on the Mac itself): kext bundles that
+        /// events stage or load are read from under it for their signing identity.
+        #[arg(long, value_name = "DIR")]
+        bundles_root: Option<PathBuf>,
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
@@ -197,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             alerts,
             kext_policy,
+            bundles_root,
             quiet,
         } => {
             let (config, mut outputs) = alerts.settings()?;
@@ -204,7 +210,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(db) = &kext_policy {
                 engine.set_kext_policy(&kextpolicy::read_file(db)?);
             }
-            let summary = match replay_input(&input, engine, &mut outputs, quiet) {
+            let mut enricher = match &bundles_root {
+                Some(root) => Some(
+                    BundleEnricher::new(root)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?,
+                ),
+                None => None,
+            };
+            let summary = match replay_input(&input, engine, enricher.as_mut(), &mut outputs, quiet)
+            {
                 Ok(s) => s,
                 // A reader that went away (`| head`) is not a failure of the analysis.
                 Err(ReplayError::Output(OutputError::Write { source, .. }))
@@ -302,11 +316,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn replay_input(
     input: &Path,
     engine: Engine,
+    enricher: Option<&mut BundleEnricher>,
     outputs: &mut Outputs,
     quiet: bool,
 ) -> Result<Summary, ReplayError> {
     if input.as_os_str() == "-" {
-        return replay(io::stdin().lock(), engine, outputs, None);
+        return replay(io::stdin().lock(), engine, enricher, outputs, None);
     }
     let file = File::open(input).map_err(ReplayError::Read)?;
     let len = file
@@ -323,10 +338,16 @@ fn replay_input(
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let r = replay(reader, engine, outputs, Some(&mut |b| bar.set_position(b)));
+            let r = replay(
+                reader,
+                engine,
+                enricher,
+                outputs,
+                Some(&mut |b| bar.set_position(b)),
+            );
             bar.finish_and_clear();
             r
         }
-        None => replay(reader, engine, outputs, None),
+        None => replay(reader, engine, enricher, outputs, None),
     }
 }

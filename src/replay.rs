@@ -6,6 +6,7 @@ use std::io::BufRead;
 
 use crate::alert::{Alert, Severity};
 use crate::detect::{Engine, EngineStats, KextInterest};
+use crate::enrich::BundleEnricher;
 use crate::kextpolicy::{change_time, diff, PolicyChange, Snapshot};
 use crate::output::{OutputError, Outputs};
 use crate::source::replay::{EventDecoder, InputStats, LineReader, MAX_LINE};
@@ -40,6 +41,7 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64);
 pub fn replay(
     input: impl BufRead,
     mut engine: Engine,
+    mut enricher: Option<&mut BundleEnricher>,
     outputs: &mut Outputs,
     progress: Option<Progress<'_>>,
 ) -> Result<Summary, ReplayError> {
@@ -60,6 +62,9 @@ pub fn replay(
 
     while let Some((line_no, line)) = reader.next_line().map_err(ReplayError::Read)? {
         if let Some(ev) = decoder.decode(line_no, line) {
+            if let Some(e) = enricher.as_deref_mut() {
+                e.enrich(&mut engine, &ev);
+            }
             engine.process(&ev, &mut alerts);
             if !alerts.is_empty() {
                 emit(&mut alerts, outputs)?;

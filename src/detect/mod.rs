@@ -16,11 +16,12 @@ use crate::config::Config;
 use crate::event::eslogger::Interest;
 use crate::event::{cs_flags, Event, EventKind, Process};
 use crate::kextpolicy::{KnownTeam, PolicyChange, Snapshot};
+use crate::signing::KextIdentity;
 use std::collections::HashMap;
 
 use correlate::Correlator;
 use fold::Folder;
-use rules::{Finding, Rules};
+use rules::{BundleFacts, Finding, Rules};
 
 /// What the engine wants decoded: exec of kext/policy tools, changes under watched roots, kext events.
 pub struct KextInterest {
@@ -61,6 +62,8 @@ pub struct Engine {
     config: Config,
     /// Bundle id → team from the latest KextPolicy snapshot (empty without one).
     teams: HashMap<String, KnownTeam>,
+    /// Kext bundle identities read from disk, by `rules::bundle_key`.
+    bundles: HashMap<String, BundleFacts>,
     correlator: Correlator,
     folder: Folder,
     /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
@@ -81,6 +84,7 @@ impl Engine {
         Engine {
             config,
             teams: HashMap::new(),
+            bundles: HashMap::new(),
             correlator: Correlator::new(window),
             folder: Folder::new(fold),
             now_ns: i64::MIN,
@@ -100,6 +104,22 @@ impl Engine {
         self.teams = snapshot.teams_by_bundle();
     }
 
+    /// Remember a kext bundle's identity (read from disk by the caller: detection does no I/O).
+    pub fn set_bundle_identity(&mut self, path: &str, id: &KextIdentity) {
+        // Bounded: a flood of distinct bundles cannot grow memory without limit.
+        if self.bundles.len() >= 16_384 {
+            self.bundles.clear();
+        }
+        self.bundles.insert(
+            rules::bundle_key(path),
+            BundleFacts {
+                signature: id.signature,
+                team_id: id.team_id.clone(),
+                bundle_id: id.bundle_id.clone(),
+            },
+        );
+    }
+
     /// Feed one event; alerts it completes are appended to `out`.
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         self.events += 1;
@@ -107,6 +127,7 @@ impl Engine {
         let rules = Rules {
             config: &self.config,
             teams: &self.teams,
+            bundles: &self.bundles,
         };
         let Some(finding) = rules.evaluate(ev) else {
             return;

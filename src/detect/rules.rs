@@ -12,6 +12,7 @@ use crate::alert::{Evidence, FileInfo, KextInfo, Severity};
 use crate::config::{Config, KextTrust};
 use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
 use crate::kextpolicy::KnownTeam;
+use crate::signing::Signature;
 use std::collections::HashMap;
 
 pub const T_KEXT: &str = "T1547.006";
@@ -184,10 +185,92 @@ fn identity(p: &Process) -> String {
     }
 }
 
+/// Signing facts about a kext bundle, keyed by its normalised path (lower-case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleFacts {
+    pub signature: Signature,
+    pub team_id: Option<String>,
+    pub bundle_id: Option<String>,
+}
+
+/// The key a bundle path is known by: normalised, ASCII lower-case (APFS ignores case).
+pub fn bundle_key(path: &str) -> String {
+    normalize(path).trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// What a file event changed under a watched root: (verb, path, other path, whether it stages).
+fn file_change_target<'e>(
+    kind: &'e EventKind,
+    roots: &[String],
+) -> Option<(&'static str, &'e str, Option<&'e str>, bool)> {
+    Some(match kind {
+        EventKind::Create { path } => ("created", path, None, true),
+        EventKind::Write { path } => ("written", path, None, true),
+        EventKind::Close {
+            path,
+            modified: true,
+        } => ("modified", path, None, true),
+        EventKind::SetMode { path, .. } => ("permissions changed", path, None, true),
+        EventKind::SetOwner { path, .. } => ("ownership changed", path, None, true),
+        EventKind::SetExtattr { path, .. } => ("extended attribute set", path, None, true),
+        EventKind::Unlink { path } => ("deleted", path, None, false),
+        EventKind::Rename {
+            source,
+            destination,
+        } => {
+            if bundle_under(&normalize(destination), roots).is_some() {
+                ("moved in", destination, Some(source.as_str()), true)
+            } else {
+                ("moved out", source, Some(destination.as_str()), false)
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Kext paths a tool invocation names, resolved against its working directory.
+fn resolved_paths(cmd: &KextCommand, exec: &Exec) -> Vec<String> {
+    cmd.paths
+        .iter()
+        .map(|p| resolve(p, exec.cwd.as_deref()))
+        .collect()
+}
+
+/// Kext bundles an event stages or loads by path (normalised, as written): what identity lookups
+/// should read before the event is evaluated.
+pub fn referenced_bundles(config: &Config, ev: &Event) -> Vec<String> {
+    match &ev.kind {
+        EventKind::Exec(exec) => {
+            let Some(tool) =
+                Tool::identify(&exec.target.executable, exec.target.signing_id.as_deref())
+            else {
+                return Vec::new();
+            };
+            match tools::classify(tool, &exec.args) {
+                Invocation::Kext(cmd) if cmd.action == KextAction::Load => {
+                    resolved_paths(&cmd, exec)
+                }
+                _ => Vec::new(),
+            }
+        }
+        kind => {
+            let roots = &config.detection.watched_roots;
+            match file_change_target(kind, roots) {
+                Some((_, path, _, true)) => bundle_under(&normalize(path), roots)
+                    .map(|(_, b)| vec![b.to_string()])
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        }
+    }
+}
+
 pub struct Rules<'a> {
     pub config: &'a Config,
     /// Bundle id → team as KextPolicy recorded it (enrichment for kext load events).
     pub teams: &'a HashMap<String, KnownTeam>,
+    /// Bundle identities read from disk, by `bundle_key`.
+    pub bundles: &'a HashMap<String, BundleFacts>,
 }
 
 impl Rules<'_> {
@@ -263,6 +346,56 @@ impl Rules<'_> {
         actor
     }
 
+    /// What the bundle's signature says: no identity is critical, an unlisted team high, an
+    /// allowlisted team lowers severity.
+    fn bundle_context(&self, f: &mut Finding, path: &str) {
+        let Some(b) = self.bundles.get(&bundle_key(path)) else {
+            return;
+        };
+        if f.kext.is_none() {
+            f.kext = b.bundle_id.clone().map(|bundle_id| KextInfo {
+                bundle_id,
+                team_id: b.team_id.clone(),
+            });
+        }
+        match (b.signature, &b.team_id) {
+            (s, _) if s.lacks_identity() => {
+                f.trusted = false;
+                f.floor(
+                    Severity::Critical,
+                    format!(
+                        "kext bundle {path} is {} (no developer identity)",
+                        s.as_str()
+                    ),
+                );
+            }
+            (Signature::Developer, Some(team)) => {
+                let bundle_id = b.bundle_id.as_deref().unwrap_or("");
+                if self.config.allowlist.kext_trust(Some(team), bundle_id) == KextTrust::Allowlisted
+                {
+                    f.severity = match f.severity {
+                        Severity::Critical => Severity::High,
+                        Severity::High => Severity::Medium,
+                        Severity::Medium => Severity::Low,
+                        _ => Severity::Info,
+                    };
+                    f.reasons.push(format!(
+                        "kext bundle {path} is signed by allowlisted team {team}"
+                    ));
+                } else {
+                    f.trusted = false;
+                    f.floor(
+                        Severity::High,
+                        format!(
+                            "kext bundle {path} is signed by team {team}, which is not allowlisted"
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn exec(&self, ev: &Event, exec: &Exec) -> Option<Finding> {
         let target = &exec.target;
         let tool = Tool::identify(&target.executable, target.signing_id.as_deref())?;
@@ -297,11 +430,7 @@ impl Rules<'_> {
         let mut f = Finding::new(rule, Severity::Info, format!("{} {subject}", tool.name()));
         let actor = self.initiator_context(&mut f, &ev.process, Raise::UntrustedAndInteractive);
 
-        let paths: Vec<String> = cmd
-            .paths
-            .iter()
-            .map(|p| resolve(p, exec.cwd.as_deref()))
-            .collect();
+        let paths = resolved_paths(&cmd, exec);
         for p in &paths {
             if let Some(place) = unexpected_location(p) {
                 f.trusted = false;
@@ -309,6 +438,9 @@ impl Rules<'_> {
                     Severity::High,
                     format!("kext path {p} is in {place}, not an extensions folder"),
                 );
+            }
+            if cmd.action == KextAction::Load {
+                self.bundle_context(&mut f, p);
             }
         }
         let mut not_listed = Vec::new();
@@ -428,30 +560,7 @@ impl Rules<'_> {
 
     fn file_change(&self, ev: &Event) -> Option<Finding> {
         let roots = &self.config.detection.watched_roots;
-        let (verb, path, source, staged) = match &ev.kind {
-            EventKind::Create { path } => ("created", path, None, true),
-            EventKind::Write { path } => ("written", path, None, true),
-            EventKind::Close {
-                path,
-                modified: true,
-            } => ("modified", path, None, true),
-            EventKind::SetMode { path, .. } => ("permissions changed", path, None, true),
-            EventKind::SetOwner { path, .. } => ("ownership changed", path, None, true),
-            EventKind::SetExtattr { path, .. } => ("extended attribute set", path, None, true),
-            EventKind::Unlink { path } => ("deleted", path, None, false),
-            EventKind::Rename {
-                source,
-                destination,
-            } => {
-                let dest_in = bundle_under(&normalize(destination), roots).is_some();
-                if dest_in {
-                    ("moved in", destination, Some(source), true)
-                } else {
-                    ("moved out", source, Some(destination), false)
-                }
-            }
-            _ => return None,
-        };
+        let (verb, path, source, staged) = file_change_target(&ev.kind, roots)?;
         let norm = normalize(path);
         let (root, bundle) = bundle_under(&norm, roots)?;
         let mut f = Finding::new(ROOT_CHANGE, Severity::Low, bundle.to_string());
@@ -469,6 +578,9 @@ impl Rules<'_> {
                 f.trusted = false;
                 f.floor(Severity::High, format!("moved in from {src}, in {place}"));
             }
+        }
+        if staged {
+            self.bundle_context(&mut f, bundle);
         }
         f.file = Some(FileInfo {
             path: norm.to_string(),

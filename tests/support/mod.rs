@@ -33,7 +33,7 @@ pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
         TextOrJson::Json,
         Box::new(buf.clone()),
     )]);
-    let summary = replay(input, Engine::new(config), &mut outputs, None).expect("replay");
+    let summary = replay(input, Engine::new(config), None, &mut outputs, None).expect("replay");
     drop(outputs);
     let bytes = buf.0.lock().unwrap().clone();
     let alerts = String::from_utf8(bytes)
