@@ -18,7 +18,8 @@ trap 'rm -rf "$work"' EXIT
 
 need() { command -v "$1" >/dev/null || { echo "make-kext-fixtures: $1 not found ($2)" >&2; exit 1; }; }
 need clang "apt-get install clang"
-need ld64.lld "apt-get install lld"
+ld64=$(command -v ld64.lld || command -v ld64.lld-14 || true)
+[ -n "$ld64" ] || { echo "make-kext-fixtures: ld64.lld not found (apt-get install lld)" >&2; exit 1; }
 need rcodesign "cargo install apple-codesign"
 lipo=$(command -v llvm-lipo-22 || command -v llvm-lipo || true)
 [ -n "$lipo" ] || { echo "make-kext-fixtures: llvm-lipo not found (apt-get install llvm)" >&2; exit 1; }
@@ -31,18 +32,18 @@ EOF
 
 link() { # arch target output
     clang --target="$2" -O1 -c -o "$work/$1.o" "$work/kext.c"
-    ld64.lld -arch "$1" -platform_version macos 11.0 11.0 -bundle -undefined dynamic_lookup -o "$3" "$work/$1.o"
+    "$ld64" -arch "$1" -platform_version macos 11.0 11.0 -bundle -undefined dynamic_lookup -o "$3" "$work/$1.o"
 }
 link x86_64 x86_64-apple-macos11 "$work/unsigned-x86_64"   # lld does not sign x86_64
 link arm64 arm64-apple-macos11 "$work/adhoc-arm64"         # lld signs arm64 ad hoc (linker-signed)
 
 # A throwaway self-signed certificate carrying a made-up Team ID.
 rcodesign generate-self-signed-certificate --person-name "kextwatch fixture" --team-id "$team" \
-    --pem-unified-filename "$work/dev.pem" >/dev/null
+    --pem-unified-file "$work/dev.pem" >/dev/null
 sign() { # input output identifier
     cp "$1" "$2"
-    rcodesign sign --pem-source "$work/dev.pem" --team-name "$team" --timestamp-url none \
-        --binary-identifier "$3" --code-signature-flags runtime "$2" >/dev/null 2>&1
+    rcodesign sign --pem-file "$work/dev.pem" --team-name "$team" --timestamp-url none \
+        --binary-identifier "$3" --code-signature-flags runtime "$2" >"$work/sign.log" 2>&1 || { cat "$work/sign.log" >&2; exit 1; }
 }
 sign "$work/unsigned-x86_64" "$work/developer-x86_64" com.example.kextwatch.developer
 sign "$work/adhoc-arm64" "$work/developer-arm64" com.example.kextwatch.developer
@@ -85,15 +86,29 @@ plistlib.dump({"CFBundleIdentifier": "com.example.kextwatch.codeless", "CFBundle
 EOF
 echo "fixtures written to $out"
 
-# Cross-check: what rcodesign prints against what kextwatch reads.
+# Cross-check: what rcodesign prints against what kextwatch reads. rcodesign prints the identifier,
+# team and, for CMS-signed code, the signed message digest, which is the CodeDirectory hash (its first
+# 40 hex digits are the cdhash). It does not read 64-bit universal headers.
+cat > "$work/compare.py" <<'PY'
+import json, re, sys
+name, theirs, ours = sys.argv[1], open(sys.argv[2]).read(), json.load(open(sys.argv[3]))
+their = (sorted(set(re.findall(r"^\s+identifier: (\S+)", theirs, re.M))),
+         sorted(set(re.findall(r"^\s+team_name: (\S+)", theirs, re.M))),
+         sorted(d[:40] for d in re.findall(r"message_digest: ([0-9a-f]+)", theirs)))
+slices = ours["slices"]
+mine = (sorted({s["identifier"] for s in slices if s["identifier"]}),
+        sorted({s["team_id"] for s in slices if s["team_id"]}),
+        sorted(s["cdhash"] for s in slices if s["has_cms"]))
+print(f"{'ok' if their == mine else 'MISMATCH'} {name}: {ours['signature']} ids/teams/cdhashes={mine}")
+if their != mine:
+    print(f"   rcodesign: {their}")
+    sys.exit(1)
+PY
 cargo build -q --bin kextwatch
-check() { # bundle executable
-    local exe="$out/$1.kext/Contents/MacOS/$1"
-    local theirs ours
-    theirs=$(rcodesign print-signature-info "$exe" 2>/dev/null | grep -E "^\s+(team_name|cdhash|identifier):" | sed 's/^ *//' | sort -u || true)
-    ours=$(./target/debug/kextwatch inventory "$out/$1.kext" --format json 2>/dev/null)
-    echo "== $1"
-    echo "   rcodesign: $(echo "$theirs" | tr '\n' ' ')"
-    echo "   kextwatch: $(echo "$ours" | python3 -c 'import json,sys; k=json.load(sys.stdin); print(k["signature"], k["team_id"], [(s["arch"], s["identifier"], s["cdhash"]) for s in k["slices"]])')"
-}
-for k in Unsigned Adhoc Developer Universal Universal64 Mixed; do check "$k"; done
+status=0
+for k in Unsigned Adhoc Developer Universal Mixed; do
+    rcodesign print-signature-info "$out/$k.kext/Contents/MacOS/$k" > "$work/theirs.txt" 2>/dev/null || true
+    ./target/debug/kextwatch inventory "$out/$k.kext" --format json > "$work/ours.json" 2>/dev/null
+    python3 "$work/compare.py" "$k" "$work/theirs.txt" "$work/ours.json" || status=1
+done
+exit $status

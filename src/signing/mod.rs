@@ -182,7 +182,12 @@ pub fn combine(
             Signature::Developer | Signature::Apple => 3,
         })
         .unwrap_or(Signature::Unsigned);
-    let team = teams.into_iter().next().cloned();
+    // A Team ID stands for the bundle only when every architecture is signed by that team.
+    let team = teams
+        .into_iter()
+        .next()
+        .cloned()
+        .filter(|_| weakest == Signature::Developer);
     let cdhash = slices.iter().find_map(|s| s.cdhash.clone());
     (weakest, team, cdhash, None)
 }

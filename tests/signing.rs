@@ -1,0 +1,345 @@
+//! Kext bundle identity from real signed fixtures (scripts/make-kext-fixtures.sh), hostile bundles,
+//! the identity cache, inventory and its allowlist baseline.
+
+use std::path::{Path, PathBuf};
+
+use kextwatch::config::{Config, KextTrust};
+use kextwatch::inventory::{baseline_toml, find_kexts, inventory};
+use kextwatch::signing::{read_identity, IdentityCache, Signature, Validity};
+
+const TEAM: &str = "K3XW9TESTQ";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kexts")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    fixtures().join(format!("{name}.kext"))
+}
+
+/// A copy of a fixture bundle in a temp dir, to damage.
+fn copy_bundle(name: &str, dir: &Path) -> PathBuf {
+    let src = fixture(name);
+    let dst = dir.join(format!("{name}.kext"));
+    for rel in ["Contents/Info.plist", &format!("Contents/MacOS/{name}")] {
+        let to = dst.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(rel), to).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn classifies_real_signatures() {
+    let unsigned = read_identity(&fixture("Unsigned"));
+    assert_eq!(
+        (unsigned.signature, unsigned.arch.clone()),
+        (Signature::Unsigned, vec!["x86_64".to_string()])
+    );
+    assert_eq!((unsigned.team_id, unsigned.cdhash), (None, None));
+    assert_eq!(
+        unsigned.bundle_id.as_deref(),
+        Some("com.example.kextwatch.unsigned")
+    );
+    assert_eq!(unsigned.version.as_deref(), Some("1.4.2"));
+    assert_eq!(unsigned.os_bundle_required.as_deref(), Some("Safe Boot"));
+
+    // lld signs arm64 ad hoc; this bundle's Info.plist is a binary plist.
+    let adhoc = read_identity(&fixture("Adhoc"));
+    assert_eq!(adhoc.signature, Signature::Adhoc, "{adhoc:#?}");
+    assert_eq!(
+        adhoc.bundle_id.as_deref(),
+        Some("com.example.kextwatch.adhoc")
+    );
+    let s = &adhoc.slices[0];
+    assert!(s.adhoc && s.linker_signed && !s.has_cms, "{s:?}");
+    assert_eq!(adhoc.cdhash.as_ref().map(String::len), Some(40));
+
+    let dev = read_identity(&fixture("Developer"));
+    assert_eq!(
+        (dev.signature, dev.team_id.as_deref()),
+        (Signature::Developer, Some(TEAM)),
+        "{dev:#?}"
+    );
+    let s = &dev.slices[0];
+    assert!(s.has_cms && s.runtime && !s.adhoc, "{s:?}");
+    assert_eq!(
+        s.identifier.as_deref(),
+        Some("com.example.kextwatch.developer")
+    );
+    assert_eq!(s.hash_type, Some("sha256"));
+    assert_eq!(dev.validity, Validity::Unknown);
+    assert!(dev.error.is_none());
+}
+
+#[test]
+fn universal_binaries_32_and_64_bit_headers() {
+    for name in ["Universal", "Universal64"] {
+        let k = read_identity(&fixture(name));
+        assert_eq!(k.arch, ["x86_64", "arm64"], "{name}");
+        assert_eq!(
+            (k.signature, k.team_id.as_deref()),
+            (Signature::Developer, Some(TEAM)),
+            "{name}"
+        );
+        assert!(k.slices.iter().all(|s| s.team_id.as_deref() == Some(TEAM)));
+        // Each architecture has its own CodeDirectory, so its own cdhash.
+        assert_ne!(k.slices[0].cdhash, k.slices[1].cdhash);
+    }
+    // A developer x86_64 slice with an ad-hoc arm64 slice is only as trustworthy as its weakest part.
+    let mixed = read_identity(&fixture("Mixed"));
+    assert_eq!(
+        (mixed.signature, mixed.team_id.clone()),
+        (Signature::Adhoc, None)
+    );
+    assert_eq!(mixed.slices[0].signature, Signature::Developer);
+}
+
+#[test]
+fn codeless_kext_is_identified_by_its_plist() {
+    let k = read_identity(&fixture("Codeless"));
+    assert_eq!(
+        k.bundle_id.as_deref(),
+        Some("com.example.kextwatch.codeless")
+    );
+    assert_eq!(
+        (k.signature, k.executable.clone(), k.arch.len()),
+        (Signature::Unsigned, None, 0)
+    );
+}
+
+#[test]
+fn damaged_executables_are_invalid_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle("Developer", dir.path());
+    let exe = bundle.join("Contents/MacOS/Developer");
+    let good = std::fs::read(&exe).unwrap();
+
+    // Truncated in the middle of the signature.
+    std::fs::write(&exe, &good[..good.len() - 200]).unwrap();
+    let k = read_identity(&bundle);
+    assert_eq!(k.signature, Signature::Invalid);
+    assert!(k.error.is_some());
+
+    // Truncated in the header.
+    std::fs::write(&exe, &good[..20]).unwrap();
+    assert_eq!(read_identity(&bundle).signature, Signature::Invalid);
+
+    // The SuperBlob declares a huge entry count / the CodeDirectory a huge length.
+    let sig_at = find(&good, &[0xfa, 0xde, 0x0c, 0xc0]).unwrap();
+    let mut bad = good.clone();
+    bad[sig_at + 8..sig_at + 12].copy_from_slice(&0x4000_0000u32.to_be_bytes());
+    std::fs::write(&exe, &bad).unwrap();
+    let k = read_identity(&bundle);
+    assert!(
+        k.error.as_deref().unwrap().contains("entries"),
+        "{:?}",
+        k.error
+    );
+    let cd_at = find(&good, &[0xfa, 0xde, 0x0c, 0x02]).unwrap();
+    let mut bad = good.clone();
+    bad[cd_at + 4..cd_at + 8].copy_from_slice(&u32::MAX.to_be_bytes());
+    std::fs::write(&exe, &bad).unwrap();
+    let k = read_identity(&bundle);
+    assert_eq!(k.signature, Signature::Invalid);
+    assert!(
+        k.error.as_deref().unwrap().contains("overruns"),
+        "{:?}",
+        k.error
+    );
+
+    // LC_CODE_SIGNATURE pointing past the end of the file.
+    let lc = find(&good, &[0x1d, 0, 0, 0, 0x10, 0, 0, 0]).unwrap();
+    let mut bad = good.clone();
+    bad[lc + 8..lc + 12].copy_from_slice(&0xffff_ff00u32.to_le_bytes());
+    std::fs::write(&exe, &bad).unwrap();
+    let k = read_identity(&bundle);
+    assert_eq!(k.signature, Signature::Invalid, "{k:?}");
+
+    // Not a Mach-O at all.
+    std::fs::write(&exe, b"#!/bin/sh\necho not a kext\n").unwrap();
+    assert!(read_identity(&bundle)
+        .error
+        .unwrap()
+        .contains("not a Mach-O"));
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn paths_never_leave_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle("Developer", dir.path());
+    let plist = bundle.join("Contents/Info.plist");
+    let text = std::fs::read_to_string(&plist).unwrap();
+
+    // CFBundleExecutable naming a path.
+    std::fs::write(
+        &plist,
+        text.replace(
+            "<string>Developer</string>",
+            "<string>../../../../etc/passwd</string>",
+        ),
+    )
+    .unwrap();
+    let k = read_identity(&bundle);
+    assert!(k.error.unwrap().contains("leads outside the bundle"));
+
+    // The executable is a symlink out of the bundle.
+    std::fs::write(&plist, &text).unwrap();
+    let exe = bundle.join("Contents/MacOS/Developer");
+    std::fs::remove_file(&exe).unwrap();
+    let outside = dir.path().join("elsewhere");
+    std::fs::copy(
+        fixture("Developer").join("Contents/MacOS/Developer"),
+        &outside,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, &exe).unwrap();
+    assert!(read_identity(&bundle)
+        .error
+        .unwrap()
+        .contains("outside the bundle"));
+
+    // A symlink inside the bundle is fine.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::copy(&outside, bundle.join("Contents/MacOS/real")).unwrap();
+    std::os::unix::fs::symlink("real", &exe).unwrap();
+    assert_eq!(read_identity(&bundle).signature, Signature::Developer);
+
+    // A symlinked bundle is not followed.
+    let link = dir.path().join("Link.kext");
+    std::os::unix::fs::symlink(&bundle, &link).unwrap();
+    assert!(read_identity(&link)
+        .error
+        .unwrap()
+        .contains("symlinked bundles are not followed"));
+}
+
+/// A binary plist whose 41 objects expand to 2^40 nodes: each array holds two references to the next.
+fn plist_bomb() -> Vec<u8> {
+    let levels = 40usize;
+    let mut out = b"bplist00".to_vec();
+    let mut offsets = Vec::new();
+    for i in 0..levels {
+        offsets.push(out.len());
+        out.extend_from_slice(&[0xA2, (i + 1) as u8, (i + 1) as u8]);
+    }
+    offsets.push(out.len());
+    out.extend_from_slice(&[0x51, b'x']);
+    let table = out.len();
+    for o in &offsets {
+        out.extend_from_slice(&(*o as u16).to_be_bytes());
+    }
+    let mut trailer = vec![0u8; 6];
+    trailer.extend_from_slice(&[2, 1]);
+    trailer.extend_from_slice(&(offsets.len() as u64).to_be_bytes());
+    trailer.extend_from_slice(&0u64.to_be_bytes());
+    trailer.extend_from_slice(&(table as u64).to_be_bytes());
+    out.extend_from_slice(&trailer);
+    out
+}
+
+#[test]
+fn plist_bombs_and_huge_plists_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle("Developer", dir.path());
+    let plist = bundle.join("Contents/Info.plist");
+    std::fs::write(&plist, plist_bomb()).unwrap();
+    let t = std::time::Instant::now();
+    let k = read_identity(&bundle);
+    assert!(
+        k.error.as_deref().unwrap().contains("expands to more than"),
+        "{:?}",
+        k.error
+    );
+    assert!(
+        t.elapsed().as_secs() < 30,
+        "the guard must not walk the expansion"
+    );
+
+    std::fs::write(&plist, vec![b' '; 2 * 1024 * 1024]).unwrap();
+    assert!(read_identity(&bundle)
+        .error
+        .unwrap()
+        .contains("exceeds the 1048576 byte limit"));
+
+    std::fs::remove_file(&plist).unwrap();
+    assert_eq!(read_identity(&bundle).signature, Signature::Invalid);
+}
+
+#[test]
+fn cache_rereads_only_changed_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle("Developer", dir.path());
+    let mut cache = IdentityCache::new();
+    assert_eq!(cache.lookup(&bundle).signature, Signature::Developer);
+    assert_eq!(cache.lookup(&bundle).signature, Signature::Developer);
+    assert_eq!((cache.misses, cache.hits), (1, 1));
+    // Replace the executable with the unsigned one: a new inode and size.
+    let exe = bundle.join("Contents/MacOS/Developer");
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::copy(fixture("Unsigned").join("Contents/MacOS/Unsigned"), &exe).unwrap();
+    assert_eq!(cache.lookup(&bundle).signature, Signature::Unsigned);
+    assert_eq!(cache.misses, 2);
+}
+
+#[test]
+fn inventory_walks_on_past_bad_kexts_and_the_baseline_is_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Library/Extensions");
+    std::fs::create_dir_all(&root).unwrap();
+    for k in ["Developer", "Unsigned", "Adhoc"] {
+        copy_bundle(k, &root);
+    }
+    // A broken kext, a nested plug-in kext, and a symlink loop the walk must not follow.
+    std::fs::create_dir_all(root.join("Broken.kext/Contents")).unwrap();
+    let plugins = root.join("Developer.kext/Contents/PlugIns");
+    std::fs::create_dir_all(&plugins).unwrap();
+    copy_bundle("Universal", &plugins);
+    std::os::unix::fs::symlink(&root, root.join("loop")).unwrap();
+
+    let (found, errors) = find_kexts(dir.path());
+    assert!(errors.is_empty(), "{errors:?}");
+    let names: Vec<String> = found
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Adhoc.kext",
+            "Broken.kext",
+            "Developer.kext",
+            "Universal.kext",
+            "Unsigned.kext"
+        ]
+    );
+
+    let (kexts, _) = inventory(&[dir.path().to_path_buf()], &mut IdentityCache::new());
+    let sigs: Vec<Signature> = kexts.iter().map(|k| k.signature).collect();
+    use Signature::*;
+    assert_eq!(sigs, [Adhoc, Invalid, Developer, Developer, Unsigned]);
+
+    let toml = baseline_toml(&kexts, &[dir.path().to_path_buf()]);
+    let config = Config::parse(&toml, "baseline").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let a = &config.allowlist;
+    assert_eq!(a.kexts.len(), 2);
+    assert_eq!(
+        a.kext_trust(Some(TEAM), "com.example.kextwatch.developer"),
+        KextTrust::Allowlisted
+    );
+    assert_eq!(
+        a.kext_trust(Some(TEAM), "com.example.other"),
+        KextTrust::NotAllowlisted
+    );
+    assert!(toml.contains("# Not allowlisted"));
+    assert!(
+        toml.contains(
+            "Unsigned.kext  bundle com.example.kextwatch.unsigned  team -  signature unsigned"
+        ),
+        "{toml}"
+    );
+}
