@@ -329,3 +329,78 @@ fn replay_with_kext_policy_uses_recorded_team_ids() {
     assert_eq!(sev(&plain), "low");
     assert_eq!(sev(&enriched), "critical");
 }
+
+fn fixture_kexts() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kexts")
+}
+
+#[test]
+fn inventory_table_json_and_baseline() {
+    let root = fixture_kexts();
+    let out = kextwatch(&["inventory", root.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let dev = table.lines().find(|l| l.contains("Developer.kext")).unwrap();
+    assert!(dev.contains("com.example.kextwatch.developer") && dev.contains("K3XW9TESTQ") && dev.contains("developer"), "{dev}");
+    assert!(text(&out.stderr).contains("7 kexts (0 with errors)"));
+
+    let out = kextwatch(&["inventory", root.to_str().unwrap(), "--format", "json"], None);
+    let kexts: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(kexts.len(), 7);
+    for k in &kexts {
+        for field in ["path", "bundle_id", "version", "team_id", "signature", "cdhash", "arch"] {
+            assert!(k.get(field).is_some(), "{field} missing in {k}");
+        }
+    }
+    let universal = kexts.iter().find(|k| k["bundle_id"] == "com.example.kextwatch.universal64").unwrap();
+    assert_eq!(universal["arch"], serde_json::json!(["x86_64", "arm64"]));
+
+    // The baseline is a config file check-config accepts.
+    let out = kextwatch(&["inventory", root.to_str().unwrap(), "--baseline"], None);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("baseline.toml");
+    std::fs::write(&cfg, &out.stdout).unwrap();
+    let check = kextwatch(&["check-config", cfg.to_str().unwrap()], None);
+    assert_eq!(check.status.code(), Some(0), "{}\n{}", text(&check.stderr), text(&out.stdout));
+    assert!(text(&check.stdout).contains("3 kexts"), "{}", text(&check.stdout));
+
+    let missing = kextwatch(&["inventory", "/nonexistent/Extensions"], None);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
+    use support::eslogger::{cast, Capture};
+    // A collected copy of the Mac: /Library/Extensions holds an unsigned and a developer kext.
+    let dir = tempfile::tempdir().unwrap();
+    let ext = dir.path().join("Library/Extensions");
+    std::fs::create_dir_all(&ext).unwrap();
+    for name in ["Unsigned", "Developer"] {
+        let status = Command::new("cp").arg("-R").arg(fixture_kexts().join(format!("{name}.kext"))).arg(&ext).status().unwrap();
+        assert!(status.success());
+    }
+    let mut c = Capture::new(9);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.create(&cp, "/Library/Extensions", "Unsigned.kext");
+    c.after_ms(1000);
+    c.create(&cp, "/Library/Extensions", "Developer.kext");
+    let severities = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["replay", "-", "-q"];
+        args.extend_from_slice(extra);
+        let out = kextwatch(&args, Some(c.out.as_bytes()));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["severity"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(severities(&[]), ["medium", "medium"]);
+    let root = dir.path().to_str().unwrap().to_string();
+    // The unsigned bundle is critical; the developer one's team is not allowlisted: high.
+    assert_eq!(severities(&["--bundles-root", &root]), ["critical", "high"]);
+
+    // Allowlisting the team lowers the developer kext's staging below the default minimum.
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"K3XW9TESTQ\"]\n").unwrap();
+    assert_eq!(severities(&["--bundles-root", &root, "--config", cfg.to_str().unwrap()]), ["critical", "low"]);
+}
