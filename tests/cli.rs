@@ -340,19 +340,44 @@ fn inventory_table_json_and_baseline() {
     let out = kextwatch(&["inventory", root.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let table = text(&out.stdout);
-    let dev = table.lines().find(|l| l.contains("Developer.kext")).unwrap();
-    assert!(dev.contains("com.example.kextwatch.developer") && dev.contains("K3XW9TESTQ") && dev.contains("developer"), "{dev}");
+    let dev = table
+        .lines()
+        .find(|l| l.contains("Developer.kext"))
+        .unwrap();
+    assert!(
+        dev.contains("com.example.kextwatch.developer")
+            && dev.contains("K3XW9TESTQ")
+            && dev.contains("developer"),
+        "{dev}"
+    );
     assert!(text(&out.stderr).contains("7 kexts (0 with errors)"));
 
-    let out = kextwatch(&["inventory", root.to_str().unwrap(), "--format", "json"], None);
-    let kexts: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = kextwatch(
+        &["inventory", root.to_str().unwrap(), "--format", "json"],
+        None,
+    );
+    let kexts: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(kexts.len(), 7);
     for k in &kexts {
-        for field in ["path", "bundle_id", "version", "team_id", "signature", "cdhash", "arch"] {
+        for field in [
+            "path",
+            "bundle_id",
+            "version",
+            "team_id",
+            "signature",
+            "cdhash",
+            "arch",
+        ] {
             assert!(k.get(field).is_some(), "{field} missing in {k}");
         }
     }
-    let universal = kexts.iter().find(|k| k["bundle_id"] == "com.example.kextwatch.universal64").unwrap();
+    let universal = kexts
+        .iter()
+        .find(|k| k["bundle_id"] == "com.example.kextwatch.universal64")
+        .unwrap();
     assert_eq!(universal["arch"], serde_json::json!(["x86_64", "arm64"]));
 
     // The baseline is a config file check-config accepts.
@@ -361,8 +386,18 @@ fn inventory_table_json_and_baseline() {
     let cfg = dir.path().join("baseline.toml");
     std::fs::write(&cfg, &out.stdout).unwrap();
     let check = kextwatch(&["check-config", cfg.to_str().unwrap()], None);
-    assert_eq!(check.status.code(), Some(0), "{}\n{}", text(&check.stderr), text(&out.stdout));
-    assert!(text(&check.stdout).contains("3 kexts"), "{}", text(&check.stdout));
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&check.stderr),
+        text(&out.stdout)
+    );
+    assert!(
+        text(&check.stdout).contains("3 kexts"),
+        "{}",
+        text(&check.stdout)
+    );
 
     let missing = kextwatch(&["inventory", "/nonexistent/Extensions"], None);
     assert_eq!(missing.status.code(), Some(1));
@@ -376,7 +411,12 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
     let ext = dir.path().join("Library/Extensions");
     std::fs::create_dir_all(&ext).unwrap();
     for name in ["Unsigned", "Developer"] {
-        let status = Command::new("cp").arg("-R").arg(fixture_kexts().join(format!("{name}.kext"))).arg(&ext).status().unwrap();
+        let status = Command::new("cp")
+            .arg("-R")
+            .arg(fixture_kexts().join(format!("{name}.kext")))
+            .arg(&ext)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let mut c = Capture::new(9);
@@ -391,7 +431,12 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         text(&out.stdout)
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["severity"].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["severity"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     assert_eq!(severities(&[]), ["medium", "medium"]);
@@ -402,5 +447,8 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
     // Allowlisting the team lowers the developer kext's staging below the default minimum.
     let cfg = dir.path().join("k.toml");
     std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"K3XW9TESTQ\"]\n").unwrap();
-    assert_eq!(severities(&["--bundles-root", &root, "--config", cfg.to_str().unwrap()]), ["critical", "low"]);
+    assert_eq!(
+        severities(&["--bundles-root", &root, "--config", cfg.to_str().unwrap()]),
+        ["critical", "low"]
+    );
 }
