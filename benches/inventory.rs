@@ -25,12 +25,23 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 fn main() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kexts");
-    let kinds = ["Developer", "Adhoc", "Unsigned", "Universal", "Universal64", "Mixed", "Codeless"];
+    let kinds = [
+        "Developer",
+        "Adhoc",
+        "Unsigned",
+        "Universal",
+        "Universal64",
+        "Mixed",
+        "Codeless",
+    ];
     let dir = tempfile::tempdir().unwrap();
     let root: PathBuf = dir.path().join("Library/Extensions");
     for i in 0..BUNDLES {
         let kind = kinds[i % kinds.len()];
-        copy_dir(&fixtures.join(format!("{kind}.kext")), &root.join(format!("{kind}{i}.kext")));
+        copy_dir(
+            &fixtures.join(format!("{kind}.kext")),
+            &root.join(format!("{kind}{i}.kext")),
+        );
     }
     let roots = vec![root];
 

@@ -20,20 +20,31 @@ fn is_kext_dir(p: &Path) -> bool {
 pub fn find_kexts(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => continue,
-            Err(e) => {
-                errors.push(format!("{}: {e}", dir.display()));
-                continue;
+    // (path, depth, known to be a real directory from its directory entry)
+    let mut stack = vec![(root.to_path_buf(), 0usize, false)];
+    while let Some((dir, depth, known_dir)) = stack.pop() {
+        if !known_dir {
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => continue,
+                // A kext without plug-ins is the common case, not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && depth > 0 => continue,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
             }
         }
-        if is_kext_dir(&dir) {
-            found.push(dir.clone());
-        }
         if depth >= MAX_DEPTH {
+            if is_kext_dir(&dir) {
+                found.push(dir);
+            }
+            continue;
+        }
+        if is_kext_dir(&dir) {
+            // Inside a kext, only plug-ins can hold further kexts.
+            stack.push((dir.join("Contents/PlugIns"), depth + 1, false));
+            found.push(dir);
             continue;
         }
         let entries = match std::fs::read_dir(&dir) {
@@ -44,8 +55,9 @@ pub fn find_kexts(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
             }
         };
         for entry in entries.flatten() {
+            // The entry's own type: a symlink is never a directory here, so it is never followed.
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push((entry.path(), depth + 1));
+                stack.push((entry.path(), depth + 1, true));
             }
         }
     }

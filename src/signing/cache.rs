@@ -1,5 +1,5 @@
-//! Identities cached by bundle path, keyed on the inode, mtime and size of the bundle directory, its
-//! Info.plist and its executable: a warm lookup is three `stat`s.
+//! Identities cached by bundle path, keyed on the device, inode, mtime and size of its Info.plist and
+//! its executable: a warm lookup is two `stat`s. A replaced bundle has new files, so new inodes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,12 +25,11 @@ fn stamp(p: &Path) -> Stamp {
     Some((dev, ino, mtime, m.len()))
 }
 
-fn stamps(bundle: &Path, executable: Option<&str>) -> [Stamp; 3] {
+fn stamps(bundle: &Path, executable: Option<&str>) -> [Stamp; 2] {
     let exe = executable
         .filter(|e| !e.contains('/'))
         .map(|e| bundle.join("Contents/MacOS").join(e));
     [
-        stamp(bundle),
         stamp(&bundle.join("Contents/Info.plist")),
         exe.as_deref().and_then(stamp),
     ]
@@ -41,7 +40,7 @@ const MAX_ENTRIES: usize = 65_536;
 
 #[derive(Default)]
 pub struct IdentityCache {
-    entries: HashMap<PathBuf, ([Stamp; 3], KextIdentity)>,
+    entries: HashMap<PathBuf, ([Stamp; 2], KextIdentity)>,
     pub hits: u64,
     pub misses: u64,
 }
