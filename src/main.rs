@@ -120,7 +120,7 @@ impl AlertArgs {
                 *f = format;
             }
         }
-        let outputs = Outputs::open(&config.outputs)?;
+        let outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
         Ok((config, outputs))
     }
 }

@@ -8,7 +8,7 @@ use crate::alert::{Alert, Severity};
 use crate::detect::{Engine, EngineStats, KextInterest};
 use crate::enrich::BundleEnricher;
 use crate::kextpolicy::{change_time, diff, PolicyChange, Snapshot};
-use crate::output::{OutputError, Outputs};
+use crate::output::{OutputError, Outputs, SinkStats};
 use crate::source::replay::{EventDecoder, InputStats, LineReader, MAX_LINE};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub struct Summary {
     pub input: InputStats,
     pub engine: EngineStats,
     pub alerts_by_severity: BTreeMap<Severity, u64>,
+    /// Syslog sinks' counters at the end.
+    pub sinks: Vec<SinkStats>,
 }
 
 impl Summary {
@@ -32,6 +34,9 @@ impl Summary {
         self.alerts_by_severity.values().sum()
     }
 }
+
+/// How long a replay waits at the end for syslog sinks to deliver what they spooled.
+const FINISH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Called now and then with the bytes consumed so far.
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
@@ -81,7 +86,7 @@ pub fn replay(
     }
     engine.finish(&mut alerts);
     emit(&mut alerts, outputs)?;
-    outputs.flush()?;
+    outputs.finish(FINISH_DEADLINE)?;
     if let Some(p) = progress.as_mut() {
         p(reader.bytes());
     }
@@ -89,6 +94,7 @@ pub fn replay(
         input: decoder.stats,
         engine: engine.stats(),
         alerts_by_severity: by_severity,
+        sinks: outputs.report().1,
     })
 }
 
@@ -252,6 +258,35 @@ impl std::fmt::Display for Summary {
                 thousands(e.below_min_severity)
             )?;
         }
-        writeln!(f)
+        writeln!(f)?;
+        for k in &self.sinks {
+            write!(f, "{}: {} written", k.name, thousands(k.written))?;
+            if k.spool_depth > 0 {
+                write!(
+                    f,
+                    ", {} left in the spool (delivered when the receiver is back)",
+                    thousands(k.spool_depth)
+                )?;
+            }
+            if k.spool_evicted > 0 {
+                write!(
+                    f,
+                    ", {} evicted from a full spool",
+                    thousands(k.spool_evicted)
+                )?;
+            }
+            if k.truncated > 0 {
+                write!(
+                    f,
+                    ", {} truncated to fit a datagram",
+                    thousands(k.truncated)
+                )?;
+            }
+            if let Some(e) = &k.last_error {
+                write!(f, " (last error: {e})")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
     }
 }

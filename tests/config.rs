@@ -68,7 +68,11 @@ fn bad_values_name_the_key_path() {
         ("[detection]\nwatched_roots = [\"Library/Extensions\"]\n", "key `detection.watched_roots[0]`"),
         ("[[output]]\ntype = \"file\"\n", "test.toml:2:8: key `output[0].type`: a file output needs `path`"),
         ("[[output]]\ntype = \"stdout\"\nformat = \"xml\"\n", "key `output[0].format`"),
-        ("[[output]]\ntype = \"syslog\"\naddress = \"siem:514\"\n", "key `output[0].type`: syslog outputs are not available"),
+        ("[[output]]\ntype = \"syslog\"\naddress = \"siem\"\n", "test.toml:3:11: key `output[0].address`: \"siem\" is not host:port"),
+        ("[[output]]\ntype = \"syslog\"\naddress = \"siem:6514\"\ntransport = \"tls\"\nframing = \"lf\"\n", "key `output[0].framing`: TLS syslog (RFC 5425) requires octet counting"),
+        ("[[output]]\ntype = \"syslog\"\naddress = \"siem:514\"\ntransport = \"udp\"\ntls_ca_file = \"/x\"\n", "key `output[0].tls_ca_file`: applies to transport = \"tls\" only"),
+        ("[[output]]\ntype = \"syslog\"\naddress = \"siem:514\"\nfacility = \"local9\"\n", "key `output[0].facility`"),
+        ("[daemon]\nheartbeat_minutes = 0\n", "key `daemon.heartbeat_minutes`"),
         ("[[output]]\ntype = \"stdout\"\naddress = \"siem:514\"\n", "key `output[0].address`"),
         ("[[output]]\ntype = \"kafka\"\n", "unknown output type \"kafka\""),
         ("[allowlist\n", "test.toml:1:"),
@@ -77,6 +81,55 @@ fn bad_values_name_the_key_path() {
         let e = err(text);
         assert!(e.contains(want), "for {text:?}\n got: {e}\nwant: {want}");
     }
+}
+
+#[test]
+fn syslog_outputs_with_defaults_and_tls_options() {
+    use kextwatch::config::{Framing, SyslogFormat, SyslogPayload, SyslogTransport};
+    let c = Config::parse(
+        "[[output]]\ntype = \"syslog\"\naddress = \"siem.example.com:514\"\n\n[[output]]\ntype = \"syslog\"\naddress = \"[::1]:6514\"\ntransport = \"tls\"\npayload = \"cef\"\nformat = \"rfc3164\"\ntls_ca_file = \"/etc/kextwatch/ca.pem\"\nfacility = \"authpriv\"\n",
+        "t",
+    )
+    .unwrap();
+    let [OutputSpec::Syslog(a), OutputSpec::Syslog(b)] = &c.outputs[..] else {
+        panic!("{:?}", c.outputs)
+    };
+    assert_eq!(
+        (a.host.as_str(), a.port, a.transport, a.framing),
+        (
+            "siem.example.com",
+            514,
+            SyslogTransport::Tcp,
+            Framing::OctetCounting
+        )
+    );
+    assert_eq!(
+        (a.format, a.payload, a.facility),
+        (SyslogFormat::Rfc5424, SyslogPayload::Json, 20)
+    );
+    assert_eq!(
+        (
+            b.host.as_str(),
+            b.port,
+            b.transport,
+            b.payload,
+            b.format,
+            b.facility
+        ),
+        (
+            "::1",
+            6514,
+            SyslogTransport::Tls,
+            SyslogPayload::Cef,
+            SyslogFormat::Rfc3164,
+            10
+        )
+    );
+    assert!(!b.tls.danger_accept_invalid_certs);
+    assert_eq!(
+        b.tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/kextwatch/ca.pem"))
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! Every error names the file, the line and column, and the key, so an admin can fix an allowlist
 //! without guessing. Unknown keys are errors.
 
+mod output;
 mod raw;
 
 use std::collections::BTreeSet;
@@ -38,8 +39,10 @@ pub struct KextPolicySettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonSettings {
-    /// Where kextwatch keeps its own state (the last KextPolicy snapshot, ...).
+    /// Where kextwatch keeps its own state (the last KextPolicy snapshot, the alert spool, ...).
     pub state_dir: PathBuf,
+    /// How often each syslog sink receives a heartbeat with counters.
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -143,6 +146,66 @@ pub enum TextOrJson {
 pub enum OutputSpec {
     Stdout { format: TextOrJson },
     File { path: PathBuf, format: TextOrJson },
+    Syslog(SyslogSpec),
+}
+
+/// A syslog destination (RFC 5424/3164 over UDP, TCP or TLS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyslogSpec {
+    /// `host:port` as configured; also the sink's name in reports.
+    pub address: String,
+    pub host: String,
+    pub port: u16,
+    pub transport: SyslogTransport,
+    pub format: SyslogFormat,
+    pub payload: SyslogPayload,
+    pub framing: Framing,
+    /// Syslog facility number (0-23).
+    pub facility: u8,
+    /// UDP: larger messages are truncated with a marker (never split).
+    pub max_datagram_bytes: usize,
+    pub tls: TlsSpec,
+    /// Cap of this sink's on-disk spool; the oldest alerts are evicted past it (counted).
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogFormat {
+    Rfc5424,
+    Rfc3164,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogPayload {
+    Json,
+    Cef,
+}
+
+/// TCP framing (RFC 6587). TLS always uses octet counting (RFC 5425).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    OctetCounting,
+    Lf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSpec {
+    /// Trust these CAs instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the server certificate against (default: the address's host).
+    pub server_name: Option<String>,
+    /// Turns off certificate verification. Only for tests and emergencies; logged loudly.
+    pub danger_accept_invalid_certs: bool,
 }
 
 /// A configuration error with its location.

@@ -42,6 +42,7 @@ struct RawKextPolicy {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     state_dir: Option<S>,
+    heartbeat_minutes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -81,15 +82,23 @@ struct RawDetection {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOutput {
+pub(super) struct RawOutput {
     #[serde(rename = "type")]
-    kind: S,
-    path: Option<S>,
-    format: Option<S>,
-    // Syslog keys (DESIGN.md); accepted by the parser so the error says what is missing.
-    address: Option<S>,
-    transport: Option<S>,
-    payload: Option<S>,
+    pub(super) kind: S,
+    pub(super) path: Option<S>,
+    pub(super) format: Option<S>,
+    pub(super) address: Option<S>,
+    pub(super) transport: Option<S>,
+    pub(super) payload: Option<S>,
+    pub(super) framing: Option<S>,
+    pub(super) facility: Option<S>,
+    pub(super) max_datagram_bytes: Option<Spanned<i64>>,
+    pub(super) tls_ca_file: Option<S>,
+    pub(super) tls_client_cert: Option<S>,
+    pub(super) tls_client_key: Option<S>,
+    pub(super) tls_server_name: Option<S>,
+    pub(super) tls_danger_accept_invalid_certs: Option<Spanned<bool>>,
+    pub(super) spool_max_bytes: Option<Spanned<i64>>,
 }
 
 pub(super) const DEFAULT_WATCHED_ROOTS: [&str; 3] = [
@@ -106,7 +115,11 @@ pub(super) const DEFAULT_PROTECTED_KEXTS: [&str; 4] = [
     "com.apple.security.quarantine",
 ];
 
-fn invalid(key: impl Into<String>, s: &Spanned<impl Sized>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid(
+    key: impl Into<String>,
+    s: &Spanned<impl Sized>,
+    message: impl Into<String>,
+) -> Invalid {
     Invalid {
         key: key.into(),
         span: Some(s.span()),
@@ -209,8 +222,20 @@ impl RawKextPolicy {
 
 impl RawDaemon {
     fn validate(&self) -> Result<DaemonSettings, Invalid> {
+        let minutes = match &self.heartbeat_minutes {
+            None => 15,
+            Some(m) if (1..=1440).contains(m.get_ref()) => *m.get_ref() as u64,
+            Some(m) => {
+                return Err(invalid(
+                    "daemon.heartbeat_minutes",
+                    m,
+                    format!("{} is out of range (1 to 1440)", m.get_ref()),
+                ))
+            }
+        };
         Ok(DaemonSettings {
             state_dir: absolute_path("daemon.state_dir", &self.state_dir, "/var/db/kextwatch")?,
+            heartbeat_interval: Duration::from_secs(minutes * 60),
         })
     }
 }
@@ -233,7 +258,7 @@ fn window(key: &str, v: &Option<Spanned<i64>>, default: u64) -> Result<Duration,
     }
 }
 
-fn text_or_json(key: String, v: &Option<S>) -> Result<TextOrJson, Invalid> {
+pub(super) fn text_or_json(key: String, v: &Option<S>) -> Result<TextOrJson, Invalid> {
     match v.as_ref().map(|s| (s, s.get_ref().as_str())) {
         None | Some((_, "json")) => Ok(TextOrJson::Json),
         Some((_, "text")) => Ok(TextOrJson::Text),
@@ -339,59 +364,7 @@ impl RawConfig {
 
         let mut outputs = Vec::new();
         for (i, o) in self.output.iter().enumerate() {
-            let key = |k: &str| format!("output[{i}].{k}");
-            let reject_syslog_keys = |kind: &str| -> Result<(), Invalid> {
-                for (name, v) in [
-                    ("address", &o.address),
-                    ("transport", &o.transport),
-                    ("payload", &o.payload),
-                ] {
-                    if let Some(v) = v {
-                        return Err(invalid(
-                            key(name),
-                            v,
-                            format!("`{name}` applies to syslog outputs, not {kind}"),
-                        ));
-                    }
-                }
-                Ok(())
-            };
-            let spec = match o.kind.get_ref().as_str() {
-                "stdout" => {
-                    reject_syslog_keys("stdout")?;
-                    if let Some(p) = &o.path {
-                        return Err(invalid(key("path"), p, "stdout outputs take no path"));
-                    }
-                    OutputSpec::Stdout { format: text_or_json(key("format"), &o.format)? }
-                }
-                "file" => {
-                    reject_syslog_keys("file")?;
-                    let path = o
-                        .path
-                        .as_ref()
-                        .filter(|p| !p.get_ref().is_empty())
-                        .ok_or_else(|| invalid(key("type"), &o.kind, "a file output needs `path`"))?;
-                    OutputSpec::File {
-                        path: PathBuf::from(path.get_ref()),
-                        format: text_or_json(key("format"), &o.format)?,
-                    }
-                }
-                "syslog" => {
-                    return Err(invalid(
-                        key("type"),
-                        &o.kind,
-                        "syslog outputs are not available in this version of kextwatch; use \"stdout\" or \"file\"",
-                    ))
-                }
-                other => {
-                    return Err(invalid(
-                        key("type"),
-                        &o.kind,
-                        format!("unknown output type {other:?}: expected \"stdout\", \"file\" or \"syslog\""),
-                    ))
-                }
-            };
-            outputs.push(spec);
+            outputs.push(super::output::validate(o, i)?);
         }
         if outputs.is_empty() {
             outputs.push(OutputSpec::Stdout {

@@ -1,11 +1,25 @@
-//! Alert sinks: stdout and append-only files (syslog arrives in its own module).
+//! Alert sinks: stdout, append-only files, and syslog (UDP/TCP/TLS, JSON or CEF payload) with a
+//! durable spool. Encoding (`syslog`, `cef`) is separate from writing (`transport`, `sink`).
+
+mod cef;
+mod sink;
+mod spool;
+pub mod syslog;
+mod transport;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use sink::{SinkError, SinkStats, SyslogSink};
+pub use transport::TRUNCATION_MARKER;
 
 use crate::alert::{write_json, write_text, Alert};
 use crate::config::{OutputSpec, TextOrJson};
+
+/// The spool file in the state directory, shared by all syslog sinks.
+pub const SPOOL_FILE: &str = "alert-spool.sqlite";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -13,15 +27,17 @@ pub enum OutputError {
     Open { path: PathBuf, source: io::Error },
     #[error("cannot write alerts to {name}: {source}")]
     Write { name: String, source: io::Error },
+    #[error(transparent)]
+    Syslog(#[from] SinkError),
 }
 
-struct Sink {
+struct WriterSink {
     name: String,
     format: TextOrJson,
     out: BufWriter<Box<dyn Write>>,
 }
 
-impl Sink {
+impl WriterSink {
     fn write(&mut self, alert: &Alert) -> io::Result<()> {
         match self.format {
             TextOrJson::Json => write_json(&mut self.out, alert),
@@ -32,62 +48,122 @@ impl Sink {
 
 /// Every configured sink; an alert goes to each.
 pub struct Outputs {
-    sinks: Vec<Sink>,
+    writers: Vec<WriterSink>,
+    syslog: Vec<SyslogSink>,
     pub written: u64,
 }
 
 impl Outputs {
-    pub fn open(specs: &[OutputSpec]) -> Result<Outputs, OutputError> {
-        let mut sinks = Vec::new();
+    /// Open the sinks. Syslog sinks spool into `state_dir` (created if needed); without one, or if it
+    /// cannot be created, the spool lives in memory and does not survive a restart (logged).
+    pub fn open(specs: &[OutputSpec], state_dir: Option<&Path>) -> Result<Outputs, OutputError> {
+        let mut outputs = Outputs {
+            writers: Vec::new(),
+            syslog: Vec::new(),
+            written: 0,
+        };
+        let mut spool_file: Option<Option<PathBuf>> = None;
         for spec in specs {
-            sinks.push(match spec {
-                OutputSpec::Stdout { format } => Sink {
+            match spec {
+                OutputSpec::Stdout { format } => outputs.writers.push(WriterSink {
                     name: "stdout".into(),
                     format: *format,
                     out: BufWriter::new(Box::new(io::stdout())),
-                },
-                OutputSpec::File { path, format } => Sink {
+                }),
+                OutputSpec::File { path, format } => outputs.writers.push(WriterSink {
                     name: path.display().to_string(),
                     format: *format,
                     out: BufWriter::new(Box::new(open_append(path)?)),
-                },
-            });
+                }),
+                OutputSpec::Syslog(s) => {
+                    let file = spool_file.get_or_insert_with(|| spool_path(state_dir));
+                    outputs.syslog.push(SyslogSink::open(s, file.as_deref())?);
+                }
+            }
         }
-        Ok(Outputs { sinks, written: 0 })
+        Ok(outputs)
     }
 
     /// Sinks over arbitrary writers (tests, embedding).
     pub fn from_writers(writers: Vec<(String, TextOrJson, Box<dyn Write>)>) -> Outputs {
-        let sinks = writers
+        let writers = writers
             .into_iter()
-            .map(|(name, format, w)| Sink {
+            .map(|(name, format, w)| WriterSink {
                 name,
                 format,
                 out: BufWriter::new(w),
             })
             .collect();
-        Outputs { sinks, written: 0 }
+        Outputs {
+            writers,
+            syslog: Vec::new(),
+            written: 0,
+        }
     }
 
     pub fn write(&mut self, alert: &Alert) -> Result<(), OutputError> {
-        for s in &mut self.sinks {
+        for s in &mut self.writers {
             s.write(alert).map_err(|source| OutputError::Write {
                 name: s.name.clone(),
                 source,
             })?;
         }
+        for s in &mut self.syslog {
+            s.alert(alert)?;
+        }
         self.written += 1;
         Ok(())
     }
 
+    /// A heartbeat to every syslog sink (`body`: the counters as JSON).
+    pub fn heartbeat(
+        &mut self,
+        timestamp: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), OutputError> {
+        let body = body.to_string();
+        for s in &mut self.syslog {
+            s.heartbeat(timestamp, &body)?;
+        }
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> Result<(), OutputError> {
-        for s in &mut self.sinks {
+        for s in &mut self.writers {
             s.out.flush().map_err(|source| OutputError::Write {
                 name: s.name.clone(),
                 source,
             })?;
         }
         Ok(())
+    }
+
+    /// Flush, and give syslog sinks up to `deadline` to deliver their spools.
+    pub fn finish(&mut self, deadline: Duration) -> Result<(), OutputError> {
+        self.flush()?;
+        for s in &mut self.syslog {
+            s.finish(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Where each sink stands: names of writer sinks, and syslog counters.
+    pub fn report(&self) -> (Vec<String>, Vec<SinkStats>) {
+        (
+            self.writers.iter().map(|w| w.name.clone()).collect(),
+            self.syslog.iter().map(SyslogSink::stats).collect(),
+        )
+    }
+}
+
+fn spool_path(state_dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = state_dir?;
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => Some(dir.join(SPOOL_FILE)),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "state directory unusable: the alert spool is in memory and will not survive a restart");
+            None
+        }
     }
 }
 

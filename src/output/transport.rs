@@ -1,0 +1,383 @@
+//! Syslog transports: UDP (one message per datagram, RFC 5426), TCP with RFC 6587 octet counting or
+//! LF framing, and TLS (RFC 5425) through rustls, verifying the server by default.
+//!
+//! TCP gives no delivery receipt: bytes accepted by the kernel are lost if the receiver dies before
+//! reading them. So the transport keeps the messages written on the current connection (up to a
+//! window larger than the socket buffers) and hands them back when the connection fails; the sink
+//! resends them first. Receivers may see duplicates around a failure, never a gap.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use crate::config::{Framing, SyslogSpec, SyslogTransport, TlsSpec};
+
+/// Marker appended to a datagram cut to fit `max_datagram_bytes`.
+pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by kextwatch]";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unconfirmed bytes kept for resending: what can sit in our send buffer and the receiver's unread
+/// receive buffer when it dies. Duplicates after a failure are bounded by it.
+const RESEND_WINDOW: usize = 2 * 1024 * 1024;
+/// How often (in messages) the connection is checked for a peer that closed.
+const LIVENESS_EVERY: u64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}: {1}")]
+    Io(String, io::Error),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Udp(_) => None,
+            Conn::Tcp(s) => Some(s),
+            Conn::Tls(s) => Some(&s.sock),
+        }
+    }
+}
+
+pub struct Transport {
+    spec: SyslogSpec,
+    tls: Option<Arc<ClientConfig>>,
+    conn: Option<Conn>,
+    /// Messages written on the current connection, oldest first, for resending after a failure.
+    unconfirmed: VecDeque<Vec<u8>>,
+    unconfirmed_bytes: usize,
+    written: u64,
+    pub truncated: u64,
+    pub connects: u64,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TransportError {
+    let what = what.into();
+    move |e| TransportError::Io(what, e)
+}
+
+/// Accepts any server certificate: only with `tls_danger_accept_invalid_certs = true`.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The rustls client configuration for a TLS sink.
+pub fn tls_config(spec: &TlsSpec) -> Result<Arc<ClientConfig>, TransportError> {
+    let tls = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?;
+    let builder = if spec.danger_accept_invalid_certs {
+        tracing::warn!("TLS certificate verification is OFF for a syslog sink (tls_danger_accept_invalid_certs)");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &spec.ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+                for c in certs {
+                    let c =
+                        c.map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| TransportError::Tls(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(TransportError::Tls(
+                "no trusted CA certificates (set tls_ca_file)".into(),
+            ));
+        }
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&spec.client_cert, &spec.client_key) {
+        (Some(cert), Some(key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| TransportError::Tls(format!("{}: {e}", cert.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| TransportError::Tls(format!("{}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| tls(&e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+impl Transport {
+    pub fn new(spec: &SyslogSpec) -> Result<Transport, TransportError> {
+        let tls = match spec.transport {
+            SyslogTransport::Tls => Some(tls_config(&spec.tls)?),
+            _ => None,
+        };
+        Ok(Transport {
+            spec: spec.clone(),
+            tls,
+            conn: None,
+            unconfirmed: VecDeque::new(),
+            unconfirmed_bytes: 0,
+            written: 0,
+            truncated: 0,
+            connects: 0,
+        })
+    }
+
+    fn connect(&mut self) -> Result<Conn, TransportError> {
+        let addr = format!("{}:{}", self.spec.host, self.spec.port);
+        let addrs: Vec<_> = (self.spec.host.as_str(), self.spec.port)
+            .to_socket_addrs()
+            .map_err(io_err(format!("resolve {addr}")))?
+            .collect();
+        self.connects += 1;
+        if self.spec.transport == SyslogTransport::Udp {
+            let bind = if addrs.first().is_some_and(|a| a.is_ipv6()) {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let s = UdpSocket::bind(bind).map_err(io_err("bind UDP socket"))?;
+            s.connect(&addrs[..])
+                .map_err(io_err(format!("connect {addr}")))?;
+            return Ok(Conn::Udp(s));
+        }
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let mut stream = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or_else(|| TransportError::Io(format!("connect {addr}"), last))?;
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(io_err("socket option"))?;
+        stream.set_nodelay(false).ok();
+        match &self.tls {
+            None => Ok(Conn::Tcp(stream)),
+            Some(config) => {
+                let name = self
+                    .spec
+                    .tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| self.spec.host.clone());
+                let name =
+                    ServerName::try_from(name).map_err(|e| TransportError::Tls(e.to_string()))?;
+                let client = ClientConnection::new(config.clone(), name)
+                    .map_err(|e| TransportError::Tls(e.to_string()))?;
+                let mut tls = StreamOwned::new(client, stream);
+                // Complete the handshake now, so a certificate problem is reported as such.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| TransportError::Tls(format!("handshake with {addr}: {e}")))?;
+                }
+                Ok(Conn::Tls(Box::new(tls)))
+            }
+        }
+    }
+
+    /// Frame a message for the stream transports (RFC 6587).
+    fn frame(&self, msg: &[u8]) -> Vec<u8> {
+        match self.spec.framing {
+            Framing::OctetCounting => {
+                let mut f = format!("{} ", msg.len()).into_bytes();
+                f.extend_from_slice(msg);
+                f
+            }
+            Framing::Lf => {
+                let mut f = msg.to_vec();
+                f.push(b'\n');
+                f
+            }
+        }
+    }
+
+    /// A stream connection whose peer closed (EOF, reset, or unexpected data) is dead.
+    fn peer_gone(conn: &Conn) -> bool {
+        let Some(s) = conn.tcp() else { return false };
+        if s.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        let gone = match s.peek(&mut b) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        let _ = s.set_nonblocking(false);
+        gone
+    }
+
+    /// Send one message. On failure the connection is dropped and the error returned; the messages
+    /// that may not have arrived are then in [`Transport::take_unconfirmed`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect()?);
+        }
+        let framed = match self.spec.transport {
+            SyslogTransport::Udp => Vec::new(),
+            _ => self.frame(msg),
+        };
+        let result = match self.conn.as_mut() {
+            Some(Conn::Udp(s)) => {
+                let max = self.spec.max_datagram_bytes;
+                if msg.len() > max {
+                    self.truncated += 1;
+                    let mut cut = max.saturating_sub(TRUNCATION_MARKER.len());
+                    // Cut on a UTF-8 boundary.
+                    while cut > 0 && (msg[cut] & 0xc0) == 0x80 {
+                        cut -= 1;
+                    }
+                    let mut d = msg[..cut].to_vec();
+                    d.extend_from_slice(TRUNCATION_MARKER);
+                    s.send(&d).map(|_| ())
+                } else {
+                    s.send(msg).map(|_| ())
+                }
+            }
+            Some(conn) => {
+                let res = match conn {
+                    Conn::Tcp(s) => s.write_all(&framed),
+                    Conn::Tls(s) => s.write_all(&framed).and_then(|_| s.flush()),
+                    Conn::Udp(_) => Ok(()),
+                };
+                self.written += 1;
+                match res {
+                    Ok(()) if self.written % LIVENESS_EVERY == 0 && Self::peer_gone(conn) => {
+                        Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "receiver closed the connection",
+                        ))
+                    }
+                    other => other,
+                }
+            }
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                if self.spec.transport != SyslogTransport::Udp {
+                    self.remember(msg);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if self.spec.transport != SyslogTransport::Udp {
+                    // The failed message is unconfirmed too.
+                    self.remember(msg);
+                }
+                self.conn = None;
+                Err(TransportError::Io(
+                    format!("send to {}", self.spec.address),
+                    e,
+                ))
+            }
+        }
+    }
+
+    fn remember(&mut self, msg: &[u8]) {
+        self.unconfirmed_bytes += msg.len();
+        self.unconfirmed.push_back(msg.to_vec());
+        while self.unconfirmed_bytes > RESEND_WINDOW {
+            if let Some(m) = self.unconfirmed.pop_front() {
+                self.unconfirmed_bytes -= m.len();
+            }
+        }
+    }
+
+    /// After a failure: the messages written on the dead connection, oldest first.
+    pub fn take_unconfirmed(&mut self) -> Vec<Vec<u8>> {
+        self.unconfirmed_bytes = 0;
+        self.unconfirmed.drain(..).collect()
+    }
+
+    /// Check the connection is still alive (a receiver that went away is found before the next
+    /// alert, not after it).
+    pub fn check_alive(&mut self) -> bool {
+        match &self.conn {
+            Some(c) if Self::peer_gone(c) => {
+                self.conn = None;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Close the connection cleanly (TLS close_notify).
+    pub fn close(&mut self) {
+        if let Some(Conn::Tls(mut s)) = self.conn.take() {
+            s.conn.send_close_notify();
+            let _ = s.conn.complete_io(&mut s.sock);
+        }
+    }
+}
