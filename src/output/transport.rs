@@ -279,8 +279,20 @@ impl Transport {
     }
 
     /// Send one message. On failure the connection is dropped and the error returned; the messages
-    /// that may not have arrived are then in [`Transport::take_unconfirmed`].
+    /// that may not have arrived, this one included, are then in [`Transport::take_unconfirmed`].
     pub fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
+        let result = self.try_send(msg);
+        // Stream transports keep what they wrote for resending; any transport keeps what failed.
+        if result.is_err() || self.spec.transport != SyslogTransport::Udp {
+            self.remember(msg);
+        }
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn try_send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }
@@ -324,25 +336,7 @@ impl Transport {
             }
             None => Ok(()),
         };
-        match result {
-            Ok(()) => {
-                if self.spec.transport != SyslogTransport::Udp {
-                    self.remember(msg);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if self.spec.transport != SyslogTransport::Udp {
-                    // The failed message is unconfirmed too.
-                    self.remember(msg);
-                }
-                self.conn = None;
-                Err(TransportError::Io(
-                    format!("send to {}", self.spec.address),
-                    e,
-                ))
-            }
-        }
+        result.map_err(|e| TransportError::Io(format!("send to {}", self.spec.address), e))
     }
 
     fn remember(&mut self, msg: &[u8]) {

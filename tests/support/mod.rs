@@ -2,6 +2,7 @@
 
 pub mod eslogger;
 pub mod kextpolicy;
+pub mod rsyslog;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
