@@ -51,6 +51,13 @@ enum Command {
     },
     /// Validate a config file; exits non-zero with the error's file, line and key.
     CheckConfig { file: PathBuf },
+    /// Send a clearly marked synthetic alert through the configured outputs, to prove the route to
+    /// the SIEM end to end; prints where it went and exits 1 if any output could not deliver it.
+    TestAlert {
+        /// Config file (its [[output]] tables); default: the shipped config (stdout).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// List every kext under the roots with its signing identity (default root: /Library/Extensions).
     Inventory {
         roots: Vec<PathBuf>,
@@ -233,6 +240,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{summary}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::TestAlert { config } => {
+            let config = load_config(config.as_deref())?;
+            let mut outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            let alert = kextwatch::alert::test_alert(kextwatch::replay::now_rfc3339(), &host);
+            outputs.write(&alert)?;
+            outputs.finish(std::time::Duration::from_secs(10))?;
+            let (writers, syslog) = outputs.report();
+            for w in writers {
+                eprintln!("test alert written to {w}");
+            }
+            let mut failed = false;
+            for s in syslog {
+                if s.spool_depth == 0 && s.written > 0 {
+                    eprintln!("test alert delivered to {}", s.name);
+                } else {
+                    failed = true;
+                    eprintln!(
+                        "test alert NOT delivered to {} ({}); it is spooled and will be retried",
+                        s.name,
+                        s.last_error.as_deref().unwrap_or("no error recorded")
+                    );
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Inventory {
             roots,

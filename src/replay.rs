@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use std::time::Instant;
 
 use crate::alert::{Alert, Severity};
 use crate::detect::{Engine, EngineStats, KextInterest};
@@ -33,6 +34,36 @@ impl Summary {
     pub fn alerts(&self) -> u64 {
         self.alerts_by_severity.values().sum()
     }
+
+    /// The counters a heartbeat carries, so a SOC can see kextwatch is alive and what it covers.
+    pub fn heartbeat(&self, timestamp: &str, source: &str) -> serde_json::Value {
+        let i = &self.input;
+        serde_json::json!({
+            "@timestamp": timestamp,
+            "event": {"kind": "heartbeat"},
+            "kextwatch": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "sources": {source: {
+                    "lines": i.lines,
+                    "events_analysed": i.decoded,
+                    "events_skipped": i.skipped(),
+                    "malformed": i.malformed,
+                    "drops_seq_gaps": i.seq_gap_events,
+                }},
+                "alerts": self.alerts_by_severity.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>(),
+                "folded": self.engine.folded,
+                "sinks": self.sinks,
+            }
+        })
+    }
+}
+
+/// The wall-clock time, for heartbeats (alerts carry their events' times).
+pub fn now_rfc3339() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    crate::detect::format_time(ns)
 }
 
 /// How long a replay waits at the end for syslog sinks to deliver what they spooled.
@@ -57,13 +88,20 @@ pub fn replay(
     let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
     let mut progress = progress;
 
-    let mut emit = |alerts: &mut Vec<Alert>, outputs: &mut Outputs| -> Result<(), OutputError> {
+    let heartbeat_every = engine.config().daemon.heartbeat_interval;
+    let mut next_heartbeat = Instant::now() + heartbeat_every;
+
+    fn emit(
+        alerts: &mut Vec<Alert>,
+        outputs: &mut Outputs,
+        by_severity: &mut BTreeMap<Severity, u64>,
+    ) -> Result<(), OutputError> {
         for a in alerts.drain(..) {
             *by_severity.entry(a.severity).or_default() += 1;
             outputs.write(&a)?;
         }
         Ok(())
-    };
+    }
 
     while let Some((line_no, line)) = reader.next_line().map_err(ReplayError::Read)? {
         if let Some(ev) = decoder.decode(line_no, line) {
@@ -72,7 +110,7 @@ pub fn replay(
             }
             engine.process(&ev, &mut alerts);
             if !alerts.is_empty() {
-                emit(&mut alerts, outputs)?;
+                emit(&mut alerts, outputs, &mut by_severity)?;
                 // Alerts are rare; flushing each batch lets `eslogger | kextwatch replay -` show
                 // them as they happen.
                 outputs.flush()?;
@@ -83,9 +121,20 @@ pub fn replay(
                 p(reader.bytes());
             }
         }
+        if line_no % 1024 == 0 && Instant::now() >= next_heartbeat {
+            next_heartbeat = Instant::now() + heartbeat_every;
+            let summary = Summary {
+                input: decoder.stats.clone(),
+                engine: engine.stats(),
+                alerts_by_severity: by_severity.clone(),
+                sinks: outputs.report().1,
+            };
+            let now = now_rfc3339();
+            outputs.heartbeat(&now, &summary.heartbeat(&now, "replay"))?;
+        }
     }
     engine.finish(&mut alerts);
-    emit(&mut alerts, outputs)?;
+    emit(&mut alerts, outputs, &mut by_severity)?;
     outputs.finish(FINISH_DEADLINE)?;
     if let Some(p) = progress.as_mut() {
         p(reader.bytes());

@@ -364,3 +364,120 @@ fn spool_survives_a_restart_and_drains() {
     assert_eq!(out.report().1[0].spool_depth, 0);
     assert_complete_in_order(&r.wait_lines(500, WAIT), 500);
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
+
+fn config_file(dir: &Path, outputs: &str) -> std::path::PathBuf {
+    let p = dir.join("kextwatch.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n\n{outputs}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn replay_delivers_to_the_siem_through_the_configured_sink() {
+    let r = Rsyslog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        &sink(&format!("127.0.0.1:{}", r.tcp), "payload = \"json\""),
+    );
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kext-attack.jsonl");
+    let out = std::process::Command::new(BIN)
+        .args(["replay", sample, "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "alerts go to the configured sink only"
+    );
+    // This config has no allowlist, so the MDM agent's kmutil is reported too: 11 alerts.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("alerts: 11 "), "{stderr}");
+    let lines = r.wait_lines(11, WAIT);
+    assert_eq!(lines.len(), 11);
+    let rules: Vec<String> = lines
+        .iter()
+        .map(|l| parse_5424(l).1["rule"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(rules.contains(&"KW-4002".to_string()), "{rules:?}");
+    assert!(stderr.contains(": 11 written"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("syslog tcp://127.0.0.1:"));
+}
+
+#[test]
+fn test_alert_proves_the_route_or_says_it_failed() {
+    let r = Rsyslog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), &sink(&format!("127.0.0.1:{}", r.tcp), ""));
+    let out = std::process::Command::new(BIN)
+        .args(["test-alert", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("test alert delivered to syslog tcp://127.0.0.1:"));
+    let lines = r.wait_lines(1, WAIT);
+    let (m, body) = parse_5424(&lines[0]);
+    assert_eq!(m.msgid.as_deref(), Some("test"));
+    assert_eq!(body["kextwatch"]["test"], true);
+    assert_eq!(body["rule"]["id"], "KW-0000");
+
+    // Nothing listening: exit 1, and it says so.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config_file(dir.path(), &sink(&format!("127.0.0.1:{port}"), ""));
+    let out = std::process::Command::new(BIN)
+        .args(["test-alert", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NOT delivered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn heartbeats_carry_counters() {
+    let r = Rsyslog::start();
+    let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{}", r.tcp), ""), None);
+    let summary = support::run_with(b"", Config::default_config()).1;
+    out.heartbeat(
+        "2026-11-26T12:00:00Z",
+        &summary.heartbeat("2026-11-26T12:00:00Z", "replay"),
+    )
+    .unwrap();
+    out.finish(WAIT).unwrap();
+    let lines = r.wait_lines(1, WAIT);
+    let m = syslog_rfc5424::parse_message(&lines[0]).unwrap();
+    assert_eq!(m.msgid.as_deref(), Some("heartbeat"));
+    assert_eq!(m.sd["kextwatch@32473"]["type"], "heartbeat");
+    let body: Value = serde_json::from_str(&m.msg).unwrap();
+    assert_eq!(body["event"]["kind"], "heartbeat");
+    assert!(body["kextwatch"]["sources"]["replay"]["malformed"].is_u64());
+}

@@ -185,6 +185,27 @@ pub struct Extra {
     /// Present on a follow-up alert that reports duplicates folded into an earlier one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<Folded>,
+    /// Set only on the synthetic alert of `kextwatch test-alert`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
+}
+
+/// The clearly marked synthetic alert `kextwatch test-alert` sends to prove the route to the SIEM.
+pub fn test_alert(timestamp: String, host: &str) -> Alert {
+    Alert {
+        timestamp,
+        severity: Severity::Low,
+        rule: Rule { id: "KW-0000", name: "kextwatch test alert (synthetic)" },
+        threat: Threat { framework: "MITRE ATT&CK", technique: Technique { id: Vec::new() } },
+        reasons: vec![format!(
+            "synthetic test alert sent by `kextwatch test-alert` on {host}: it proves the route to the SIEM and needs no action"
+        )],
+        event: EventInfo { kind: "alert", action: "test-alert", sequence: None },
+        process: None,
+        file: None,
+        user: None,
+        kextwatch: Extra { kext: None, evidence: Vec::new(), folded: None, test: true },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -373,6 +373,7 @@ fn alert_from(
             kext: f.kext,
             evidence: all_evidence,
             folded: None,
+            test: false,
         },
     }
 }

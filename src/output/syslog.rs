@@ -30,6 +30,9 @@ pub fn syslog_severity(s: Severity) -> u8 {
 
 /// MSGID by rule family, so receivers can route without parsing the payload.
 pub fn msgid(rule_id: &str) -> &'static str {
+    if rule_id == "KW-0000" {
+        return "test";
+    }
     match rule_id.get(..4) {
         Some("KW-1") => "kext-tool",
         Some("KW-2") => "kext-file",
