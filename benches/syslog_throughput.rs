@@ -44,7 +44,10 @@ fn rate(n: usize, d: Duration) -> f64 {
 }
 
 fn main() {
-    let n: usize = std::env::var("KEXTWATCH_BENCH_ALERTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::var("KEXTWATCH_BENCH_ALERTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let alert: Alert = {
         let mut a = test_alert("2026-11-26T12:00:00.123456789Z".into(), "bench");
         a.reasons.push("a realistic reason of about the usual length for a kext alert, with a path /Library/Extensions/X.kext".into());
@@ -90,7 +93,10 @@ fn main() {
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
-    let cfg = sink(&format!("127.0.0.1:{dead_port}"), "spool_max_bytes = 1099511627776");
+    let cfg = sink(
+        &format!("127.0.0.1:{dead_port}"),
+        "spool_max_bytes = 1099511627776",
+    );
     let mut out = outputs(&cfg, Some(state.path()));
     let t = Instant::now();
     for _ in 0..n {
@@ -107,10 +113,34 @@ fn main() {
     let drain = t.elapsed();
     assert_eq!(out.report().1[0].spool_depth, 0);
 
-    println!("{n} alerts of {} bytes (RFC 5424, JSON payload), loopback, one run:", msg.len());
-    println!("  {:<46} {:>12.0} alerts/s", "framed bytes to a local socket (the limit)", rate(n, baseline));
-    println!("  {:<46} {:>12.0} alerts/s  ({:.0} % of the limit)", "kextwatch -> rsyslog, TCP octet counting", rate(n, tcp), baseline.as_secs_f64() / tcp.as_secs_f64() * 100.0);
-    println!("  {:<46} {:>12.0} alerts/s", "kextwatch -> rsyslog, TLS", rate(n, tls));
-    println!("  {:<46} {:>12.0} alerts/s", "spool write (receiver down)", rate(n, spool_write));
-    println!("  {:<46} {:>12.0} alerts/s", "spool drain after restart", rate(n, drain));
+    println!(
+        "{n} alerts of {} bytes (RFC 5424, JSON payload), loopback, one run:",
+        msg.len()
+    );
+    println!(
+        "  {:<46} {:>12.0} alerts/s",
+        "framed bytes to a local socket (the limit)",
+        rate(n, baseline)
+    );
+    println!(
+        "  {:<46} {:>12.0} alerts/s  ({:.0} % of the limit)",
+        "kextwatch -> rsyslog, TCP octet counting",
+        rate(n, tcp),
+        baseline.as_secs_f64() / tcp.as_secs_f64() * 100.0
+    );
+    println!(
+        "  {:<46} {:>12.0} alerts/s",
+        "kextwatch -> rsyslog, TLS",
+        rate(n, tls)
+    );
+    println!(
+        "  {:<46} {:>12.0} alerts/s",
+        "spool write (receiver down)",
+        rate(n, spool_write)
+    );
+    println!(
+        "  {:<46} {:>12.0} alerts/s",
+        "spool drain after restart",
+        rate(n, drain)
+    );
 }

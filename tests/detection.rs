@@ -700,3 +700,23 @@ fn kext_collection_rebuilds_are_reported() {
     );
     assert_eq!(rule(&run(&c.out)[0]), "KW-1003");
 }
+
+#[test]
+fn huge_arguments_are_clipped_in_alerts() {
+    let mut c = Capture::new(9);
+    let big = format!("/tmp/{}", "é".repeat(60_000));
+    let many: Vec<String> = (0..1000).map(|i| format!("-x{i}")).collect();
+    let mut args: Vec<&str> = vec!["kextload", &big];
+    args.extend(many.iter().map(String::as_str));
+    sudo_exec(&mut c, "/sbin/kextload", "com.apple.kextload", &args);
+    let alerts = run(&c.out);
+    let json = serde_json::to_string(&alerts[0]).unwrap();
+    assert!(json.len() < 64 * 1024, "{} bytes", json.len());
+    let a = alerts[0]["process"]["args"].as_array().unwrap();
+    assert_eq!(a.len(), 257);
+    assert!(a[1]
+        .as_str()
+        .unwrap()
+        .ends_with("more bytes clipped by kextwatch]"));
+    assert_eq!(a[256], "...[746 more arguments clipped by kextwatch]");
+}

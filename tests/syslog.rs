@@ -481,3 +481,63 @@ fn heartbeats_carry_counters() {
     assert_eq!(body["event"]["kind"], "heartbeat");
     assert!(body["kextwatch"]["sources"]["replay"]["malformed"].is_u64());
 }
+
+#[test]
+fn hostile_values_and_100_kb_arguments_over_every_stream_transport() {
+    // An exec whose argument is 100 kB with every character that could break framing or fields.
+    let mut c = Capture::new(9);
+    let sudo = cast::sudo();
+    let hostile = format!(
+        "/tmp/x\n<13>1 - forged - - - - second message\r]\"\\|={}",
+        "A".repeat(100_000)
+    );
+    c.exec(
+        &sudo,
+        &sudo.exec_into("/sbin/kextload", "com.apple.kextload"),
+        &["kextload", &hostile],
+        "/tmp",
+    );
+    let mut engine = Engine::new(Config::default_config());
+    let mut big = Vec::new();
+    engine.process(&support::event(&c.out), &mut big);
+    let mut all = alerts();
+    all.extend(big);
+    assert_eq!(all.len(), 3);
+
+    for extra in [
+        "transport = \"tcp\"",
+        "transport = \"tcp\"\nframing = \"lf\"",
+        "transport = \"tls\"\ntls_danger_accept_invalid_certs = true",
+    ] {
+        let r = Rsyslog::start();
+        let port = if extra.contains("tls") { r.tls } else { r.tcp };
+        let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{port}"), extra), None);
+        for a in &all {
+            out.write(a).unwrap();
+        }
+        out.finish(WAIT).unwrap();
+        let lines = r.wait_lines(3, WAIT);
+        std::thread::sleep(Duration::from_millis(200));
+        let lines_after = r.wait_lines(3, WAIT);
+        let short: Vec<String> = lines_after
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}..{} ({} bytes)",
+                    &l[..l.len().min(120)],
+                    &l[l.len().saturating_sub(60)..],
+                    l.len()
+                )
+            })
+            .collect();
+        assert_eq!(
+            (lines.len(), lines_after.len()),
+            (3, 3),
+            "{extra}: exactly one message per alert: {short:#?}"
+        );
+        for (line, a) in lines.iter().zip(&all) {
+            let (_, body) = parse_5424(line);
+            assert_eq!(body, serde_json::to_value(a).unwrap(), "{extra}");
+        }
+    }
+}

@@ -190,6 +190,62 @@ pub struct Extra {
     pub test: bool,
 }
 
+/// Longest string from an event an alert carries, and most arguments: a 100 kB argument must not make
+/// a 500 kB alert that SIEM relays split or drop. Clipped values end with a marker.
+pub const MAX_FIELD_BYTES: usize = 4096;
+pub const MAX_ARGS: usize = 256;
+
+fn clip(s: &mut String) {
+    if s.len() <= MAX_FIELD_BYTES {
+        return;
+    }
+    let mut cut = MAX_FIELD_BYTES;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("...[{dropped} more bytes clipped by kextwatch]"));
+}
+
+fn clip_args(args: &mut Option<Vec<String>>) {
+    if let Some(a) = args {
+        if a.len() > MAX_ARGS {
+            let n = a.len() - MAX_ARGS;
+            a.truncate(MAX_ARGS);
+            a.push(format!("...[{n} more arguments clipped by kextwatch]"));
+        }
+        a.iter_mut().for_each(clip);
+    }
+}
+
+impl Alert {
+    /// Bound every string that came from an event (see [`MAX_FIELD_BYTES`]).
+    pub fn clip_fields(&mut self) {
+        self.reasons.iter_mut().for_each(clip);
+        if let Some(p) = &mut self.process {
+            clip(&mut p.executable);
+            clip(&mut p.name);
+            clip_args(&mut p.args);
+            p.working_directory.as_mut().map(clip);
+            p.parent.executable.as_mut().map(clip);
+        }
+        if let Some(f) = &mut self.file {
+            clip(&mut f.path);
+            f.source_path.as_mut().map(clip);
+        }
+        if let Some(k) = &mut self.kextwatch.kext {
+            clip(&mut k.bundle_id);
+        }
+        for e in &mut self.kextwatch.evidence {
+            e.executable.as_mut().map(clip);
+            clip_args(&mut e.args);
+            e.path.as_mut().map(clip);
+            e.kext_bundle_id.as_mut().map(clip);
+        }
+    }
+}
+
 /// The clearly marked synthetic alert `kextwatch test-alert` sends to prove the route to the SIEM.
 pub fn test_alert(timestamp: String, host: &str) -> Alert {
     Alert {

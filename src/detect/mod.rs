@@ -353,7 +353,7 @@ fn alert_from(
     }
     let mut all_evidence = f.related;
     all_evidence.push(evidence);
-    Alert {
+    let mut alert = Alert {
         timestamp: format_time(time_ns),
         severity: f.severity,
         rule: crate::alert::Rule {
@@ -375,5 +375,7 @@ fn alert_from(
             folded: None,
             test: false,
         },
-    }
+    };
+    alert.clip_fields();
+    alert
 }

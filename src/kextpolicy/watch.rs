@@ -130,9 +130,12 @@ impl Poller {
             return Poll::Failed(ReadError::Other(self.path.clone(), "no connection".into()));
         };
         self.reads += 1;
+        // Taken before the read: a commit landing during the read then shows as a new version at
+        // the next poll (a harmless extra read). Taken after, it would be missed until the next commit.
+        let version_before = data_version(conn).unwrap_or(self.data_version);
         match read_snapshot(conn, &self.path) {
             Ok(snap) => {
-                self.data_version = data_version(conn).unwrap_or(self.data_version);
+                self.data_version = version_before;
                 self.db_stamp = Some(db);
                 self.wal_stamp = wal;
                 Poll::Changed(snap)
