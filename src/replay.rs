@@ -36,7 +36,15 @@ impl Summary {
     }
 
     /// The counters a heartbeat carries, so a SOC can see kextwatch is alive and what it covers.
-    pub fn heartbeat(&self, timestamp: &str, source: &str) -> serde_json::Value {
+    /// `kextpolicy_readable` is `None` when no KextPolicy is watched; `config_generation` counts
+    /// configs loaded (1 until a reload).
+    pub fn heartbeat(
+        &self,
+        timestamp: &str,
+        source: &str,
+        kextpolicy_readable: Option<bool>,
+        config_generation: u64,
+    ) -> serde_json::Value {
         let i = &self.input;
         serde_json::json!({
             "@timestamp": timestamp,
@@ -53,6 +61,8 @@ impl Summary {
                 "alerts": self.alerts_by_severity.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>(),
                 "folded": self.engine.folded,
                 "sinks": self.sinks,
+                "kextpolicy_readable": kextpolicy_readable,
+                "config_generation": config_generation,
             }
         })
     }
@@ -130,7 +140,7 @@ pub fn replay(
                 sinks: outputs.report().1,
             };
             let now = now_rfc3339();
-            outputs.heartbeat(&now, &summary.heartbeat(&now, "replay"))?;
+            outputs.heartbeat(&now, &summary.heartbeat(&now, "replay", None, 1))?;
         }
     }
     engine.finish(&mut alerts);

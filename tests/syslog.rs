@@ -469,7 +469,7 @@ fn heartbeats_carry_counters() {
     let summary = support::run_with(b"", Config::default_config()).1;
     out.heartbeat(
         "2026-11-26T12:00:00Z",
-        &summary.heartbeat("2026-11-26T12:00:00Z", "replay"),
+        &summary.heartbeat("2026-11-26T12:00:00Z", "replay", Some(true), 3),
     )
     .unwrap();
     out.finish(WAIT).unwrap();
@@ -480,6 +480,14 @@ fn heartbeats_carry_counters() {
     let body: Value = serde_json::from_str(&m.msg).unwrap();
     assert_eq!(body["event"]["kind"], "heartbeat");
     assert!(body["kextwatch"]["sources"]["replay"]["malformed"].is_u64());
+    assert_eq!(
+        (
+            body["kextwatch"]["kextpolicy_readable"].clone(),
+            body["kextwatch"]["config_generation"].clone()
+        ),
+        (Value::Bool(true), Value::from(3))
+    );
+    assert!(body["kextwatch"]["sinks"].is_array());
 }
 
 #[test]
