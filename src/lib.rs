@@ -10,6 +10,9 @@ pub mod event;
 pub mod inventory;
 pub mod kextpolicy;
 pub mod output;
+pub mod profile;
 pub mod replay;
 pub mod signing;
 pub mod source;
+#[cfg(target_os = "macos")]
+pub mod sysext;

@@ -67,11 +67,45 @@ enum Command {
         #[arg(long, conflicts_with = "format")]
         baseline: bool,
     },
+    /// Write a .mobileconfig for MDM: system extension policy, Full Disk Access, background items.
+    Profile {
+        /// Your Developer Team ID (the one that signs kextwatch).
+        #[arg(long)]
+        team_id: String,
+        /// The system extension's bundle id (com.kextwatch.app.agent as packaged).
+        #[arg(long)]
+        bundle_id: String,
+        /// A config file to deliver as managed preferences (validated first).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// PayloadOrganization shown to users.
+        #[arg(long, default_value = "kextwatch")]
+        organization: String,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Activate, deactivate or show the Endpoint Security system extension (macOS; run from
+    /// Kextwatch.app's own binary).
+    Sysext {
+        #[command(subcommand)]
+        command: SysextCommand,
+    },
     /// Inspect the KextPolicy database.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum SysextCommand {
+    /// Ask macOS to activate the extension (waits for user or MDM approval).
+    Activate,
+    /// Ask macOS to deactivate it.
+    Deactivate,
+    /// Show the app's extensions and whether they are enabled.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -241,6 +275,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Profile {
+            team_id,
+            bundle_id,
+            config,
+            organization,
+            output,
+        } => {
+            let config_toml = match &config {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            let profile = kextwatch::profile::build(&kextwatch::profile::ProfileRequest {
+                team_id: &team_id,
+                bundle_id: &bundle_id,
+                config_toml: config_toml.as_deref(),
+                organization: &organization,
+            })?;
+            let xml = kextwatch::profile::to_xml(&profile);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &xml)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    eprintln!(
+                        "wrote {} (unsigned: sign it, or let your MDM sign it, before deploying)",
+                        path.display()
+                    );
+                }
+                None => {
+                    use std::io::Write as _;
+                    io::stdout().write_all(&xml)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sysext { command } => sysext(command),
         Command::TestAlert { config } => {
             let config = load_config(config.as_deref())?;
             let mut outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
@@ -387,4 +459,47 @@ fn replay_input(
         }
         None => replay(reader, engine, enricher, outputs, None),
     }
+}
+
+#[cfg(target_os = "macos")]
+fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
+    use kextwatch::sysext::{request, status, Progress};
+    const APP: &str = "com.kextwatch.app";
+    const AGENT: &str = "com.kextwatch.app.agent";
+    let wait = std::time::Duration::from_secs(600);
+    let say = |p: &Progress| {
+        match p {
+        Progress::NeedsUserApproval => eprintln!(
+            "waiting for approval: System Settings > General > Login Items & Extensions (or an MDM system-extension profile)"
+        ),
+        Progress::Completed => eprintln!("done"),
+        Progress::WillCompleteAfterReboot => eprintln!("done; takes effect after a reboot"),
+        Progress::Failed(e) => eprintln!("failed: {e}"),
+    }
+    };
+    let outcome = match command {
+        SysextCommand::Activate => request(AGENT, true, wait, say).map_err(anyhow::Error::msg)?,
+        SysextCommand::Deactivate => {
+            request(AGENT, false, wait, say).map_err(anyhow::Error::msg)?
+        }
+        SysextCommand::Status => {
+            for (id, version, enabled) in status(APP).map_err(anyhow::Error::msg)? {
+                println!(
+                    "{id} {version} {}",
+                    if enabled { "enabled" } else { "not enabled" }
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    Ok(if matches!(outcome, Progress::Failed(_)) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(not(target_os = "macos"))]
+fn sysext(_: SysextCommand) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`kextwatch sysext` manages a macOS system extension and runs only on macOS")
 }

@@ -1,0 +1,328 @@
+//! Packaging: every plist the project ships or generates parses (plist crate and Python's plistlib),
+//! carries the keys Apple's schemas require with the right types, points at the paths the pkg installs;
+//! the profile generator is deterministic and rejects bad input clearly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use plist::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
+const TEAM: &str = "ABCDE12345";
+const AGENT: &str = "com.kextwatch.app.agent";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// packaging/scripts/layout.env: KEY="value" lines.
+fn layout() -> HashMap<String, String> {
+    std::fs::read_to_string(root().join("packaging/scripts/layout.env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("KW_"))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// Parse with Python's plistlib too (an independent parser); returns its JSON rendering of the keys.
+fn plistlib_keys(path: &Path) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import json, plistlib, sys; d = plistlib.load(open(sys.argv[1], 'rb')); print(json.dumps(sorted(d.keys())))")
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "plistlib rejects {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn load(path: &Path) -> plist::Dictionary {
+    let v = Value::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let keys = plistlib_keys(path);
+    let d = v.into_dictionary().unwrap();
+    let mut ours: Vec<String> = d.keys().cloned().collect();
+    ours.sort();
+    assert_eq!(
+        ours,
+        keys,
+        "plist crate and plistlib disagree on {}",
+        path.display()
+    );
+    d
+}
+
+fn string<'a>(d: &'a plist::Dictionary, k: &str) -> &'a str {
+    d.get(k)
+        .and_then(Value::as_string)
+        .unwrap_or_else(|| panic!("{k} must be a string"))
+}
+
+#[test]
+fn every_shipped_plist_parses_with_both_parsers() {
+    let mut n = 0;
+    let mut stack = vec![root().join("packaging")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("plist" | "entitlements")
+            ) {
+                load(&p);
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(
+        n, 5,
+        "launchd plist, sysext and app Info.plist, two entitlements"
+    );
+}
+
+#[test]
+fn launch_daemon_runs_what_the_pkg_installs() {
+    let l = layout();
+    let d = load(&root().join("packaging/launchd/com.kextwatch.daemon.plist"));
+    assert_eq!(string(&d, "Label"), l["KW_LAUNCHD_LABEL"]);
+    let args: Vec<&str> = d["ProgramArguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_string().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            l["KW_BIN"].as_str(),
+            "run",
+            "--config",
+            l["KW_CONFIG"].as_str()
+        ]
+    );
+    assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
+    assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
+    assert!(d["ThrottleInterval"].as_signed_integer().unwrap() >= 10);
+    assert!(
+        ["Standard", "Interactive", "Adaptive", "Background"].contains(&string(&d, "ProcessType"))
+    );
+    assert!(string(&d, "StandardErrorPath").starts_with(&l["KW_LOG_DIR"]));
+    let assoc: Vec<&str> = d["AssociatedBundleIdentifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_string().unwrap())
+        .collect();
+    assert_eq!(assoc, [l["KW_APP_BUNDLE_ID"].as_str()]);
+    // The daemon must run in the foreground: no self-daemonising flags in its arguments.
+    assert!(!args
+        .iter()
+        .any(|a| a.contains("daemon") || a.contains("background")));
+}
+
+#[test]
+fn system_extension_and_app_bundles_have_the_required_keys() {
+    let l = layout();
+    let ext = load(&root().join("packaging/sysext/Info.plist"));
+    assert_eq!(string(&ext, "CFBundlePackageType"), "SYSX");
+    assert_eq!(string(&ext, "CFBundleIdentifier"), l["KW_SYSEXT_BUNDLE_ID"]);
+    assert_eq!(ext["NSEndpointSecurityEarlyBoot"].as_boolean(), Some(true));
+    let mach = string(&ext, "NSEndpointSecurityMachServiceName");
+    assert!(
+        mach.starts_with("__TEAM_ID__.") && mach.ends_with(".xpc"),
+        "{mach}: build-pkg.sh puts the Team ID in front"
+    );
+    let app = load(&root().join("packaging/app/Info.plist"));
+    assert_eq!(string(&app, "CFBundlePackageType"), "APPL");
+    assert_eq!(string(&app, "CFBundleIdentifier"), l["KW_APP_BUNDLE_ID"]);
+    let agent_ent = load(&root().join("packaging/sysext/agent.entitlements"));
+    assert_eq!(
+        agent_ent["com.apple.developer.endpoint-security.client"].as_boolean(),
+        Some(true)
+    );
+    let app_ent = load(&root().join("packaging/app/app.entitlements"));
+    assert_eq!(
+        app_ent["com.apple.developer.system-extension.install"].as_boolean(),
+        Some(true)
+    );
+}
+
+fn profile(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("profile")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn payloads(p: &plist::Dictionary) -> HashMap<String, plist::Dictionary> {
+    p["PayloadContent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let d = v.as_dictionary().unwrap().clone();
+            (string(&d, "PayloadType").to_string(), d)
+        })
+        .collect()
+}
+
+#[test]
+fn profile_grants_what_the_daemon_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kextwatch.mobileconfig");
+    let out = profile(&[
+        "--team-id",
+        TEAM,
+        "--bundle-id",
+        AGENT,
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = load(&file);
+    assert_eq!(string(&p, "PayloadType"), "Configuration");
+    assert_eq!(string(&p, "PayloadScope"), "System");
+    assert_eq!(p["PayloadVersion"].as_signed_integer(), Some(1));
+    let all = payloads(&p);
+    for (kind, d) in &all {
+        for k in ["PayloadIdentifier", "PayloadUUID", "PayloadDisplayName"] {
+            assert!(d.get(k).and_then(Value::as_string).is_some(), "{kind}: {k}");
+        }
+        assert_eq!(d["PayloadVersion"].as_signed_integer(), Some(1), "{kind}");
+        assert_eq!(string(d, "PayloadUUID").len(), 36);
+    }
+
+    let sx = &all["com.apple.system-extension-policy"];
+    let team_list = |k: &str| -> Vec<String> {
+        sx[k].as_dictionary().unwrap()[TEAM]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_string().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(team_list("AllowedSystemExtensions"), [AGENT]);
+    assert_eq!(
+        team_list("AllowedSystemExtensionTypes"),
+        ["EndpointSecurityExtension"]
+    );
+    assert_eq!(team_list("NonRemovableSystemExtensions"), [AGENT]);
+
+    let tcc = &all["com.apple.TCC.configuration-profile-policy"];
+    let fda = tcc["Services"].as_dictionary().unwrap()["SystemPolicyAllFiles"]
+        .as_array()
+        .unwrap();
+    let ext = fda[0].as_dictionary().unwrap();
+    assert_eq!(
+        (string(ext, "Identifier"), string(ext, "IdentifierType")),
+        (AGENT, "bundleID")
+    );
+    assert!(string(ext, "CodeRequirement")
+        .contains(&format!("certificate leaf[subject.OU] = \"{TEAM}\"")));
+    assert_eq!(ext["StaticCode"].as_boolean(), Some(false));
+    assert_eq!(string(ext, "Authorization"), "Allow");
+    let daemon = fda[1].as_dictionary().unwrap();
+    assert_eq!(
+        (
+            string(daemon, "Identifier"),
+            string(daemon, "IdentifierType")
+        ),
+        (layout()["KW_BIN"].as_str(), "path")
+    );
+
+    let sm = &all["com.apple.servicemanagement"];
+    let rule = sm["Rules"].as_array().unwrap()[0].as_dictionary().unwrap();
+    assert_eq!(
+        (string(rule, "RuleType"), string(rule, "RuleValue")),
+        ("TeamIdentifier", TEAM)
+    );
+}
+
+#[test]
+fn profile_is_deterministic_and_per_team() {
+    let a = profile(&["--team-id", TEAM, "--bundle-id", AGENT]).stdout;
+    let b = profile(&["--team-id", TEAM, "--bundle-id", AGENT]).stdout;
+    assert_eq!(
+        a, b,
+        "same inputs, same bytes: MDM updates replace the profile"
+    );
+    let other = profile(&["--team-id", "ZYXWV98765", "--bundle-id", AGENT]).stdout;
+    let uuids = |x: &[u8]| -> Vec<String> {
+        let v = Value::from_reader_xml(x).unwrap();
+        let d = v.as_dictionary().unwrap().clone();
+        payloads(&d)
+            .values()
+            .map(|p| string(p, "PayloadUUID").to_string())
+            .collect()
+    };
+    let (ua, uo) = (uuids(&a), uuids(&other));
+    assert!(ua.iter().all(|u| !uo.contains(u)));
+}
+
+#[test]
+fn profile_can_carry_a_validated_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\n").unwrap();
+    let out = profile(&[
+        "--team-id",
+        TEAM,
+        "--bundle-id",
+        AGENT,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let d = Value::from_reader_xml(&out.stdout[..])
+        .unwrap()
+        .into_dictionary()
+        .unwrap();
+    let c = &payloads(&d)["com.kextwatch"];
+    assert_eq!(
+        string(c, "ConfigTOML"),
+        "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\n"
+    );
+
+    std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"bad\"]\n").unwrap();
+    let out = profile(&[
+        "--team-id",
+        TEAM,
+        "--bundle-id",
+        AGENT,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allowlist.team_ids[0]"));
+}
+
+#[test]
+fn profile_rejects_bad_identifiers_clearly() {
+    for (team, bundle, want) in [
+        ("abcde12345", AGENT, "is not an Apple Team ID"),
+        ("ABCDE1234", AGENT, "is not an Apple Team ID"),
+        (TEAM, "", "is not a bundle identifier"),
+        (TEAM, "no dots or spaces", "is not a bundle identifier"),
+        (TEAM, "com.example.\"inject\"", "is not a bundle identifier"),
+    ] {
+        let out = profile(&["--team-id", team, "--bundle-id", bundle]);
+        assert_eq!(out.status.code(), Some(1), "{team} {bundle}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
