@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod enrich;
 pub mod event;

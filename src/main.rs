@@ -49,6 +49,28 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the detection daemon in the foreground (launchd runs it; stop with SIGTERM, reload the
+    /// config with SIGHUP).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Event source: es (Endpoint Security), eslogger, or replay:PATH (a file, or a FIFO that is
+        /// followed).
+        #[arg(long, default_value = "eslogger")]
+        source: kextwatch::daemon::SourceSpec,
+        /// The eslogger binary.
+        #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
+        eslogger: PathBuf,
+    },
+    /// Show the running daemon's health and counters (from its status file).
+    Status {
+        /// Config file (for the state directory); default: the shipped config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file; exits non-zero with the error's file, line and key.
     CheckConfig { file: PathBuf },
     /// Send a clearly marked synthetic alert through the configured outputs, to prove the route to
@@ -313,6 +335,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sysext { command } => sysext(command),
+        Command::Run {
+            config,
+            source,
+            eslogger,
+        } => {
+            kextwatch::daemon::run(kextwatch::daemon::DaemonOptions {
+                config_path: config,
+                source,
+                eslogger,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json } => {
+            let config = load_config(config.as_deref())?;
+            let path = config.daemon.state_dir.join(kextwatch::daemon::STATUS_FILE);
+            let status = kextwatch::daemon::Status::read(&path).map_err(|e| {
+                anyhow::anyhow!("no status from a daemon ({e}); is `kextwatch run` running?")
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status_text(&status));
+            }
+            Ok(if status.running {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::TestAlert { config } => {
             let config = load_config(config.as_deref())?;
             let mut outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
@@ -502,4 +553,55 @@ fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
 #[cfg(not(target_os = "macos"))]
 fn sysext(_: SysextCommand) -> anyhow::Result<ExitCode> {
     anyhow::bail!("`kextwatch sysext` manages a macOS system extension and runs only on macOS")
+}
+
+fn status_text(s: &kextwatch::daemon::Status) -> String {
+    let mut out = format!(
+        "kextwatch {} (pid {}), since {}, updated {}\n",
+        if s.running { "running" } else { "stopped" },
+        s.pid,
+        s.started,
+        s.updated
+    );
+    out += &format!(
+        "source {}: {} (restarts {})\n",
+        s.source, s.source_state, s.source_restarts
+    );
+    out += &format!(
+        "events: {} lines, {} analysed, {} dropped (queue full), {} malformed, {} missing by sequence gaps\n",
+        s.lines_read, s.events_analysed, s.events_dropped, s.malformed, s.seq_gap_events
+    );
+    let alerts: Vec<String> = Severity::ALL
+        .iter()
+        .rev()
+        .map(|sev| format!("{sev} {}", s.alerts.get(sev.as_str()).copied().unwrap_or(0)))
+        .collect();
+    out += &format!("alerts: {}\n", alerts.join(", "));
+    out += &format!("config generation {}", s.config_generation);
+    if let Some(e) = &s.last_config_error {
+        out += &format!(" (last reload rejected: {e})");
+    }
+    out += "\n";
+    match s.kextpolicy_readable {
+        Some(true) => out += "KextPolicy: readable\n",
+        Some(false) => out += "KextPolicy: NOT readable\n",
+        None => {}
+    }
+    for o in &s.outputs {
+        out += &format!("output {o}\n");
+    }
+    for k in &s.sinks {
+        out += &format!(
+            "output {}: {} written, {} spooled now, {} evicted{}\n",
+            k.name,
+            k.written,
+            k.spool_depth,
+            k.spool_evicted,
+            k.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    out
 }

@@ -30,6 +30,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KextPolicySettings {
+    /// Watch the database (the daemon); off where there is none to watch.
+    pub enabled: bool,
     /// The KextPolicy database, opened read-only.
     pub path: PathBuf,
     pub poll_interval: Duration,
@@ -43,6 +45,9 @@ pub struct DaemonSettings {
     pub state_dir: PathBuf,
     /// How often each syslog sink receives a heartbeat with counters.
     pub heartbeat_interval: Duration,
+    /// Events buffered between the sources and detection; past it events are dropped and counted
+    /// (a source never blocks, as the Endpoint Security callback must not).
+    pub event_queue: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawKextPolicy {
+    enabled: Option<Spanned<bool>>,
     path: Option<S>,
     poll_interval_secs: Option<Spanned<i64>>,
     #[serde(default)]
@@ -43,6 +44,7 @@ struct RawKextPolicy {
 struct RawDaemon {
     state_dir: Option<S>,
     heartbeat_minutes: Option<Spanned<i64>>,
+    event_queue: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -205,6 +207,7 @@ impl RawKextPolicy {
             known.push(v.to_ascii_uppercase());
         }
         Ok(KextPolicySettings {
+            enabled: self.enabled.as_ref().is_none_or(|e| *e.get_ref()),
             path: absolute_path(
                 "kextpolicy.path",
                 &self.path,
@@ -233,9 +236,21 @@ impl RawDaemon {
                 ))
             }
         };
+        let event_queue = match &self.event_queue {
+            None => 16_384,
+            Some(q) if (1..=1_048_576).contains(q.get_ref()) => *q.get_ref() as usize,
+            Some(q) => {
+                return Err(invalid(
+                    "daemon.event_queue",
+                    q,
+                    "out of range (1 to 1048576)",
+                ))
+            }
+        };
         Ok(DaemonSettings {
             state_dir: absolute_path("daemon.state_dir", &self.state_dir, "/var/db/kextwatch")?,
             heartbeat_interval: Duration::from_secs(minutes * 60),
+            event_queue,
         })
     }
 }

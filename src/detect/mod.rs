@@ -6,6 +6,7 @@ mod fold;
 pub mod path;
 pub mod policy;
 pub mod rules;
+pub mod sip;
 pub mod tools;
 
 use crate::alert::{
@@ -99,6 +100,13 @@ impl Engine {
         &self.config
     }
 
+    /// A new configuration (SIGHUP): the next decisions use it; correlation and fold windows already
+    /// open are kept, so a reload does not forget what came before. Window lengths apply to new
+    /// windows.
+    pub fn reload(&mut self, config: Config) {
+        self.config = config;
+    }
+
     /// Use a KextPolicy snapshot to tell the Team ID behind a kext load event's bundle id.
     pub fn set_kext_policy(&mut self, snapshot: &Snapshot) {
         self.teams = snapshot.teams_by_bundle();
@@ -168,6 +176,41 @@ impl Engine {
                 EventInfo {
                     kind: "alert",
                     action,
+                    sequence: None,
+                },
+                None,
+                None,
+            )
+        });
+    }
+
+    /// The SIP configuration read on the Mac at `time_ns` (at start, and when it changes).
+    pub fn process_sip(&mut self, flags: u32, time_ns: i64, out: &mut Vec<Alert>) {
+        self.events += 1;
+        self.advance(time_ns, out);
+        let finding = sip::evaluate(flags);
+        let evidence = Evidence {
+            timestamp: format_time(time_ns),
+            action: "sip-state",
+            pid: None,
+            executable: None,
+            args: None,
+            path: None,
+            kext_bundle_id: None,
+            team_id: None,
+            signing_id: None,
+            user_id: None,
+            global_seq_num: None,
+        };
+        let key = fold_key(None, &finding);
+        self.report(finding, evidence, time_ns, None, key, out, |f, evidence| {
+            alert_from(
+                f,
+                evidence,
+                time_ns,
+                EventInfo {
+                    kind: "alert",
+                    action: "sip-state",
                     sequence: None,
                 },
                 None,

@@ -49,6 +49,7 @@ rules! {
     BOOT_POLICY_CHANGE = "KW-4003", "Boot security policy changed", [T_CODE_SIGNING_POLICY];
     KEXT_CONSENT_CHANGE = "KW-4004", "Kext user-consent policy changed", [T_CODE_SIGNING_POLICY, T_KEXT];
     GATEKEEPER_CHANGE = "KW-4005", "Gatekeeper policy changed", [T_GATEKEEPER, T_IMPAIR_DEFENSES];
+    SIP_STATE = "KW-4007", "System Integrity Protection is weakened", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
     SYSEXT_CHANGE = "KW-4006", "System extension policy changed", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
     USER_APPROVAL = "KW-5001", "Kext approved in KextPolicy", [T_KEXT, T_CODE_SIGNING_POLICY];
     APPROVAL_WITHDRAWN = "KW-5002", "Kext approval revoked or removed", [T_KEXT];

@@ -34,7 +34,7 @@ pub enum OutputError {
 struct WriterSink {
     name: String,
     format: TextOrJson,
-    out: BufWriter<Box<dyn Write>>,
+    out: BufWriter<Box<dyn Write + Send>>,
 }
 
 impl WriterSink {
@@ -85,7 +85,7 @@ impl Outputs {
     }
 
     /// Sinks over arbitrary writers (tests, embedding).
-    pub fn from_writers(writers: Vec<(String, TextOrJson, Box<dyn Write>)>) -> Outputs {
+    pub fn from_writers(writers: Vec<(String, TextOrJson, Box<dyn Write + Send>)>) -> Outputs {
         let writers = writers
             .into_iter()
             .map(|(name, format, w)| WriterSink {

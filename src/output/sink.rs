@@ -15,7 +15,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const DRAIN_BATCH: usize = 512;
 
 /// Counters a sink reports (summary, heartbeat, test-alert).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SinkStats {
     pub name: String,
     /// Messages written to a connection (resends included).

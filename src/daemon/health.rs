@@ -1,0 +1,181 @@
+//! Health counters shared by the daemon's threads, and the status file `kextwatch status` reads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Severity;
+use crate::detect::EngineStats;
+use crate::output::SinkStats;
+
+/// In the state directory, rewritten every few seconds by the running daemon.
+pub const STATUS_FILE: &str = "status.json";
+
+#[derive(Default)]
+pub struct Health {
+    source: String,
+    started: String,
+    pub lines: AtomicU64,
+    pub decoded: AtomicU64,
+    pub dropped: AtomicU64,
+    pub malformed: AtomicU64,
+    pub seq_gap_events: AtomicU64,
+    pub source_restarts: AtomicU64,
+    processed: AtomicU64,
+    alerts: [AtomicU64; 5],
+    config_generation: AtomicU64,
+    last_config_error: Mutex<Option<String>>,
+    kextpolicy_readable: Mutex<Option<bool>>,
+    source_state: Mutex<String>,
+    engine: Mutex<EngineStats>,
+}
+
+/// A point-in-time view: the status file and the heartbeat body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub running: bool,
+    pub pid: u32,
+    pub source: String,
+    pub source_state: String,
+    pub source_restarts: u64,
+    pub started: String,
+    pub updated: String,
+    pub lines_read: u64,
+    pub events_decoded: u64,
+    pub events_analysed: u64,
+    /// Events the source could not queue (detection behind): lost, counted.
+    pub events_dropped: u64,
+    pub malformed: u64,
+    pub seq_gap_events: u64,
+    pub alerts: BTreeMap<String, u64>,
+    pub config_generation: u64,
+    pub last_config_error: Option<String>,
+    pub kextpolicy_readable: Option<bool>,
+    pub outputs: Vec<String>,
+    pub sinks: Vec<SinkStats>,
+}
+
+impl Health {
+    pub fn new(source: &impl std::fmt::Display) -> Health {
+        let h = Health {
+            source: source.to_string(),
+            started: crate::replay::now_rfc3339(),
+            ..Default::default()
+        };
+        h.config_generation.store(1, Relaxed);
+        *lock(&h.source_state) = "starting".into();
+        h
+    }
+
+    pub fn count_processed(&self) {
+        self.processed.fetch_add(1, Relaxed);
+    }
+
+    pub fn count_alert(&self, s: Severity) {
+        self.alerts[s as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn config_reloaded(&self) {
+        self.config_generation.fetch_add(1, Relaxed);
+        *lock(&self.last_config_error) = None;
+    }
+
+    pub fn config_rejected(&self, e: &str) {
+        *lock(&self.last_config_error) = Some(e.to_string());
+    }
+
+    pub fn set_kextpolicy_readable(&self, r: bool) {
+        *lock(&self.kextpolicy_readable) = Some(r);
+    }
+
+    pub fn set_source_state(&self, s: impl Into<String>) {
+        *lock(&self.source_state) = s.into();
+    }
+
+    pub fn set_engine(&self, e: EngineStats) {
+        *lock(&self.engine) = e;
+    }
+
+    pub fn snapshot(&self, (outputs, sinks): (Vec<String>, Vec<SinkStats>)) -> Status {
+        Status {
+            running: true,
+            pid: std::process::id(),
+            source: self.source.clone(),
+            source_state: lock(&self.source_state).clone(),
+            source_restarts: self.source_restarts.load(Relaxed),
+            started: self.started.clone(),
+            updated: crate::replay::now_rfc3339(),
+            lines_read: self.lines.load(Relaxed),
+            events_decoded: self.decoded.load(Relaxed),
+            events_analysed: self.processed.load(Relaxed),
+            events_dropped: self.dropped.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            seq_gap_events: self.seq_gap_events.load(Relaxed),
+            alerts: Severity::ALL
+                .iter()
+                .map(|s| {
+                    (
+                        s.as_str().to_string(),
+                        self.alerts[*s as usize].load(Relaxed),
+                    )
+                })
+                .collect(),
+            config_generation: self.config_generation.load(Relaxed),
+            last_config_error: lock(&self.last_config_error).clone(),
+            kextpolicy_readable: *lock(&self.kextpolicy_readable),
+            outputs,
+            sinks,
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the value is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Status {
+    /// Replace the status file atomically (write a temporary file, then rename).
+    pub fn write(&self, path: &Path) {
+        let tmp = path.with_extension("json.tmp");
+        let ok = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = ok {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Status, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The heartbeat body sent to each syslog sink.
+    pub fn heartbeat(&self, timestamp: &str) -> serde_json::Value {
+        serde_json::json!({
+            "@timestamp": timestamp,
+            "event": {"kind": "heartbeat"},
+            "kextwatch": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "sources": {self.source.clone(): {
+                    "state": self.source_state,
+                    "lines": self.lines_read,
+                    "events_analysed": self.events_analysed,
+                    "dropped": self.events_dropped,
+                    "malformed": self.malformed,
+                    "drops_seq_gaps": self.seq_gap_events,
+                    "restarts": self.source_restarts,
+                }},
+                "alerts": self.alerts,
+                "sinks": self.sinks,
+                "kextpolicy_readable": self.kextpolicy_readable,
+                "config_generation": self.config_generation,
+            }
+        })
+    }
+}

@@ -1,0 +1,317 @@
+//! `kextwatch run`: sources → detection → sinks, joined by bounded channels, in the foreground as
+//! launchd expects.
+//!
+//! Threads, not async tasks: every stage is blocking or CPU-bound (the ES callback thread, line
+//! decoding, SQLite, synchronous sink writes), so an async runtime would only wrap them in blocking
+//! pools. The shape follows the same rules:
+//! - sources never block on detection: they `try_send` into a bounded queue and count drops, as the
+//!   Endpoint Security callback must;
+//! - detection is one thread that owns the engine (and the enrichment, which reads bundles);
+//! - sinks are one thread that owns the outputs, writes heartbeats and the status file;
+//! - signals arrive on their own thread: SIGHUP reloads the config (a broken one is reported and the
+//!   old one kept), SIGTERM/SIGINT stop the sources, drain what is queued through detection into the
+//!   sinks (or the spool) within a bounded time, and exit 0.
+
+mod health;
+mod sources;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use health::{Health, Status, STATUS_FILE};
+pub use sources::SourceSpec;
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::detect::Engine;
+use crate::enrich::BundleEnricher;
+use crate::event::Event;
+use crate::kextpolicy::{Snapshot, TimedChange, Watcher};
+use crate::output::Outputs;
+
+/// How long a stop waits for sinks to deliver what is queued or spooled.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the status file is rewritten.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// What reaches the detection thread.
+pub(crate) enum Msg {
+    Event(Box<Event>),
+    Policy(Vec<TimedChange>, Option<Box<Snapshot>>),
+    /// A SIP configuration read (macOS), with the time it was read.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+    Sip(u32, i64),
+    Reload,
+    Stop,
+}
+
+pub struct DaemonOptions {
+    pub config_path: PathBuf,
+    pub source: SourceSpec,
+    /// eslogger binary (`/usr/bin/eslogger`); replaceable for tests.
+    pub eslogger: PathBuf,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Run until SIGTERM/SIGINT. Returns after draining.
+pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let config = Config::load(&opts.config_path)?;
+    let state_dir = config.daemon.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| anyhow::anyhow!("state directory {}: {e}", state_dir.display()))?;
+    let health = Arc::new(Health::new(&opts.source));
+    let stop = Arc::new(AtomicBool::new(false));
+    let outputs = Outputs::open(&config.outputs, Some(&state_dir))?;
+
+    let (tx, rx) = mpsc::sync_channel::<Msg>(config.daemon.event_queue);
+    // Control messages must not be dropped when the event queue is full: their own channel.
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Msg>();
+
+    sources::start(&opts, &config, tx.clone(), health.clone(), stop.clone())?;
+    if config.kextpolicy.enabled {
+        start_kextpolicy(
+            &config,
+            &state_dir,
+            ctl_tx.clone(),
+            health.clone(),
+            stop.clone(),
+        );
+    }
+    #[cfg(target_os = "macos")]
+    sources::start_sip(ctl_tx.clone(), stop.clone());
+    start_signals(ctl_tx.clone())?;
+    drop(tx);
+
+    let (alert_tx, alert_rx) = mpsc::sync_channel::<Alert>(4096);
+    let sink_thread = {
+        let health = health.clone();
+        let heartbeat = config.daemon.heartbeat_interval;
+        let status_path = state_dir.join(STATUS_FILE);
+        std::thread::Builder::new()
+            .name("sinks".into())
+            .spawn(move || sinks(outputs, alert_rx, health, heartbeat, &status_path))?
+    };
+    tracing::info!(source = %opts.source, config = %opts.config_path.display(), "kextwatch running");
+    detection(
+        config,
+        &opts.config_path,
+        rx,
+        ctl_rx,
+        alert_tx,
+        &health,
+        &stop,
+    );
+    // The alert channel is closed: the sink thread drains and returns.
+    let _ = sink_thread.join();
+    tracing::info!("kextwatch stopped");
+    Ok(())
+}
+
+fn start_signals(ctl: mpsc::Sender<Msg>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let msg = if sig == SIGHUP {
+                    Msg::Reload
+                } else {
+                    Msg::Stop
+                };
+                if ctl.send(msg).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn start_kextpolicy(
+    config: &Config,
+    state_dir: &Path,
+    ctl: mpsc::Sender<Msg>,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+) {
+    let db = config.kextpolicy.path.clone();
+    let state = state_dir.join("kextpolicy-state.sqlite");
+    let interval = config.kextpolicy.poll_interval;
+    let spawned = std::thread::Builder::new()
+        .name("kextpolicy".into())
+        .spawn(move || {
+            let mut watcher = match Watcher::open(&db, Some(&state)) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "KextPolicy watcher cannot start");
+                    return;
+                }
+            };
+            let result = watcher.run(interval, &stop, now_ns, |changes, snapshot| {
+                let readable = !changes.iter().any(|(c, _)| {
+                    matches!(
+                        c,
+                        crate::kextpolicy::PolicyChange::DatabaseVanished { .. }
+                            | crate::kextpolicy::PolicyChange::DatabaseUnreadable { .. }
+                    )
+                });
+                health.set_kextpolicy_readable(readable);
+                let _ = ctl.send(Msg::Policy(changes, snapshot.cloned().map(Box::new)));
+            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, "KextPolicy watcher stopped");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the KextPolicy watcher");
+    }
+}
+
+/// The detection loop: owns the engine. Control messages first, then events.
+fn detection(
+    config: Config,
+    config_path: &Path,
+    rx: Receiver<Msg>,
+    ctl: Receiver<Msg>,
+    alerts: SyncSender<Alert>,
+    health: &Health,
+    stop: &AtomicBool,
+) {
+    let mut engine = Engine::new(config);
+    let mut enricher = BundleEnricher::new(Path::new("/")).ok();
+    let mut out: Vec<Alert> = Vec::new();
+    let deliver = |out: &mut Vec<Alert>| {
+        for a in out.drain(..) {
+            health.count_alert(a.severity);
+            // Blocking: a slow sink slows detection, which fills the event queue, which drops (counted).
+            let _ = alerts.send(a);
+        }
+    };
+    let mut stopping: Option<Instant> = None;
+    loop {
+        // Control first: a reload or stop is never stuck behind a full event queue.
+        while let Ok(m) = ctl.try_recv() {
+            match m {
+                Msg::Reload => match Config::load(config_path) {
+                    Ok(c) => {
+                        engine.reload(c);
+                        health.config_reloaded();
+                        tracing::info!(config = %config_path.display(), "configuration reloaded");
+                    }
+                    Err(e) => {
+                        health.config_rejected(&e.to_string());
+                        tracing::error!(error = %e, "configuration not reloaded: keeping the previous one");
+                    }
+                },
+                Msg::Stop => {
+                    if stopping.is_none() {
+                        tracing::info!("stopping: draining queued events");
+                        stop.store(true, Ordering::SeqCst);
+                        stopping = Some(Instant::now());
+                    }
+                }
+                Msg::Policy(changes, snapshot) => {
+                    if let Some(s) = snapshot {
+                        engine.set_kext_policy(&s);
+                    }
+                    for (c, t) in &changes {
+                        engine.process_policy(c, *t, &mut out);
+                    }
+                    deliver(&mut out);
+                }
+                Msg::Sip(flags, t) => {
+                    engine.process_sip(flags, t, &mut out);
+                    deliver(&mut out);
+                }
+                Msg::Event(_) => {}
+            }
+        }
+        let wait = if stopping.is_some() {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_millis(200)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Event(ev)) => {
+                health.count_processed();
+                if let Some(e) = enricher.as_mut() {
+                    e.enrich(&mut engine, &ev);
+                }
+                engine.process(&ev, &mut out);
+                deliver(&mut out);
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                // Drained (or the bounded drain time passed): finish.
+                if stopping.is_some_and(|t| t.elapsed() > Duration::from_millis(100)) {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                if stopping.is_some() {
+                    break;
+                }
+                std::thread::sleep(wait);
+            }
+        }
+        if stopping.is_some_and(|t| t.elapsed() > DRAIN_DEADLINE) {
+            tracing::warn!("stop: drain deadline reached with events still queued");
+            break;
+        }
+    }
+    engine.finish(&mut out);
+    deliver(&mut out);
+    health.set_engine(engine.stats());
+}
+
+/// The sink loop: owns the outputs; heartbeats and the status file on a timer.
+fn sinks(
+    mut outputs: Outputs,
+    rx: Receiver<Alert>,
+    health: Arc<Health>,
+    heartbeat: Duration,
+    status_path: &Path,
+) {
+    let mut next_heartbeat = Instant::now() + heartbeat;
+    let mut next_status = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(a) => {
+                if let Err(e) = outputs.write(&a) {
+                    tracing::error!(error = %e, "alert output failed");
+                }
+                // Alerts are rare: flush each so files and stdout show them at once.
+                let _ = outputs.flush();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= next_heartbeat {
+            next_heartbeat = now + heartbeat;
+            let ts = crate::replay::now_rfc3339();
+            let status = health.snapshot(outputs.report());
+            if let Err(e) = outputs.heartbeat(&ts, &status.heartbeat(&ts)) {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+        if now >= next_status {
+            next_status = now + STATUS_EVERY;
+            health.snapshot(outputs.report()).write(status_path);
+        }
+    }
+    if let Err(e) = outputs.finish(DRAIN_DEADLINE) {
+        tracing::error!(error = %e, "alert outputs could not finish");
+    }
+    let mut final_status = health.snapshot(outputs.report());
+    final_status.running = false;
+    final_status.write(status_path);
+}

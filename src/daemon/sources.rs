@@ -1,0 +1,272 @@
+//! Daemon event sources. Each decodes into the shared event model and `try_send`s: a full queue drops
+//! the event and counts it, it never blocks the source.
+
+use std::fmt;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Health, Msg};
+use crate::config::Config;
+use crate::detect::KextInterest;
+use crate::source::replay::{EventDecoder, Line, LineReader, MAX_LINE};
+
+/// The events eslogger is asked for: those detection uses.
+pub const ESLOGGER_EVENTS: [&str; 11] = [
+    "exec",
+    "create",
+    "write",
+    "close",
+    "rename",
+    "unlink",
+    "setmode",
+    "setowner",
+    "setextattr",
+    "kextload",
+    "kextunload",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// Endpoint Security (macOS, entitlement and Full Disk Access needed).
+    Es,
+    /// `/usr/bin/eslogger` as a subprocess (no entitlement needed).
+    Eslogger,
+    /// eslogger JSON from a file or FIFO (a FIFO is reopened after each writer: follow mode).
+    Replay(PathBuf),
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "es" => Ok(SourceSpec::Es),
+            "eslogger" => Ok(SourceSpec::Eslogger),
+            _ => match s.strip_prefix("replay:") {
+                Some(p) if !p.is_empty() => Ok(SourceSpec::Replay(PathBuf::from(p))),
+                _ => Err(format!(
+                    "unknown source {s:?}: expected es, eslogger or replay:PATH"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            SourceSpec::Es => f.write_str("es"),
+            SourceSpec::Eslogger => f.write_str("eslogger"),
+            SourceSpec::Replay(p) => write!(f, "replay:{}", p.display()),
+        }
+    }
+}
+
+/// Decodes lines and queues events, keeping the health counters.
+struct Feeder {
+    interest: KextInterest,
+    tx: SyncSender<Msg>,
+    health: Arc<Health>,
+}
+
+impl Feeder {
+    fn read_all<R: std::io::Read>(&self, input: R, stop: &AtomicBool) {
+        let mut decoder = EventDecoder::new(&self.interest);
+        let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, input), MAX_LINE);
+        let mut last_malformed = 0;
+        let mut last_gaps = 0;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let (line_no, line) = match reader.next_line() {
+                Ok(Some((n, l))) => (n, l),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event source read failed");
+                    return;
+                }
+            };
+            let line: Line<'_> = line;
+            self.health.lines.fetch_add(1, Ordering::Relaxed);
+            let ev = decoder.decode(line_no, line);
+            let s = &decoder.stats;
+            if s.malformed != last_malformed {
+                self.health
+                    .malformed
+                    .fetch_add(s.malformed - last_malformed, Ordering::Relaxed);
+                last_malformed = s.malformed;
+            }
+            if s.seq_gap_events != last_gaps {
+                self.health
+                    .seq_gap_events
+                    .fetch_add(s.seq_gap_events - last_gaps, Ordering::Relaxed);
+                last_gaps = s.seq_gap_events;
+            }
+            if let Some(ev) = ev {
+                self.health.decoded.fetch_add(1, Ordering::Relaxed);
+                match self.tx.try_send(Msg::Event(Box::new(ev))) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        self.health.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn start(
+    opts: &super::DaemonOptions,
+    config: &Config,
+    tx: SyncSender<Msg>,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let feeder = Feeder {
+        interest: KextInterest::new(config),
+        tx,
+        health: health.clone(),
+    };
+    match &opts.source {
+        SourceSpec::Replay(path) => {
+            let path = path.clone();
+            std::thread::Builder::new()
+                .name("source-replay".into())
+                .spawn(move || replay(&feeder, &path, &stop))?;
+        }
+        SourceSpec::Eslogger => {
+            let bin = opts.eslogger.clone();
+            std::thread::Builder::new()
+                .name("source-eslogger".into())
+                .spawn(move || eslogger(&feeder, &bin, &stop))?;
+        }
+        SourceSpec::Es => {
+            anyhow::bail!(
+                "the Endpoint Security source is not available in this build; use --source eslogger (macOS 13+) or replay:PATH"
+            )
+        }
+    }
+    Ok(())
+}
+
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// A file is read once; a FIFO is reopened after each writer closes it (follow mode).
+fn replay(feeder: &Feeder, path: &Path, stop: &AtomicBool) {
+    loop {
+        feeder
+            .health
+            .set_source_state(format!("reading {}", path.display()));
+        match std::fs::File::open(path) {
+            Ok(f) => feeder.read_all(f, stop),
+            Err(e) => {
+                feeder
+                    .health
+                    .set_source_state(format!("cannot open {}: {e}", path.display()));
+                tracing::error!(path = %path.display(), error = %e, "replay source cannot open its input");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if !is_fifo(path) {
+            feeder
+                .health
+                .set_source_state(format!("finished {}", path.display()));
+            return;
+        }
+    }
+}
+
+/// Run eslogger and read its output; restart it with backoff when it exits.
+fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let child = Command::new(bin)
+            .args(ESLOGGER_EVENTS)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn();
+        match child {
+            Ok(mut child) => {
+                feeder.health.set_source_state(format!(
+                    "running {} (pid {})",
+                    bin.display(),
+                    child.id()
+                ));
+                if let Some(out) = child.stdout.take() {
+                    feeder.read_all(out, stop);
+                }
+                let _ = child.kill();
+                let status = child.wait();
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                tracing::warn!(?status, "eslogger exited; restarting");
+                feeder.health.set_source_state(format!(
+                    "eslogger exited ({status:?}); restarting in {backoff:?}"
+                ));
+            }
+            Err(e) => {
+                tracing::error!(bin = %bin.display(), error = %e, "cannot start eslogger");
+                feeder
+                    .health
+                    .set_source_state(format!("cannot start {}: {e}", bin.display()));
+            }
+        }
+        feeder
+            .health
+            .source_restarts
+            .fetch_add(1, Ordering::Relaxed);
+        let mut slept = Duration::ZERO;
+        while slept < backoff && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            slept += Duration::from_millis(100);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// SIP state (macOS): read at start and every minute; reported when first read and when it changes.
+#[cfg(target_os = "macos")]
+pub(super) fn start_sip(ctl: std::sync::mpsc::Sender<Msg>, stop: Arc<AtomicBool>) {
+    extern "C" {
+        fn csr_get_active_config(config: *mut u32) -> libc::c_int;
+    }
+    let _ = std::thread::Builder::new()
+        .name("sip".into())
+        .spawn(move || {
+            let mut last: Option<u32> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let mut flags: u32 = 0;
+                // SAFETY: the call writes one u32 through a valid pointer.
+                let rc = unsafe { csr_get_active_config(&mut flags) };
+                if rc == 0 && last != Some(flags) {
+                    last = Some(flags);
+                    if ctl.send(Msg::Sip(flags, super::now_ns())).is_err() {
+                        return;
+                    }
+                }
+                for _ in 0..600 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+}

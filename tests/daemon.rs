@@ -1,0 +1,315 @@
+//! The daemon on Linux, with a FIFO standing in for Endpoint Security: alerts reach a real rsyslog,
+//! SIGHUP reloads (or keeps the old config), SIGTERM drains and exits 0, bursts are counted as drops.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kextwatch::daemon::Status;
+use support::eslogger::{cast, Capture};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kext-attack.jsonl");
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+    fifo: PathBuf,
+    config: PathBuf,
+}
+
+fn config_text(dir: &Path, extra: &str) -> String {
+    config_with_daemon(dir, extra, "")
+}
+
+/// `extra` goes before the fixed tables, `daemon_extra` inside `[daemon]`.
+fn config_with_daemon(dir: &Path, extra: &str, daemon_extra: &str) -> String {
+    format!(
+        "{extra}\n[kextpolicy]\nenabled = false\n\n[daemon]\nstate_dir = \"{}\"\n{daemon_extra}\n",
+        dir.join("state").display()
+    )
+}
+
+fn file_output(dir: &Path) -> String {
+    format!(
+        "[[output]]\ntype = \"file\"\npath = \"{}\"\n",
+        dir.join("alerts.jsonl").display()
+    )
+}
+
+impl Daemon {
+    fn start(extra: &str) -> Daemon {
+        Daemon::start_with(extra, "")
+    }
+
+    fn start_with(extra: &str, daemon_extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("events");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let config = dir.path().join("kextwatch.toml");
+        std::fs::write(&config, config_with_daemon(dir.path(), extra, daemon_extra)).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--source")
+            .arg(format!("replay:{}", fifo.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            dir,
+            child,
+            fifo,
+            config,
+        };
+        d.wait_status(|s| s.running);
+        d
+    }
+
+    fn status(&self) -> Option<Status> {
+        Status::read(&self.dir.path().join("state/status.json")).ok()
+    }
+
+    fn wait_status(&self, ok: impl Fn(&Status) -> bool) -> Status {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status() {
+                if ok(&s) {
+                    return s;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon status never got there: {:?}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Write events into the FIFO (one writer session).
+    fn feed(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.fifo)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// SIGTERM, and the exit code (within a bounded time).
+    fn stop(mut self) -> (i32, tempfile::TempDir) {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code().unwrap_or(-1), self.dir);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn alerts_in(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn fifo_events_reach_a_real_rsyslog_and_sigterm_drains() {
+    let r = support::rsyslog::Rsyslog::start();
+    let d = Daemon::start(&format!(
+        "[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n",
+        r.tcp
+    ));
+    d.feed(&std::fs::read_to_string(SAMPLE).unwrap());
+    // The alerts arrive while the daemon runs (this config has no allowlist: 10 before the fold follow-up).
+    let lines = r.wait_lines(10, Duration::from_secs(30));
+    assert!(lines.len() >= 10, "{}", lines.len());
+    let (code, _dir) = d.stop();
+    assert_eq!(code, 0);
+    // Stopping closed the fold window: its follow-up alert was delivered before exit.
+    let lines = r.wait_lines(11, Duration::from_secs(10));
+    assert_eq!(lines.len(), 11);
+    assert!(lines.iter().any(|l| l.contains("\"folded\":{\"count\":9")));
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let dir_out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&file_output(dir_out.path()));
+    std::fs::write(&d.config, "[allowlist\nbroken").unwrap();
+    d.signal("HUP");
+    let s = d.wait_status(|s| s.last_config_error.is_some());
+    assert_eq!(s.config_generation, 1);
+    assert!(s.last_config_error.unwrap().contains("kextwatch.toml:1:"));
+    // Still running, still detecting with the old config.
+    d.feed(&std::fs::read_to_string(SAMPLE).unwrap());
+    wait_for(|| alerts_in(dir_out.path()).len() >= 10);
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+fn jamf_loads_virtualbox() -> String {
+    let mut c = Capture::new(7);
+    let jamf = cast::jamf();
+    c.exec(
+        &jamf,
+        &jamf.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-b", "org.virtualbox.kext.VBoxDrv"],
+        "/",
+    );
+    c.out
+}
+
+#[test]
+fn sighup_with_a_new_allowlist_changes_the_next_decisions() {
+    let dir_out = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&file_output(dir_out.path()));
+    d.feed(&jamf_loads_virtualbox());
+    wait_for(|| alerts_in(dir_out.path()).len() == 1);
+    assert_eq!(alerts_in(dir_out.path())[0]["rule"]["id"], "KW-1001");
+
+    let allow = "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\ninitiators = [{ signing_id = \"com.jamfsoftware.jamf\", team_id = \"483DWKW443\" }]\n";
+    std::fs::write(
+        &d.config,
+        config_text(
+            d.dir.path(),
+            &format!("{allow}{}", file_output(dir_out.path())),
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_status(|s| s.config_generation == 2);
+    d.feed(&jamf_loads_virtualbox());
+    wait_for(|| d.status().is_some_and(|s| s.events_analysed == 2));
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+    assert_eq!(
+        alerts_in(dir_out.path()).len(),
+        1,
+        "the allowlisted manager's load no longer alerts"
+    );
+}
+
+#[test]
+fn a_burst_larger_than_the_queue_is_counted_never_a_hang() {
+    let dir_out = tempfile::tempdir().unwrap();
+    // A queue of one event, and every event raising a (discovery) alert written to a file: the
+    // source outruns detection.
+    let d = Daemon::start_with(
+        &format!(
+            "{}\n[detection]\nmin_severity = \"info\"\n",
+            file_output(dir_out.path())
+        ),
+        "event_queue = 1",
+    );
+    let mut c = Capture::new(7);
+    let zsh = cast::terminal_zsh();
+    for i in 0..20_000 {
+        c.exec(
+            &zsh,
+            &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+            &["csrutil", "status", &i.to_string()],
+            "/",
+        );
+    }
+    d.feed(&c.out);
+    let s = d.wait_status(|s| {
+        s.events_decoded == 20_000 && s.events_analysed + s.events_dropped == 20_000
+    });
+    let (code, dir) = d.stop();
+    assert_eq!(code, 0);
+    let done = Status::read(&dir.path().join("state/status.json")).unwrap();
+    assert!(!done.running);
+    assert_eq!(done.events_analysed + done.events_dropped, 20_000);
+    assert!(
+        s.events_dropped > 0,
+        "with a one-event queue some of 20,000 must drop: {s:?}"
+    );
+    // Everything analysed was alerted and written before exit.
+    assert_eq!(alerts_in(dir_out.path()).len() as u64, done.events_analysed);
+    eprintln!(
+        "burst: {} analysed, {} dropped",
+        s.events_analysed, s.events_dropped
+    );
+}
+
+#[test]
+fn eslogger_source_is_restarted_when_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("eslogger");
+    // A stand-in that prints one kext event and exits, as eslogger does when it loses its client.
+    let mut c = Capture::new(9);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    std::fs::write(dir.path().join("event.jsonl"), &c.out).unwrap();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncat '{}'\nexit 3\n",
+            dir.path().join("event.jsonl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.path().join("k.toml");
+    std::fs::write(&config, config_text(dir.path(), &file_output(dir.path()))).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--source", "eslogger", "--eslogger"])
+        .arg(&fake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_path = dir.path().join("state/status.json");
+    wait_for(|| {
+        Status::read(&status_path).is_ok_and(|s| s.source_restarts >= 2 && s.events_analysed >= 2)
+    });
+    let s = Status::read(&status_path).unwrap();
+    assert!(
+        s.source_state.contains("restarting") || s.source_state.contains("running"),
+        "{}",
+        s.source_state
+    );
+    assert!(alerts_in(dir.path())
+        .iter()
+        .any(|a| a["rule"]["id"] == "KW-3001"));
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
