@@ -48,6 +48,10 @@ pub struct DaemonSettings {
     /// Events buffered between the sources and detection; past it events are dropped and counted
     /// (a source never blocks, as the Endpoint Security callback must not).
     pub event_queue: usize,
+    /// `enforce`: answer AUTH_KEXTLOAD, denying kexts whose identity is not allowlisted.
+    pub enforce: bool,
+    /// In enforce mode, deny kexts whose identity is unknown (default: allow them, fail open).
+    pub fail_closed: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -45,6 +45,8 @@ struct RawDaemon {
     state_dir: Option<S>,
     heartbeat_minutes: Option<Spanned<i64>>,
     event_queue: Option<Spanned<i64>>,
+    mode: Option<S>,
+    fail_closed: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -247,10 +249,23 @@ impl RawDaemon {
                 ))
             }
         };
+        let enforce = match self.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+            None | Some((_, "monitor")) => false,
+            Some((_, "enforce")) => true,
+            Some((m, other)) => {
+                return Err(invalid(
+                    "daemon.mode",
+                    m,
+                    format!("unknown mode {other:?}: expected \"monitor\" or \"enforce\""),
+                ))
+            }
+        };
         Ok(DaemonSettings {
             state_dir: absolute_path("daemon.state_dir", &self.state_dir, "/var/db/kextwatch")?,
             heartbeat_interval: Duration::from_secs(minutes * 60),
             event_queue,
+            enforce,
+            fail_closed: self.fail_closed.as_ref().is_some_and(|b| *b.get_ref()),
         })
     }
 }

@@ -75,7 +75,19 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     // Control messages must not be dropped when the event queue is full: their own channel.
     let (ctl_tx, ctl_rx) = mpsc::channel::<Msg>();
 
-    sources::start(&opts, &config, tx.clone(), health.clone(), stop.clone())?;
+    let enforcement = config.daemon.enforce.then(|| {
+        Arc::new(std::sync::RwLock::new(
+            Engine::new(config.clone()).enforcement_policy(),
+        ))
+    });
+    sources::start(
+        &opts,
+        &config,
+        tx.clone(),
+        health.clone(),
+        stop.clone(),
+        enforcement.clone(),
+    )?;
     if config.kextpolicy.enabled {
         start_kextpolicy(
             &config,
@@ -108,6 +120,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         alert_tx,
         &health,
         &stop,
+        enforcement.as_deref(),
     );
     // The alert channel is closed: the sink thread drains and returns.
     let _ = sink_thread.join();
@@ -176,6 +189,7 @@ fn start_kextpolicy(
 }
 
 /// The detection loop: owns the engine. Control messages first, then events.
+#[allow(clippy::too_many_arguments)]
 fn detection(
     config: Config,
     config_path: &Path,
@@ -184,7 +198,16 @@ fn detection(
     alerts: SyncSender<Alert>,
     health: &Health,
     stop: &AtomicBool,
+    enforcement: Option<&std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>,
 ) {
+    // The enforcement snapshot follows the allowlist and the KextPolicy teams.
+    let refresh = |engine: &Engine| {
+        if let Some(e) = enforcement {
+            if let Ok(mut w) = e.write() {
+                *w = engine.enforcement_policy();
+            }
+        }
+    };
     let mut engine = Engine::new(config);
     let mut enricher = BundleEnricher::new(Path::new("/")).ok();
     let mut out: Vec<Alert> = Vec::new();
@@ -203,6 +226,7 @@ fn detection(
                 Msg::Reload => match Config::load(config_path) {
                     Ok(c) => {
                         engine.reload(c);
+                        refresh(&engine);
                         health.config_reloaded();
                         tracing::info!(config = %config_path.display(), "configuration reloaded");
                     }
@@ -221,6 +245,7 @@ fn detection(
                 Msg::Policy(changes, snapshot) => {
                     if let Some(s) = snapshot {
                         engine.set_kext_policy(&s);
+                        refresh(&engine);
                     }
                     for (c, t) in &changes {
                         engine.process_policy(c, *t, &mut out);

@@ -127,7 +127,11 @@ pub(super) fn start(
     tx: SyncSender<Msg>,
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
+    enforcement: Option<Arc<std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>>,
 ) -> anyhow::Result<()> {
+    if enforcement.is_some() && opts.source != SourceSpec::Es {
+        tracing::warn!("daemon.mode = \"enforce\" needs --source es; this source only observes");
+    }
     let feeder = Feeder {
         interest: KextInterest::new(config),
         tx,
@@ -146,13 +150,48 @@ pub(super) fn start(
                 .name("source-eslogger".into())
                 .spawn(move || eslogger(&feeder, &bin, &stop))?;
         }
+        #[cfg(target_os = "macos")]
         SourceSpec::Es => {
-            anyhow::bail!(
-                "the Endpoint Security source is not available in this build; use --source eslogger (macOS 13+) or replay:PATH"
-            )
+            use crate::source::es;
+            let mut watched: Vec<String> = config.detection.watched_roots.clone();
+            watched.push(config.kextpolicy.path.display().to_string());
+            let Feeder {
+                interest,
+                tx,
+                health,
+            } = feeder;
+            let gap_health = health.clone();
+            let settings = es::EsSettings {
+                interest: Box::new(interest),
+                watched_paths: watched,
+                enforcement,
+            };
+            let hooks = es::EsHooks {
+                on_event: Box::new(move |ev| {
+                    health.decoded.fetch_add(1, Ordering::Relaxed);
+                    if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Event(Box::new(ev))) {
+                        health.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }),
+                on_gap: Box::new(move |n| {
+                    gap_health.seq_gap_events.fetch_add(n, Ordering::Relaxed);
+                }),
+            };
+            es::start(settings, hooks, stop).map_err(anyhow::Error::msg)?;
+            gap_health_state(&opts.source);
+        }
+        #[cfg(not(target_os = "macos"))]
+        SourceSpec::Es => {
+            let _ = enforcement;
+            anyhow::bail!("the Endpoint Security source needs macOS; use --source replay:PATH here")
         }
     }
     Ok(())
+}
+
+#[cfg(target_os = "macos")]
+fn gap_health_state(source: &SourceSpec) {
+    tracing::info!(%source, "Endpoint Security client subscribed");
 }
 
 fn is_fifo(path: &Path) -> bool {

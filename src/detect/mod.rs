@@ -2,6 +2,7 @@
 //! and does no I/O: all time comes from the events, so a replay gives the same alerts as the live run.
 
 mod correlate;
+pub mod enforce;
 mod fold;
 pub mod path;
 pub mod policy;
@@ -98,6 +99,15 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What `AUTH_KEXTLOAD` answers are decided from: the allowlist and the KextPolicy teams.
+    pub fn enforcement_policy(&self) -> enforce::EnforcementPolicy {
+        enforce::EnforcementPolicy {
+            allowlist: self.config.allowlist.clone(),
+            teams: self.teams.clone(),
+            fail_closed: self.config.daemon.fail_closed,
+        }
     }
 
     /// A new configuration (SIGHUP): the next decisions use it; correlation and fold windows already

@@ -44,6 +44,7 @@ rules! {
     ROOT_CHANGE = "KW-2001", "Change under a kernel extension directory", [T_KEXT];
     KEXT_LOADED = "KW-3001", "Kernel extension loaded", [T_KEXT];
     KEXT_UNLOADED = "KW-3002", "Kernel extension unloaded", [T_KEXT];
+    KEXT_LOAD_DECISION = "KW-3003", "Kernel extension load answered by enforcement", [T_KEXT];
     SIP_CHANGE = "KW-4001", "System Integrity Protection change attempted", [T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
     NVRAM_CHANGE = "KW-4002", "Boot arguments or SIP NVRAM variable changed", [T_CODE_SIGNING_POLICY, T_IMPAIR_DEFENSES];
     BOOT_POLICY_CHANGE = "KW-4003", "Boot security policy changed", [T_CODE_SIGNING_POLICY];
@@ -280,6 +281,30 @@ impl Rules<'_> {
             EventKind::Exec(exec) => self.exec(ev, exec),
             EventKind::KextLoad { identifier } => Some(self.kext_loaded(ev, identifier)),
             EventKind::KextUnload { identifier } => Some(self.kext_unloaded(ev, identifier)),
+            EventKind::KextLoadDecision {
+                identifier,
+                allowed,
+                reason,
+            } => {
+                let mut f = Finding::new(KEXT_LOAD_DECISION, Severity::Info, identifier.clone());
+                f.kext = Some(KextInfo {
+                    bundle_id: identifier.clone(),
+                    team_id: None,
+                });
+                if *allowed {
+                    f.trusted = true;
+                    f.reasons.push(format!("load allowed: {reason}"));
+                    if reason.contains("fail open") {
+                        f.severity = Severity::Medium;
+                    }
+                } else {
+                    f.floor(
+                        Severity::High,
+                        format!("load denied by kextwatch: {reason}"),
+                    );
+                }
+                Some(f)
+            }
             EventKind::Fork { .. } | EventKind::Exit { .. } => None,
             _ => self.file_change(ev),
         }

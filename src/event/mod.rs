@@ -84,18 +84,54 @@ impl Process {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     Exec(Exec),
-    Create { path: String },
-    Write { path: String },
-    Close { path: String, modified: bool },
-    Rename { source: String, destination: String },
-    Unlink { path: String },
-    SetMode { path: String, mode: u32 },
-    SetOwner { path: String, uid: u32, gid: u32 },
-    SetExtattr { path: String, name: String },
-    KextLoad { identifier: String },
-    KextUnload { identifier: String },
-    Fork { child_pid: i32 },
-    Exit { status: i32 },
+    Create {
+        path: String,
+    },
+    Write {
+        path: String,
+    },
+    Close {
+        path: String,
+        modified: bool,
+    },
+    Rename {
+        source: String,
+        destination: String,
+    },
+    Unlink {
+        path: String,
+    },
+    SetMode {
+        path: String,
+        mode: u32,
+    },
+    SetOwner {
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
+    SetExtattr {
+        path: String,
+        name: String,
+    },
+    KextLoad {
+        identifier: String,
+    },
+    /// An `AUTH_KEXTLOAD` kextwatch answered (enforcement mode), with its answer.
+    KextLoadDecision {
+        identifier: String,
+        allowed: bool,
+        reason: String,
+    },
+    KextUnload {
+        identifier: String,
+    },
+    Fork {
+        child_pid: i32,
+    },
+    Exit {
+        status: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +156,7 @@ impl EventKind {
             EventKind::SetOwner { .. } => "setowner",
             EventKind::SetExtattr { .. } => "setextattr",
             EventKind::KextLoad { .. } => "kextload",
+            EventKind::KextLoadDecision { .. } => "kextload-decision",
             EventKind::KextUnload { .. } => "kextunload",
             EventKind::Fork { .. } => "fork",
             EventKind::Exit { .. } => "exit",

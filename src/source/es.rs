@@ -1,12 +1,31 @@
-//! Endpoint Security adapter (macOS only). The only module that knows `endpoint_sec` types.
+//! Endpoint Security adapter (macOS only). The only module that knows `endpoint_sec` types: each
+//! message is converted into the shared event model, exactly what eslogger JSON decodes into, and
+//! handed to `EsHooks::on_event`, which must not block (the daemon `try_send`s and counts drops).
 //!
-//! For now it holds what the rest of the crate needs to agree on with the live client: the event
-//! subscriptions and a readable explanation of client-creation failures. The live client (a thread
-//! owning `Client`, converting each message into `crate::event::Event` and `try_send`ing it) is
-//! built on top of this.
+//! A dedicated thread owns the `Client` (it is `!Send`); the handler runs on Endpoint Security's
+//! queue. On macOS 13+ inverted target-path muting makes the kernel deliver only events whose target
+//! is a watched root, a kext/policy tool or the KextPolicy database; a userspace filter (the same
+//! `Interest` as for eslogger) remains, and is the only filter on older systems.
 
-use endpoint_sec::sys::{es_event_type_t, NewClientError};
-use endpoint_sec::{version, Client, Message};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use endpoint_sec::sys::{
+    es_auth_result_t, es_event_type_t, es_mute_inversion_type_t, es_mute_path_type_t,
+    NewClientError,
+};
+use endpoint_sec::{
+    version, AuditToken, Client, Event as EsEvent, EventCreateDestinationFile,
+    EventRenameDestinationFile, Message,
+};
+
+use crate::detect::enforce::EnforcementPolicy;
+use crate::event::eslogger::Interest;
+use crate::event::{Event, EventKind, Exec, Process};
 
 /// NOTIFY events detection consumes (the same set eslogger captures are decoded from).
 pub const SUBSCRIPTIONS: [es_event_type_t; 11] = [
@@ -21,6 +40,23 @@ pub const SUBSCRIPTIONS: [es_event_type_t; 11] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETEXTATTR,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTLOAD,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTUNLOAD,
+];
+
+/// Executables whose exec matters (targets for inverted muting).
+const TOOL_PATHS: [&str; 13] = [
+    "/sbin/kextload",
+    "/sbin/kextunload",
+    "/usr/bin/kextutil",
+    "/usr/bin/kmutil",
+    "/usr/sbin/kextcache",
+    "/usr/sbin/kextstat",
+    "/usr/sbin/kextfind",
+    "/usr/sbin/kextlibs",
+    "/usr/bin/csrutil",
+    "/usr/sbin/nvram",
+    "/usr/bin/bputil",
+    "/usr/sbin/spctl",
+    "/usr/bin/systemextensionsctl",
 ];
 
 /// What to tell an admin when the client cannot be created.
@@ -38,19 +74,298 @@ pub fn explain(e: NewClientError) -> &'static str {
     }
 }
 
-/// Create a client subscribed to [`SUBSCRIPTIONS`] whose handler passes each message's event type and
-/// global sequence number to `on_message`; proves the subscription set is valid on this Mac.
-pub fn probe(
-    macos: (u64, u64, u64),
-    on_message: impl Fn(u32, Option<u64>) + std::panic::RefUnwindSafe + 'static,
-) -> Result<(), String> {
-    version::set_runtime_version(macos.0, macos.1, macos.2);
-    let handler = move |_: &mut Client<'_>, msg: Message| {
-        on_message(msg.event_type().0, msg.global_seq_num());
+/// What the adapter reports to its owner. Called on the ES queue: must not block.
+pub struct EsHooks {
+    pub on_event: Box<dyn Fn(Event) + Send + Sync>,
+    /// Messages the kernel dropped (global sequence-number gaps).
+    pub on_gap: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+pub struct EsSettings {
+    pub interest: Box<dyn Interest + Send + Sync>,
+    /// Watched roots and the KextPolicy database, for inverted target-path muting.
+    pub watched_paths: Vec<String>,
+    /// With enforcement, AUTH_KEXTLOAD is answered from this snapshot.
+    pub enforcement: Option<Arc<RwLock<EnforcementPolicy>>>,
+}
+
+fn lossy(s: &OsStr) -> String {
+    String::from_utf8_lossy(s.as_bytes()).into_owned()
+}
+
+fn non_empty(s: &OsStr) -> Option<String> {
+    (!s.is_empty()).then(|| lossy(s))
+}
+
+fn process(p: &endpoint_sec::Process<'_>) -> Process {
+    let t = p.audit_token();
+    let cdhash = p.cdhash();
+    Process {
+        pid: t.pid(),
+        pidversion: t.pidversion() as u32,
+        ppid: p.ppid(),
+        original_ppid: p.original_ppid(),
+        responsible_pid: p.responsible_audit_token().map(|r| r.pid()),
+        auid: t.auid(),
+        euid: t.euid(),
+        ruid: t.ruid(),
+        asid: t.asid(),
+        session_id: p.session_id(),
+        group_id: p.group_id(),
+        tty: p.tty().map(|f| lossy(f.path())),
+        executable: lossy(p.executable().path()),
+        signing_id: non_empty(p.signing_id()),
+        team_id: non_empty(p.team_id()),
+        cdhash: cdhash
+            .iter()
+            .any(|b| *b != 0)
+            .then(|| cdhash.iter().map(|b| format!("{b:02x}")).collect()),
+        cs_flags: p.codesigning_flags(),
+        is_platform_binary: p.is_platform_binary(),
+    }
+}
+
+fn join(dir: &OsStr, name: &OsStr) -> String {
+    format!("{}/{}", lossy(dir).trim_end_matches('/'), lossy(name))
+}
+
+/// Convert a message into the event model; `None` for what detection has no use for.
+pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
+    let path_kind = |path: String, make: fn(String) -> EventKind| {
+        interest.path_matters(&path).then(|| make(path))
     };
-    let mut client = Client::new(handler).map_err(|e| explain(e).to_string())?;
-    client
-        .subscribe(&SUBSCRIPTIONS)
-        .map_err(|e| format!("subscribe failed: {e:?}"))?;
-    Ok(())
+    let kind = match msg.event()? {
+        EsEvent::NotifyExec(e) => {
+            let target = e.target();
+            let exe = lossy(target.executable().path());
+            if !interest.exec_matters(&exe, non_empty(target.signing_id()).as_deref()) {
+                return None;
+            }
+            EventKind::Exec(Exec {
+                target: process(&target),
+                args: e.args().map(lossy).collect(),
+                cwd: e.cwd().map(|f| lossy(f.path())),
+            })
+        }
+        EsEvent::NotifyCreate(e) => {
+            let path = match e.destination()? {
+                EventCreateDestinationFile::ExistingFile { file, .. } => lossy(file.path()),
+                EventCreateDestinationFile::NewPath {
+                    directory,
+                    filename,
+                    ..
+                } => join(directory.path(), filename),
+                _ => return None,
+            };
+            path_kind(path, |path| EventKind::Create { path })?
+        }
+        EsEvent::NotifyWrite(e) => {
+            path_kind(lossy(e.target().path()), |path| EventKind::Write { path })?
+        }
+        EsEvent::NotifyClose(e) => {
+            let path = lossy(e.target().path());
+            if !interest.path_matters(&path) {
+                return None;
+            }
+            EventKind::Close {
+                path,
+                modified: e.modified(),
+            }
+        }
+        EsEvent::NotifyUnlink(e) => {
+            path_kind(lossy(e.target().path()), |path| EventKind::Unlink { path })?
+        }
+        EsEvent::NotifyRename(e) => {
+            let source = lossy(e.source().path());
+            let destination = match e.destination()? {
+                EventRenameDestinationFile::ExistingFile { file, .. } => lossy(file.path()),
+                EventRenameDestinationFile::NewPath {
+                    directory,
+                    filename,
+                    ..
+                } => join(directory.path(), filename),
+                _ => return None,
+            };
+            if !interest.path_matters(&source) && !interest.path_matters(&destination) {
+                return None;
+            }
+            EventKind::Rename {
+                source,
+                destination,
+            }
+        }
+        EsEvent::NotifySetMode(e) => {
+            let path = lossy(e.target().path());
+            if !interest.path_matters(&path) {
+                return None;
+            }
+            EventKind::SetMode {
+                path,
+                mode: u32::from(e.mode()),
+            }
+        }
+        EsEvent::NotifySetOwner(e) => {
+            let path = lossy(e.target().path());
+            if !interest.path_matters(&path) {
+                return None;
+            }
+            EventKind::SetOwner {
+                path,
+                uid: e.uid(),
+                gid: e.gid(),
+            }
+        }
+        EsEvent::NotifySetExtAttr(e) => {
+            let path = lossy(e.target().path());
+            if !interest.path_matters(&path) {
+                return None;
+            }
+            EventKind::SetExtattr {
+                path,
+                name: lossy(e.extattr()),
+            }
+        }
+        EsEvent::NotifyKextLoad(e) => EventKind::KextLoad {
+            identifier: lossy(e.identifier()),
+        },
+        EsEvent::NotifyKextUnload(e) => EventKind::KextUnload {
+            identifier: lossy(e.identifier()),
+        },
+        _ => return None,
+    };
+    let time_ns = msg
+        .time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    Some(Event {
+        time_ns,
+        version: msg.version(),
+        seq_num: msg.seq_num(),
+        global_seq_num: msg.global_seq_num(),
+        process: process(&msg.process()),
+        kind,
+    })
+}
+
+/// The running macOS version, for `version::set_runtime_version`.
+fn macos_version() -> (u64, u64, u64) {
+    let out = std::process::Command::new("/usr/bin/sw_vers")
+        .arg("-productVersion")
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut parts = text
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    (
+        parts.next().unwrap_or(11),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+/// Start the client on its own thread; returns once it is subscribed (or failed to be).
+pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    std::thread::Builder::new()
+        .name("es-client".into())
+        .spawn(move || {
+            let macos = macos_version();
+            version::set_runtime_version(macos.0, macos.1, macos.2);
+            let last_seq = AtomicU64::new(0);
+            let enforcement = settings.enforcement.clone();
+            let handler = AssertUnwindSafe(move |client: &mut Client<'_>, msg: Message| {
+                if let Some(seq) = msg.global_seq_num() {
+                    let last = last_seq.swap(seq, Ordering::Relaxed);
+                    if last != 0 && seq > last + 1 {
+                        (hooks.on_gap)(seq - last - 1);
+                    }
+                }
+                if let (Some(EsEvent::AuthKextLoad(e)), Some(policy)) = (msg.event(), enforcement.as_ref()) {
+                    let identifier = lossy(e.identifier());
+                    // No I/O here: the snapshot is in memory; a poisoned or contended lock fails open.
+                    let decision = match policy.try_read() {
+                        Ok(p) => p.decide(&identifier),
+                        Err(_) => crate::detect::enforce::Decision { allow: true, reason: "policy busy (fail open)".into() },
+                    };
+                    let result = if decision.allow {
+                        es_auth_result_t::ES_AUTH_RESULT_ALLOW
+                    } else {
+                        es_auth_result_t::ES_AUTH_RESULT_DENY
+                    };
+                    if let Err(e) = client.respond_auth_result(&msg, result, false) {
+                        tracing::error!(error = ?e, "could not answer AUTH_KEXTLOAD");
+                    }
+                    tracing::info!(kext = %identifier, allowed = decision.allow, reason = %decision.reason, "AUTH_KEXTLOAD answered");
+                    let ev = Event {
+                        time_ns: msg.time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64),
+                        version: msg.version(),
+                        seq_num: msg.seq_num(),
+                        global_seq_num: msg.global_seq_num(),
+                        process: process(&msg.process()),
+                        kind: EventKind::KextLoadDecision { identifier, allowed: decision.allow, reason: decision.reason },
+                    };
+                    (hooks.on_event)(ev);
+                    return;
+                }
+                if let Some(ev) = convert(&msg, settings.interest.as_ref()) {
+                    (hooks.on_event)(ev);
+                }
+            });
+            // The whole AssertUnwindSafe wrapper must be captured, not just its field.
+            let mut client = match Client::new(move |c, m| {
+                let h = &handler;
+                (h.0)(c, m)
+            }) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(explain(e).to_string()));
+                    return;
+                }
+            };
+            let setup = (|| -> Result<(), String> {
+                // Our own file activity (state, spool, logs) is not interesting.
+                if let Ok(me) = AuditToken::from_pid(std::process::id() as i32) {
+                    client.mute_process(&me).map_err(|e| format!("mute self: {e:?}"))?;
+                }
+                if macos >= (13, 0, 0) {
+                    client
+                        .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
+                        .map_err(|e| format!("invert muting: {e:?}"))?;
+                    for p in &settings.watched_paths {
+                        client
+                            .mute_path(OsStr::new(p), es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX)
+                            .map_err(|e| format!("watch {p}: {e:?}"))?;
+                    }
+                    for p in TOOL_PATHS {
+                        client
+                            .mute_path(OsStr::new(p), es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_LITERAL)
+                            .map_err(|e| format!("watch {p}: {e:?}"))?;
+                    }
+                }
+                client.subscribe(&SUBSCRIPTIONS).map_err(|e| format!("subscribe: {e:?}"))?;
+                if settings.enforcement.is_some() {
+                    client
+                        .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
+                        .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
+                }
+                Ok(())
+            })();
+            let ok = setup.is_ok();
+            let _ = ready_tx.send(setup);
+            if !ok {
+                return;
+            }
+            // The client lives as long as this thread.
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            drop(client);
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| "Endpoint Security client did not start".to_string())?
 }
