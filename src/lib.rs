@@ -6,6 +6,7 @@ pub mod alert;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod doctor;
 pub mod enrich;
 pub mod event;
 pub mod inventory;

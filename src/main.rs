@@ -62,6 +62,14 @@ enum Command {
         #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
         eslogger: PathBuf,
     },
+    /// Check what the daemon needs (root, Full Disk Access, Endpoint Security, SIP, config, outputs,
+    /// state directory) and say how to fix each failure.
+    Doctor {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
+        eslogger: PathBuf,
+    },
     /// Show the running daemon's health and counters (from its status file).
     Status {
         /// Config file (for the state directory); default: the shipped config.
@@ -229,14 +237,8 @@ enum ShowFormat {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEXTWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Run { .. }));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -244,6 +246,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Structured logs to stderr (launchd's log file for the daemon) and, on macOS, to the unified log
+/// (`log stream --predicate 'subsystem == "com.kextwatch"'`). KEXTWATCH_LOG overrides the level.
+fn init_logging(daemon: bool) {
+    use tracing_subscriber::prelude::*;
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEXTWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr));
+    #[cfg(target_os = "macos")]
+    let registry = registry.with(tracing_oslog::OsLogger::new("com.kextwatch", "default"));
+    registry.init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -346,6 +363,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eslogger,
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { config, eslogger } => {
+            use kextwatch::doctor::Verdict;
+            let checks = kextwatch::doctor::run(&config, &eslogger);
+            for c in &checks {
+                let mark = match c.verdict {
+                    Verdict::Ok => "ok  ",
+                    Verdict::Warn => "warn",
+                    Verdict::Fail => "FAIL",
+                };
+                println!("{mark} {}: {}", c.name, c.detail);
+                if let Some(fix) = &c.fix {
+                    println!("     fix: {fix}");
+                }
+            }
+            Ok(if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Status { config, json } => {
             let config = load_config(config.as_deref())?;

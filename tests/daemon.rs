@@ -313,3 +313,55 @@ fn eslogger_source_is_restarted_when_it_exits() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn doctor_says_what_is_wrong_and_how_to_fix_it() {
+    let r = support::rsyslog::Rsyslog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.toml");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let outputs = format!(
+        "[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n\n[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{dead}\"\n",
+        r.tcp
+    );
+    std::fs::write(&config, config_text(dir.path(), &outputs)).unwrap();
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok   output syslog 127.0.0.1:{}: connected",
+            r.tcp
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("FAIL output syslog 127.0.0.1:{dead}")),
+        "{text}"
+    );
+    assert!(text.contains("ok   state directory writable"), "{text}");
+    assert!(text.contains("ok   config:"), "{text}");
+
+    std::fs::write(&config, "[daemon\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("FAIL config: ") && text.contains("fix: "),
+        "{text}"
+    );
+}

@@ -5,7 +5,7 @@ mod cef;
 mod sink;
 mod spool;
 pub mod syslog;
-mod transport;
+pub mod transport;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use sink::{SinkError, SinkStats, SyslogSink};
-pub use transport::TRUNCATION_MARKER;
+pub use transport::{Transport, TransportError, TRUNCATION_MARKER};
 
 use crate::alert::{write_json, write_text, Alert};
 use crate::config::{OutputSpec, TextOrJson};

@@ -367,9 +367,18 @@ impl Transport {
         }
     }
 
+    /// Connect (and for TLS, complete the handshake) without sending anything.
+    pub fn probe(&mut self) -> Result<(), TransportError> {
+        let conn = self.connect()?;
+        self.conn = Some(conn);
+        self.close();
+        Ok(())
+    }
+
     /// Close the connection cleanly (TLS close_notify).
     pub fn close(&mut self) {
-        if let Some(Conn::Tls(mut s)) = self.conn.take() {
+        let conn = self.conn.take();
+        if let Some(Conn::Tls(mut s)) = conn {
             s.conn.send_close_notify();
             let _ = s.conn.complete_io(&mut s.sock);
         }

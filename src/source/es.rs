@@ -247,6 +247,16 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
     })
 }
 
+/// Can a client be created here (root, Full Disk Access, entitlement)? For `kextwatch doctor`.
+pub fn check_client() -> Result<(), String> {
+    let macos = macos_version();
+    version::set_runtime_version(macos.0, macos.1, macos.2);
+    let client =
+        Client::new(|_: &mut Client<'_>, _: Message| {}).map_err(|e| explain(e).to_string())?;
+    drop(client);
+    Ok(())
+}
+
 /// The running macOS version, for `version::set_runtime_version`.
 fn macos_version() -> (u64, u64, u64) {
     let out = std::process::Command::new("/usr/bin/sw_vers")
