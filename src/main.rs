@@ -61,6 +61,9 @@ enum Command {
         /// The eslogger binary.
         #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
         eslogger: PathBuf,
+        /// Managed preferences whose ConfigTOML (from `kextwatch profile --config`) overrides --config.
+        #[arg(long, default_value = kextwatch::daemon::MANAGED_PREFERENCES, hide = true)]
+        managed_prefs: PathBuf,
     },
     /// Check what the daemon needs (root, Full Disk Access, Endpoint Security, SIP, config, outputs,
     /// state directory) and say how to fix each failure.
@@ -356,9 +359,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             source,
             eslogger,
+            managed_prefs,
         } => {
             kextwatch::daemon::run(kextwatch::daemon::DaemonOptions {
                 config_path: config,
+                managed_prefs,
                 source,
                 eslogger,
             })?;

@@ -365,3 +365,70 @@ fn doctor_says_what_is_wrong_and_how_to_fix_it() {
         "{text}"
     );
 }
+
+#[test]
+fn config_delivered_by_mdm_takes_precedence_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let config = dir.path().join("k.toml");
+    std::fs::write(&config, config_text(dir.path(), &file_output(&out))).unwrap();
+    // The managed preferences plist a `kextwatch profile --config` payload produces on the Mac.
+    let managed = dir.path().join("com.kextwatch.plist");
+    let allow = "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\ninitiators = [{ signing_id = \"com.jamfsoftware.jamf\", team_id = \"483DWKW443\" }]\n";
+    let write_managed = |toml: &str| {
+        let mut d = plist::Dictionary::new();
+        d.insert("ConfigTOML".into(), plist::Value::String(toml.into()));
+        plist::Value::Dictionary(d).to_file_xml(&managed).unwrap();
+    };
+    write_managed(&config_text(
+        dir.path(),
+        &format!("{allow}{}", file_output(&out)),
+    ));
+    let fifo = dir.path().join("events");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--managed-prefs")
+        .arg(&managed)
+        .arg("--source")
+        .arg(format!("replay:{}", fifo.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_path = dir.path().join("state/status.json");
+    wait_for(|| Status::read(&status_path).is_ok());
+    let feed = |text: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap()
+    };
+    // The MDM config allowlists the manager: no alert.
+    feed(&jamf_loads_virtualbox());
+    wait_for(|| Status::read(&status_path).is_ok_and(|s| s.events_analysed == 1));
+    assert!(alerts_in(&out).is_empty());
+    // MDM replaces it with one without the allowlist; SIGHUP picks it up.
+    write_managed(&config_text(dir.path(), &file_output(&out)));
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    wait_for(|| Status::read(&status_path).is_ok_and(|s| s.config_generation == 2));
+    feed(&jamf_loads_virtualbox());
+    wait_for(|| alerts_in(&out).len() == 1);
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -256,6 +256,33 @@ impl Config {
         Config::parse(&text, &origin)
     }
 
+    /// The config MDM delivered (`kextwatch profile --config`: key `ConfigTOML` of the managed
+    /// preferences plist) if there is one, else the file; with where it came from.
+    pub fn load_managed_or_file(
+        managed: &Path,
+        file: &Path,
+    ) -> Result<(Config, String), ConfigError> {
+        if managed.exists() {
+            let origin = format!("{} (ConfigTOML)", managed.display());
+            let err = |message: String| ConfigError {
+                origin: origin.clone(),
+                line: 0,
+                column: 0,
+                key: None,
+                message,
+            };
+            let value = plist::Value::from_file(managed).map_err(|e| err(e.to_string()))?;
+            if let Some(text) = value
+                .as_dictionary()
+                .and_then(|d| d.get("ConfigTOML"))
+                .and_then(|v| v.as_string())
+            {
+                return Config::parse(text, &origin).map(|c| (c, origin));
+            }
+        }
+        Config::load(file).map(|c| (c, file.display().to_string()))
+    }
+
     /// The shipped default configuration.
     pub fn default_config() -> Config {
         match Config::parse(DEFAULT_CONFIG, "config/kextwatch.toml") {

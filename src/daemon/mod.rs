@@ -48,8 +48,13 @@ pub(crate) enum Msg {
     Stop,
 }
 
+/// Where macOS puts the managed preferences MDM delivers for the `com.kextwatch` domain.
+pub const MANAGED_PREFERENCES: &str = "/Library/Managed Preferences/com.kextwatch.plist";
+
 pub struct DaemonOptions {
     pub config_path: PathBuf,
+    /// Managed preferences whose `ConfigTOML` takes precedence over `config_path` when present.
+    pub managed_prefs: PathBuf,
     pub source: SourceSpec,
     /// eslogger binary (`/usr/bin/eslogger`); replaceable for tests.
     pub eslogger: PathBuf,
@@ -63,7 +68,8 @@ fn now_ns() -> i64 {
 
 /// Run until SIGTERM/SIGINT. Returns after draining.
 pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
-    let config = Config::load(&opts.config_path)?;
+    let (config, origin) = Config::load_managed_or_file(&opts.managed_prefs, &opts.config_path)?;
+    tracing::info!(config = %origin, "configuration loaded");
     let state_dir = config.daemon.state_dir.clone();
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| anyhow::anyhow!("state directory {}: {e}", state_dir.display()))?;
@@ -115,6 +121,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     detection(
         config,
         &opts.config_path,
+        &opts.managed_prefs,
         rx,
         ctl_rx,
         alert_tx,
@@ -193,6 +200,7 @@ fn start_kextpolicy(
 fn detection(
     config: Config,
     config_path: &Path,
+    managed_prefs: &Path,
     rx: Receiver<Msg>,
     ctl: Receiver<Msg>,
     alerts: SyncSender<Alert>,
@@ -223,12 +231,12 @@ fn detection(
         // Control first: a reload or stop is never stuck behind a full event queue.
         while let Ok(m) = ctl.try_recv() {
             match m {
-                Msg::Reload => match Config::load(config_path) {
-                    Ok(c) => {
+                Msg::Reload => match Config::load_managed_or_file(managed_prefs, config_path) {
+                    Ok((c, origin)) => {
                         engine.reload(c);
                         refresh(&engine);
                         health.config_reloaded();
-                        tracing::info!(config = %config_path.display(), "configuration reloaded");
+                        tracing::info!(config = %origin, "configuration reloaded");
                     }
                     Err(e) => {
                         health.config_rejected(&e.to_string());
