@@ -160,10 +160,25 @@ impl Engine {
 
     /// Feed one KextPolicy change observed at `time_ns`.
     pub fn process_policy(&mut self, change: &PolicyChange, time_ns: i64, out: &mut Vec<Alert>) {
+        let finding = policy::evaluate(&self.config, change);
+        self.process_unattributed(finding, policy::action(change), time_ns, out);
+    }
+
+    /// The SIP configuration read on the Mac at `time_ns` (at start, and when it changes).
+    pub fn process_sip(&mut self, flags: u32, time_ns: i64, out: &mut Vec<Alert>) {
+        self.process_unattributed(sip::evaluate(flags), "sip-state", time_ns, out);
+    }
+
+    /// A finding no process event carries (KextPolicy, SIP state): evidence from the finding itself.
+    fn process_unattributed(
+        &mut self,
+        finding: Finding,
+        action: &'static str,
+        time_ns: i64,
+        out: &mut Vec<Alert>,
+    ) {
         self.events += 1;
         self.advance(time_ns, out);
-        let finding = policy::evaluate(&self.config, change);
-        let action = policy::action(change);
         let evidence = Evidence {
             timestamp: format_time(time_ns),
             action,
@@ -178,54 +193,13 @@ impl Engine {
             global_seq_num: None,
         };
         let key = fold_key(None, &finding);
-        self.report(finding, evidence, time_ns, None, key, out, |f, evidence| {
-            alert_from(
-                f,
-                evidence,
-                time_ns,
-                EventInfo {
-                    kind: "alert",
-                    action,
-                    sequence: None,
-                },
-                None,
-                None,
-            )
-        });
-    }
-
-    /// The SIP configuration read on the Mac at `time_ns` (at start, and when it changes).
-    pub fn process_sip(&mut self, flags: u32, time_ns: i64, out: &mut Vec<Alert>) {
-        self.events += 1;
-        self.advance(time_ns, out);
-        let finding = sip::evaluate(flags);
-        let evidence = Evidence {
-            timestamp: format_time(time_ns),
-            action: "sip-state",
-            pid: None,
-            executable: None,
-            args: None,
-            path: None,
-            kext_bundle_id: None,
-            team_id: None,
-            signing_id: None,
-            user_id: None,
-            global_seq_num: None,
+        let info = EventInfo {
+            kind: "alert",
+            action,
+            sequence: None,
         };
-        let key = fold_key(None, &finding);
         self.report(finding, evidence, time_ns, None, key, out, |f, evidence| {
-            alert_from(
-                f,
-                evidence,
-                time_ns,
-                EventInfo {
-                    kind: "alert",
-                    action: "sip-state",
-                    sequence: None,
-                },
-                None,
-                None,
-            )
+            alert_from(f, evidence, time_ns, info, None, None)
         });
     }
 

@@ -30,6 +30,20 @@ fn finding(rule: RuleDef, severity: Severity, subject: String) -> Finding {
     Finding::new(rule, severity, subject)
 }
 
+/// A finding about one team/bundle entry, with its first reason.
+fn about(
+    rule: RuleDef,
+    severity: Severity,
+    team: &Option<String>,
+    bundle: &Option<String>,
+    reason: String,
+) -> Finding {
+    let mut f = finding(rule, severity, subject(team, bundle));
+    f.reasons.push(reason);
+    f.kext = kext_info(team, bundle);
+    f
+}
+
 /// The ECS `event.action` of a change.
 pub fn action(c: &PolicyChange) -> &'static str {
     match c {
@@ -56,13 +70,12 @@ pub fn evaluate(config: &Config, change: &PolicyChange) -> Finding {
         PolicyChange::ApprovalChanged { old, new } if old.allowed && !new.allowed => {
             withdrawn(new, "approval revoked (allowed changed to false)")
         }
-        PolicyChange::ApprovalChanged { old, new } => {
-            let mut f = finding(
-                APPROVAL_MODIFIED,
-                Severity::Low,
-                subject(&new.team_id, &new.bundle_id),
-            );
-            f.reasons.push(format!(
+        PolicyChange::ApprovalChanged { old, new } => about(
+            APPROVAL_MODIFIED,
+            Severity::Low,
+            &new.team_id,
+            &new.bundle_id,
+            format!(
                 "approval of {} (team {}) modified: flags {:?} -> {:?}, developer name {:?} -> {:?} (flag meanings are undocumented)",
                 or_none(&new.bundle_id),
                 or_none(&new.team_id),
@@ -70,30 +83,25 @@ pub fn evaluate(config: &Config, change: &PolicyChange) -> Finding {
                 new.flags,
                 old.developer_name,
                 new.developer_name
-            ));
-            f.kext = kext_info(&new.team_id, &new.bundle_id);
-            f
-        }
+            ),
+        ),
         PolicyChange::ApprovalRemoved { approval } => {
             withdrawn(approval, "approval removed from KextPolicy")
         }
         PolicyChange::MdmApprovalAdded { approval } => mdm(config, approval, "added"),
         PolicyChange::MdmApprovalChanged { new, .. } => mdm(config, new, "changed"),
-        PolicyChange::MdmApprovalRemoved { approval } => {
-            let mut f = finding(
-                MDM_APPROVAL,
-                Severity::Low,
-                subject(&approval.team_id, &approval.bundle_id),
-            );
-            f.reasons.push(format!(
+        PolicyChange::MdmApprovalRemoved { approval } => about(
+            MDM_APPROVAL,
+            Severity::Low,
+            &approval.team_id,
+            &approval.bundle_id,
+            format!(
                 "MDM approval of {} (team {}, payload {}) removed",
                 or_none(&approval.bundle_id),
                 or_none(&approval.team_id),
                 or_none(&approval.payload_uuid)
-            ));
-            f.kext = kext_info(&approval.team_id, &approval.bundle_id);
-            f
-        }
+            ),
+        ),
         PolicyChange::KextRecorded { record } => {
             load(config, record, "first load of this path recorded")
         }
@@ -167,18 +175,17 @@ fn approval_granted(config: &Config, a: &Approval, old: Option<&Approval>) -> Fi
 }
 
 fn withdrawn(a: &Approval, why: &str) -> Finding {
-    let mut f = finding(
+    about(
         APPROVAL_WITHDRAWN,
         Severity::Low,
-        subject(&a.team_id, &a.bundle_id),
-    );
-    f.reasons.push(format!(
-        "{why}: {} (team {})",
-        or_none(&a.bundle_id),
-        or_none(&a.team_id)
-    ));
-    f.kext = kext_info(&a.team_id, &a.bundle_id);
-    f
+        &a.team_id,
+        &a.bundle_id,
+        format!(
+            "{why}: {} (team {})",
+            or_none(&a.bundle_id),
+            or_none(&a.team_id)
+        ),
+    )
 }
 
 fn mdm(config: &Config, a: &MdmApproval, verb: &str) -> Finding {
