@@ -2,10 +2,12 @@
 //! message is converted into the shared event model, exactly what eslogger JSON decodes into, and
 //! handed to `EsHooks::on_event`, which must not block (the daemon `try_send`s and counts drops).
 //!
-//! A dedicated thread owns the `Client` (it is `!Send`); the handler runs on Endpoint Security's
-//! queue. On macOS 13+ inverted target-path muting makes the kernel deliver only events whose target
-//! is a watched root, a kext/policy tool or the KextPolicy database; a userspace filter (the same
-//! `Interest` as for eslogger) remains, and is the only filter on older systems.
+//! A dedicated thread owns two `Client`s (they are `!Send`), one per concern: process and file events,
+//! and kext events (which have no target path, so path muting must not touch them); the handlers run
+//! on Endpoint Security's queue. On macOS 13+ the first client inverts target-path muting so the kernel
+//! delivers only events whose target is a watched root, a kext/policy tool or the KextPolicy database;
+//! a userspace filter (the same `Interest` as for eslogger) remains, and is the only filter on older
+//! systems.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -27,8 +29,8 @@ use crate::detect::enforce::EnforcementPolicy;
 use crate::event::eslogger::Interest;
 use crate::event::{Event, EventKind, Exec, Process};
 
-/// NOTIFY events detection consumes (the same set eslogger captures are decoded from).
-pub const SUBSCRIPTIONS: [es_event_type_t; 11] = [
+/// Process and file events: the client with inverted target-path muting (macOS 13+).
+pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 9] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXEC,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_CREATE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_WRITE,
@@ -38,6 +40,11 @@ pub const SUBSCRIPTIONS: [es_event_type_t; 11] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETMODE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETOWNER,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETEXTATTR,
+];
+
+/// Kext events carry no target path, so path muting must not touch them: a second client, without
+/// inversion (one client per concern). AUTH_KEXTLOAD joins it in enforce mode.
+pub const KEXT_SUBSCRIPTIONS: [es_event_type_t; 2] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTLOAD,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTUNLOAD,
 ];
@@ -276,7 +283,90 @@ fn macos_version() -> (u64, u64, u64) {
     )
 }
 
-/// Start the client on its own thread; returns once it is subscribed (or failed to be).
+/// What both clients' handlers share.
+struct HandlerState {
+    settings: EsSettings,
+    hooks: EsHooks,
+}
+
+impl HandlerState {
+    /// Runs on the ES queue: converts and hands off, answers AUTH_KEXTLOAD; never blocks.
+    fn handle(&self, last_seq: &AtomicU64, client: &mut Client<'_>, msg: Message) {
+        // Sequence numbers are per client, so each handler keeps its own.
+        if let Some(seq) = msg.global_seq_num() {
+            let last = last_seq.swap(seq, Ordering::Relaxed);
+            if last != 0 && seq > last + 1 {
+                (self.hooks.on_gap)(seq - last - 1);
+            }
+        }
+        if let (Some(EsEvent::AuthKextLoad(e)), Some(policy)) =
+            (msg.event(), self.settings.enforcement.as_ref())
+        {
+            let identifier = lossy(e.identifier());
+            // No I/O here: the snapshot is in memory; a contended lock fails open rather than wait.
+            let decision = match policy.try_read() {
+                Ok(p) => p.decide(&identifier),
+                Err(_) => crate::detect::enforce::Decision {
+                    allow: true,
+                    reason: "policy busy (fail open)".into(),
+                },
+            };
+            let result = if decision.allow {
+                es_auth_result_t::ES_AUTH_RESULT_ALLOW
+            } else {
+                es_auth_result_t::ES_AUTH_RESULT_DENY
+            };
+            if let Err(e) = client.respond_auth_result(&msg, result, false) {
+                tracing::error!(error = ?e, "could not answer AUTH_KEXTLOAD");
+            }
+            tracing::info!(kext = %identifier, allowed = decision.allow, reason = %decision.reason, "AUTH_KEXTLOAD answered");
+            (self.hooks.on_event)(Event {
+                time_ns: msg
+                    .time()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64),
+                version: msg.version(),
+                seq_num: msg.seq_num(),
+                global_seq_num: msg.global_seq_num(),
+                process: process(&msg.process()),
+                kind: EventKind::KextLoadDecision {
+                    identifier,
+                    allowed: decision.allow,
+                    reason: decision.reason,
+                },
+            });
+            return;
+        }
+        if let Some(ev) = convert(&msg, self.settings.interest.as_ref()) {
+            (self.hooks.on_event)(ev);
+        }
+    }
+}
+
+/// A client whose handler is `state.handle`.
+fn new_client<'b>(state: &Arc<HandlerState>) -> Result<Client<'b>, String> {
+    // AssertUnwindSafe: the hooks are plain closures over atomics and channels; a panic in one is
+    // caught by endpoint-sec and leaves nothing half-updated that matters.
+    let state = AssertUnwindSafe(state.clone());
+    let last_seq = AtomicU64::new(0);
+    Client::new(move |c, m| {
+        let s = &state;
+        s.0.handle(&last_seq, c, m)
+    })
+    .map_err(|e| explain(e).to_string())
+}
+
+fn mute_self(client: &mut Client<'_>) -> Result<(), String> {
+    // Our own file activity (state, spool, logs) is not interesting.
+    if let Ok(me) = AuditToken::from_pid(std::process::id() as i32) {
+        client
+            .mute_process(&me)
+            .map_err(|e| format!("mute self: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// Start both clients on their own thread; returns once they are subscribed (or failed to be).
 pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::Builder::new()
@@ -284,95 +374,64 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
         .spawn(move || {
             let macos = macos_version();
             version::set_runtime_version(macos.0, macos.1, macos.2);
-            let last_seq = AtomicU64::new(0);
-            let enforcement = settings.enforcement.clone();
-            let handler = AssertUnwindSafe(move |client: &mut Client<'_>, msg: Message| {
-                if let Some(seq) = msg.global_seq_num() {
-                    let last = last_seq.swap(seq, Ordering::Relaxed);
-                    if last != 0 && seq > last + 1 {
-                        (hooks.on_gap)(seq - last - 1);
-                    }
-                }
-                if let (Some(EsEvent::AuthKextLoad(e)), Some(policy)) = (msg.event(), enforcement.as_ref()) {
-                    let identifier = lossy(e.identifier());
-                    // No I/O here: the snapshot is in memory; a poisoned or contended lock fails open.
-                    let decision = match policy.try_read() {
-                        Ok(p) => p.decide(&identifier),
-                        Err(_) => crate::detect::enforce::Decision { allow: true, reason: "policy busy (fail open)".into() },
-                    };
-                    let result = if decision.allow {
-                        es_auth_result_t::ES_AUTH_RESULT_ALLOW
-                    } else {
-                        es_auth_result_t::ES_AUTH_RESULT_DENY
-                    };
-                    if let Err(e) = client.respond_auth_result(&msg, result, false) {
-                        tracing::error!(error = ?e, "could not answer AUTH_KEXTLOAD");
-                    }
-                    tracing::info!(kext = %identifier, allowed = decision.allow, reason = %decision.reason, "AUTH_KEXTLOAD answered");
-                    let ev = Event {
-                        time_ns: msg.time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64),
-                        version: msg.version(),
-                        seq_num: msg.seq_num(),
-                        global_seq_num: msg.global_seq_num(),
-                        process: process(&msg.process()),
-                        kind: EventKind::KextLoadDecision { identifier, allowed: decision.allow, reason: decision.reason },
-                    };
-                    (hooks.on_event)(ev);
-                    return;
-                }
-                if let Some(ev) = convert(&msg, settings.interest.as_ref()) {
-                    (hooks.on_event)(ev);
-                }
-            });
-            // The whole AssertUnwindSafe wrapper must be captured, not just its field.
-            let mut client = match Client::new(move |c, m| {
-                let h = &handler;
-                (h.0)(c, m)
-            }) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(explain(e).to_string()));
-                    return;
-                }
-            };
-            let setup = (|| -> Result<(), String> {
-                // Our own file activity (state, spool, logs) is not interesting.
-                if let Ok(me) = AuditToken::from_pid(std::process::id() as i32) {
-                    client.mute_process(&me).map_err(|e| format!("mute self: {e:?}"))?;
-                }
+            let enforce = settings.enforcement.is_some();
+            let watched = settings.watched_paths.clone();
+            let state = Arc::new(HandlerState { settings, hooks });
+            let clients = (|| -> Result<(Client<'static>, Client<'static>), String> {
+                let mut files = new_client(&state)?;
+                mute_self(&mut files)?;
                 if macos >= (13, 0, 0) {
-                    client
+                    files
                         .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
                         .map_err(|e| format!("invert muting: {e:?}"))?;
-                    for p in &settings.watched_paths {
-                        client
-                            .mute_path(OsStr::new(p), es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX)
+                    for p in &watched {
+                        files
+                            .mute_path(
+                                OsStr::new(p),
+                                es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
+                            )
                             .map_err(|e| format!("watch {p}: {e:?}"))?;
                     }
                     for p in TOOL_PATHS {
-                        client
-                            .mute_path(OsStr::new(p), es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_LITERAL)
+                        files
+                            .mute_path(
+                                OsStr::new(p),
+                                es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_LITERAL,
+                            )
                             .map_err(|e| format!("watch {p}: {e:?}"))?;
                     }
                 }
-                client.subscribe(&SUBSCRIPTIONS).map_err(|e| format!("subscribe: {e:?}"))?;
-                if settings.enforcement.is_some() {
-                    client
+                files
+                    .subscribe(&FILE_SUBSCRIPTIONS)
+                    .map_err(|e| format!("subscribe: {e:?}"))?;
+
+                let mut kexts = new_client(&state)?;
+                mute_self(&mut kexts)?;
+                kexts
+                    .subscribe(&KEXT_SUBSCRIPTIONS)
+                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                if enforce {
+                    kexts
                         .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
                         .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
                 }
-                Ok(())
+                Ok((files, kexts))
             })();
-            let ok = setup.is_ok();
-            let _ = ready_tx.send(setup);
-            if !ok {
-                return;
-            }
-            // The client lives as long as this thread.
+            let clients = match clients {
+                Ok(c) => {
+                    let _ = ready_tx.send(Ok(()));
+                    c
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            // The clients live as long as this thread (they are !Send).
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            drop(client);
+            drop(clients);
         })
         .map_err(|e| e.to_string())?;
     ready_rx
