@@ -138,14 +138,18 @@ fn join(dir: &OsStr, name: &OsStr) -> String {
 
 /// Convert a message into the event model; `None` for what detection has no use for.
 pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
-    let path_kind = |path: String, make: fn(String) -> EventKind| {
-        interest.path_matters(&path).then(|| make(path))
+    // This runs for every delivered message: nothing is allocated until the event is known to matter
+    // (a UTF-8 path is checked borrowed).
+    let wanted = |path: &OsStr| {
+        let p = path.to_string_lossy();
+        interest.path_matters(&p).then(|| p.into_owned())
     };
     let kind = match msg.event()? {
         EsEvent::NotifyExec(e) => {
             let target = e.target();
-            let exe = lossy(target.executable().path());
-            if !interest.exec_matters(&exe, non_empty(target.signing_id()).as_deref()) {
+            let exe = target.executable().path().to_string_lossy();
+            let sid = target.signing_id().to_str().filter(|s| !s.is_empty());
+            if !interest.exec_matters(&exe, sid) {
                 return None;
             }
             EventKind::Exec(Exec {
@@ -164,24 +168,21 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
                 } => join(directory.path(), filename),
                 _ => return None,
             };
-            path_kind(path, |path| EventKind::Create { path })?
-        }
-        EsEvent::NotifyWrite(e) => {
-            path_kind(lossy(e.target().path()), |path| EventKind::Write { path })?
-        }
-        EsEvent::NotifyClose(e) => {
-            let path = lossy(e.target().path());
             if !interest.path_matters(&path) {
                 return None;
             }
-            EventKind::Close {
-                path,
-                modified: e.modified(),
-            }
+            EventKind::Create { path }
         }
-        EsEvent::NotifyUnlink(e) => {
-            path_kind(lossy(e.target().path()), |path| EventKind::Unlink { path })?
-        }
+        EsEvent::NotifyWrite(e) => EventKind::Write {
+            path: wanted(e.target().path())?,
+        },
+        EsEvent::NotifyClose(e) => EventKind::Close {
+            path: wanted(e.target().path())?,
+            modified: e.modified(),
+        },
+        EsEvent::NotifyUnlink(e) => EventKind::Unlink {
+            path: wanted(e.target().path())?,
+        },
         EsEvent::NotifyRename(e) => {
             let source = lossy(e.source().path());
             let destination = match e.destination()? {
@@ -201,37 +202,19 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
                 destination,
             }
         }
-        EsEvent::NotifySetMode(e) => {
-            let path = lossy(e.target().path());
-            if !interest.path_matters(&path) {
-                return None;
-            }
-            EventKind::SetMode {
-                path,
-                mode: u32::from(e.mode()),
-            }
-        }
-        EsEvent::NotifySetOwner(e) => {
-            let path = lossy(e.target().path());
-            if !interest.path_matters(&path) {
-                return None;
-            }
-            EventKind::SetOwner {
-                path,
-                uid: e.uid(),
-                gid: e.gid(),
-            }
-        }
-        EsEvent::NotifySetExtAttr(e) => {
-            let path = lossy(e.target().path());
-            if !interest.path_matters(&path) {
-                return None;
-            }
-            EventKind::SetExtattr {
-                path,
-                name: lossy(e.extattr()),
-            }
-        }
+        EsEvent::NotifySetMode(e) => EventKind::SetMode {
+            path: wanted(e.target().path())?,
+            mode: u32::from(e.mode()),
+        },
+        EsEvent::NotifySetOwner(e) => EventKind::SetOwner {
+            path: wanted(e.target().path())?,
+            uid: e.uid(),
+            gid: e.gid(),
+        },
+        EsEvent::NotifySetExtAttr(e) => EventKind::SetExtattr {
+            path: wanted(e.target().path())?,
+            name: lossy(e.extattr()),
+        },
         EsEvent::NotifyKextLoad(e) => EventKind::KextLoad {
             identifier: lossy(e.identifier()),
         },
