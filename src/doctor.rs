@@ -119,39 +119,29 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
     });
 
     #[cfg(target_os = "macos")]
-    {
-        extern "C" {
-            fn csr_get_active_config(config: *mut u32) -> libc::c_int;
-        }
-        let mut flags = 0u32;
-        // SAFETY: writes one u32 through a valid pointer.
-        let rc = unsafe { csr_get_active_config(&mut flags) };
-        out.push(if rc != 0 {
-            check(
-                "SIP status readable",
-                Verdict::Fail,
-                format!("csr_get_active_config returned {rc}"),
-                None,
-            )
-        } else if flags == 0 {
-            check(
-                "SIP status readable",
-                Verdict::Ok,
-                "SIP fully enabled",
-                None,
-            )
-        } else {
-            check(
-                "SIP status readable",
-                Verdict::Warn,
-                format!(
-                    "SIP weakened: {}",
-                    crate::detect::sip::flag_names(flags).join(", ")
-                ),
-                Some("re-enable from recoveryOS: csrutil enable"),
-            )
-        });
-    }
+    out.push(match crate::source::sip::active_config() {
+        Err(rc) => check(
+            "SIP status readable",
+            Verdict::Fail,
+            format!("csr_get_active_config returned {rc}"),
+            None,
+        ),
+        Ok(0) => check(
+            "SIP status readable",
+            Verdict::Ok,
+            "SIP fully enabled",
+            None,
+        ),
+        Ok(flags) => check(
+            "SIP status readable",
+            Verdict::Warn,
+            format!(
+                "SIP weakened: {}",
+                crate::detect::sip::flag_names(flags).join(", ")
+            ),
+            Some("re-enable from recoveryOS: csrutil enable"),
+        ),
+    });
 
     for o in &config.outputs {
         out.push(match o {

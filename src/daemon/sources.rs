@@ -283,21 +283,17 @@ fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
 /// SIP state (macOS): read at start and every minute; reported when first read and when it changes.
 #[cfg(target_os = "macos")]
 pub(super) fn start_sip(ctl: std::sync::mpsc::Sender<Msg>, stop: Arc<AtomicBool>) {
-    extern "C" {
-        fn csr_get_active_config(config: *mut u32) -> libc::c_int;
-    }
     let _ = std::thread::Builder::new()
         .name("sip".into())
         .spawn(move || {
             let mut last: Option<u32> = None;
             while !stop.load(Ordering::Relaxed) {
-                let mut flags: u32 = 0;
-                // SAFETY: the call writes one u32 through a valid pointer.
-                let rc = unsafe { csr_get_active_config(&mut flags) };
-                if rc == 0 && last != Some(flags) {
-                    last = Some(flags);
-                    if ctl.send(Msg::Sip(flags, super::now_ns())).is_err() {
-                        return;
+                if let Ok(flags) = crate::source::sip::active_config() {
+                    if last != Some(flags) {
+                        last = Some(flags);
+                        if ctl.send(Msg::Sip(flags, super::now_ns())).is_err() {
+                            return;
+                        }
                     }
                 }
                 for _ in 0..600 {

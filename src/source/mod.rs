@@ -4,3 +4,6 @@ pub mod replay;
 
 #[cfg(target_os = "macos")]
 pub mod es;
+
+#[cfg(target_os = "macos")]
+pub mod sip;
