@@ -47,6 +47,16 @@ impl Daemon {
 
     fn start_with(extra: &str, daemon_extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kextwatch.toml"),
+            config_with_daemon(dir.path(), extra, daemon_extra),
+        )
+        .unwrap();
+        Daemon::launch(dir, &[])
+    }
+
+    /// Run the daemon on `dir/kextwatch.toml`, reading the FIFO `dir/events`.
+    fn launch(dir: tempfile::TempDir, extra_args: &[&std::ffi::OsStr]) -> Daemon {
         let fifo = dir.path().join("events");
         assert!(Command::new("mkfifo")
             .arg(&fifo)
@@ -54,10 +64,10 @@ impl Daemon {
             .unwrap()
             .success());
         let config = dir.path().join("kextwatch.toml");
-        std::fs::write(&config, config_with_daemon(dir.path(), extra, daemon_extra)).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&config)
+            .args(extra_args)
             .arg("--source")
             .arg(format!("replay:{}", fifo.display()))
             .stdout(Stdio::null())
@@ -236,11 +246,10 @@ fn a_burst_larger_than_the_queue_is_counted_never_a_hang() {
         "event_queue = 1",
     );
     let mut c = Capture::new(7);
-    let zsh = cast::terminal_zsh();
     for i in 0..20_000 {
-        c.exec(
-            &zsh,
-            &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        c.in_terminal(
+            "/usr/bin/csrutil",
+            "com.apple.csrutil",
             &["csrutil", "status", &i.to_string()],
             "/",
         );
@@ -371,8 +380,11 @@ fn config_delivered_by_mdm_takes_precedence_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let config = dir.path().join("k.toml");
-    std::fs::write(&config, config_text(dir.path(), &file_output(&out))).unwrap();
+    std::fs::write(
+        dir.path().join("kextwatch.toml"),
+        config_text(dir.path(), &file_output(&out)),
+    )
+    .unwrap();
     // The managed preferences plist a `kextwatch profile --config` payload produces on the Mac.
     let managed = dir.path().join("com.kextwatch.plist");
     let allow = "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\ninitiators = [{ signing_id = \"com.jamfsoftware.jamf\", team_id = \"483DWKW443\" }]\n";
@@ -385,50 +397,18 @@ fn config_delivered_by_mdm_takes_precedence_and_reloads() {
         dir.path(),
         &format!("{allow}{}", file_output(&out)),
     ));
-    let fifo = dir.path().join("events");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--managed-prefs")
-        .arg(&managed)
-        .arg("--source")
-        .arg(format!("replay:{}", fifo.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status_path = dir.path().join("state/status.json");
-    wait_for(|| Status::read(&status_path).is_ok());
-    let feed = |text: &str| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&fifo)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap()
-    };
+    let state = dir.path().to_path_buf();
+    let d = Daemon::launch(dir, &["--managed-prefs".as_ref(), managed.as_os_str()]);
     // The MDM config allowlists the manager: no alert.
-    feed(&jamf_loads_virtualbox());
-    wait_for(|| Status::read(&status_path).is_ok_and(|s| s.events_analysed == 1));
+    d.feed(&jamf_loads_virtualbox());
+    d.wait_status(|s| s.events_analysed == 1);
     assert!(alerts_in(&out).is_empty());
     // MDM replaces it with one without the allowlist; SIGHUP picks it up.
-    write_managed(&config_text(dir.path(), &file_output(&out)));
-    Command::new("kill")
-        .arg("-HUP")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    wait_for(|| Status::read(&status_path).is_ok_and(|s| s.config_generation == 2));
-    feed(&jamf_loads_virtualbox());
+    write_managed(&config_text(&state, &file_output(&out)));
+    d.signal("HUP");
+    d.wait_status(|s| s.config_generation == 2);
+    d.feed(&jamf_loads_virtualbox());
     wait_for(|| alerts_in(&out).len() == 1);
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
 }

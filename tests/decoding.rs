@@ -11,10 +11,9 @@ use support::{rule, run_with};
 
 fn attack(version: u32) -> String {
     let mut c = Capture::new(version);
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
         "/",
     );
@@ -37,10 +36,9 @@ fn every_message_version_gives_the_same_alerts() {
 #[test]
 fn process_attribution_is_complete() {
     let mut c = Capture::new(10); // array audit tokens
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/sbin/kextload", "com.apple.kextload"),
+    c.in_terminal(
+        "/sbin/kextload",
+        "com.apple.kextload",
         &["kextload", "x.kext"],
         "/tmp",
     );
@@ -173,10 +171,9 @@ fn escaped_and_control_characters_in_paths_survive_to_the_alert() {
 fn a_10_mb_line_is_handled_and_an_oversized_one_is_skipped() {
     // A real event with a 10 MB environment decodes (exec of a tool).
     let mut c = Capture::new(6);
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
         "/",
     );

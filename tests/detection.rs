@@ -10,8 +10,7 @@ const SOFTRAID: &str = "/Library/Extensions/SoftRAID.kext";
 
 /// `<tool> args...` typed in a terminal.
 fn zsh_exec(c: &mut Capture, exe: &str, sid: &str, args: &[&str]) {
-    let zsh = cast::terminal_zsh();
-    c.exec(&zsh, &zsh.exec_into(exe, sid), args, "/Users/alice");
+    c.in_terminal(exe, sid, args, "/Users/alice");
 }
 
 /// `sudo <tool> args...` typed in a terminal: the sudo child execs the tool.
@@ -636,9 +635,9 @@ fn repeated_alerts_fold_with_a_count() {
 fn replay_is_deterministic() {
     let mut c = Capture::new(6);
     let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
         "/",
     );

@@ -14,9 +14,9 @@ fn seed_lines() -> Vec<String> {
     let mut c = Capture::new(9);
     let zsh = cast::terminal_zsh();
     let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
         "/",
     );

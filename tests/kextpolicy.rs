@@ -546,12 +546,11 @@ fn run_loop_delivers_changes_and_stops() {
 
 #[test]
 fn approval_after_sip_weakening_is_critical() {
-    use support::eslogger::{cast, Capture};
+    use support::eslogger::Capture;
     let mut c = Capture::new(9);
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
         "/",
     );

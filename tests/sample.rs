@@ -90,18 +90,17 @@ fn build() -> String {
     noise(&mut c, 15);
 
     // The intrusion, from a terminal: look, weaken boot policy, stage a kext, load it, blind the EDR.
-    let zsh = cast::terminal_zsh();
     let sudo = cast::sudo();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "status"],
         "/Users/alice",
     );
     c.after_ms(4_000);
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/sbin/kextstat", "com.apple.kextstat"),
+    c.in_terminal(
+        "/usr/sbin/kextstat",
+        "com.apple.kextstat",
         &["kextstat"],
         "/Users/alice",
     );

@@ -20,10 +20,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Alerts from a realistic capture: csrutil disable, then a hostile file name staged.
 fn alerts() -> Vec<Alert> {
     let mut c = Capture::new(9);
-    let zsh = cast::terminal_zsh();
-    c.exec(
-        &zsh,
-        &zsh.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+    c.in_terminal(
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
         &["csrutil", "disable"],
         "/Users/alice",
     );

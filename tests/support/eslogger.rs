@@ -241,6 +241,12 @@ impl Capture {
         self.message(9, caller, "exec", body)
     }
 
+    /// `args` typed at the terminal (`cast::terminal_zsh`) running `exe`.
+    pub fn in_terminal(&mut self, exe: &str, sid: &str, args: &[&str], cwd: &str) -> &mut Self {
+        let zsh = cast::terminal_zsh();
+        self.exec(&zsh, &zsh.exec_into(exe, sid), args, cwd)
+    }
+
     pub fn create(&mut self, p: &Proc, dir: &str, filename: &str) -> &mut Self {
         let body = json!({"destination_type": 1,
             "destination": {"new_path": {"dir": file(dir, 0o40755, 0), "filename": filename, "mode": 420}},
