@@ -518,8 +518,14 @@ fn run_loop_delivers_changes_and_stops() {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = {
         let (db, stop) = (db.clone(), stop.clone());
+        // The baseline is read before the loop starts, so the approval below is always a change
+        // (written before the baseline, it would be part of it and never reported).
+        let mut w = Watcher::open(&db, None).unwrap();
+        assert!(
+            w.poll(NOW).unwrap().is_empty(),
+            "the first read is a baseline"
+        );
         std::thread::spawn(move || {
-            let mut w = Watcher::open(&db, None).unwrap();
             w.run(
                 Duration::from_millis(20),
                 &stop,
@@ -530,7 +536,6 @@ fn run_loop_delivers_changes_and_stops() {
             )
         })
     };
-    std::thread::sleep(Duration::from_millis(100));
     fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
     let (changes, rows) = rx
         .recv_timeout(Duration::from_secs(10))

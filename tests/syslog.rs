@@ -1,6 +1,10 @@
 //! Syslog delivery to a real rsyslog: formats parsed strictly on the receiving side, every transport,
 //! TLS verification, hostile field values, a receiver that dies mid-stream, spool eviction and a
 //! spool that survives a restart.
+//!
+//! Expected headers, MSGIDs and severities are written out by hand from RFC 5424 and the README's
+//! mapping table, never computed by the encoder under test. Waits are for what each assertion needs
+//! (a marker sent last on the same connection, or every sequence number), never for a line count.
 
 mod support;
 
@@ -15,7 +19,7 @@ use serde_json::Value;
 use support::eslogger::{cast, Capture, Proc};
 use support::rsyslog::Rsyslog;
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Alerts from a realistic capture: csrutil disable, then a hostile file name staged.
 fn alerts() -> Vec<Alert> {
@@ -46,7 +50,24 @@ fn alerts() -> Vec<Alert> {
     out
 }
 
-/// `n` distinct alerts: copies of one with a sequence number in `reasons` and the timestamp.
+/// What the two alerts of [`alerts`] must look like on the wire, by hand: (PRI, MSGID, rule,
+/// severity). local4 is facility 20, so PRI = 160 + severity: high 3, critical 2 (RFC 5424 §6.2.1).
+const EXPECTED: [(u16, &str, &str, &str); 2] = [
+    (163, "policy", "KW-4001", "high"),
+    (162, "correlation", "KW-9002", "critical"),
+];
+
+/// The staged file's name, exactly as the attacker wrote it.
+const HOSTILE_PATH: &str = "/Library/Extensions/a\nb]\"c\\d|e=f\u{0}g.kext";
+
+/// A copy of the first alert, told apart by `tag` (in `reasons`): markers and numbered streams.
+fn tagged(tag: &str) -> Alert {
+    let mut a = alerts().remove(0);
+    a.reasons.push(format!("tag {tag}"));
+    a
+}
+
+/// `n` distinct alerts: copies of one with a sequence number in `reasons`.
 fn numbered(n: usize) -> Vec<Alert> {
     let base = alerts().remove(0);
     (0..n)
@@ -71,6 +92,24 @@ fn sink(address: &str, extra: &str) -> String {
     format!("[[output]]\ntype = \"syslog\"\naddress = \"{address}\"\n{extra}\n")
 }
 
+/// Write `alerts`, then a marker alert on the same connection, and finish; the lines received
+/// before the marker (so nothing sent before it can still be on its way).
+fn deliver(r: &Rsyslog, out: &mut Outputs, alerts: &[Alert], marker: &str) -> Vec<String> {
+    let marker: String = marker
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let before = r.received().len();
+    for a in alerts {
+        out.write(a).unwrap();
+    }
+    out.write(&tagged(&marker)).unwrap();
+    out.finish(WAIT).unwrap();
+    let mut lines = r.wait_marker(&format!("tag {marker}"), WAIT);
+    lines.drain(..before);
+    lines
+}
+
 /// The JSON payload of a strictly parsed RFC 5424 line, after checking the header and SD.
 fn parse_5424(line: &str) -> (syslog_rfc5424::SyslogMessage, Value) {
     let m =
@@ -88,50 +127,83 @@ fn seq_of(body: &Value) -> Option<u64> {
         .find_map(|r| r.as_str()?.strip_prefix("seq ")?.parse().ok())
 }
 
+/// The PRI of a raw line, `<PRI>...`.
+fn pri(line: &str) -> u16 {
+    line[1..line.find('>').unwrap()].parse().unwrap()
+}
+
+/// Field by field what the receiver must see for the two alerts of [`alerts`], written by hand.
+fn assert_expected_payloads(lines: &[String], what: &str) {
+    assert_eq!(
+        lines.len(),
+        2,
+        "{what}: exactly one message per alert: {lines:#?}"
+    );
+    for (line, (p, msgid, rule, severity)) in lines.iter().zip(EXPECTED) {
+        assert_eq!(pri(line), p, "{what}: {line}");
+        let (m, body) = parse_5424(line);
+        assert_eq!(m.facility, syslog_rfc5424::SyslogFacility::LOG_LOCAL4);
+        assert_eq!(m.msgid.as_deref(), Some(msgid), "{what}");
+        let sd = &m.sd["kextwatch@32473"];
+        assert_eq!(
+            (sd["rule"].as_str(), sd["severity"].as_str()),
+            (rule, severity)
+        );
+        assert_eq!(body["rule"]["id"], rule);
+        assert_eq!(body["severity"], severity);
+    }
+    let (m0, first) = parse_5424(&lines[0]);
+    // The event's own time, whole seconds as recorded.
+    assert_eq!(
+        m0.timestamp,
+        Some(1_795_615_392),
+        "{what}: 2026-11-25T14:03:12Z"
+    );
+    assert_eq!(first["@timestamp"], "2026-11-25T14:03:12Z");
+    assert_eq!(first["process"]["executable"], "/usr/bin/csrutil");
+    assert_eq!(
+        first["process"]["args"],
+        serde_json::json!(["csrutil", "disable"])
+    );
+    assert_eq!(m0.sd["kextwatch@32473"]["technique"], "T1562.001,T1553.006");
+    // The hostile values survive intact in the payload and escaped in the SD.
+    let (m1, second) = parse_5424(&lines[1]);
+    assert_eq!(second["file"]["path"], HOSTILE_PATH, "{what}");
+    assert_eq!(
+        second["process"]["code_signature"]["team_id"],
+        "EVIL\"]TEAM"
+    );
+    assert_eq!(second["process"]["executable"], "/private/tmp/x|y=z\\w");
+    let sd = &m1.sd["kextwatch@32473"];
+    assert_eq!(
+        sd["path"], "/Library/Extensions/a b]\"c\\d|e=f g.kext",
+        "{what}"
+    );
+    assert_eq!(sd["team_id"], "EVIL\"]TEAM");
+}
+
 #[test]
 fn rfc5424_json_over_tcp_udp_and_lf_round_trips_strictly() {
     let r = Rsyslog::start();
     let alerts = alerts();
-    for (i, extra) in [
-        (0, "transport = \"tcp\""),
-        (1, "transport = \"tcp\"\nframing = \"lf\""),
-        (2, "transport = \"udp\"\nmax_datagram_bytes = 65000"),
+    for extra in [
+        "transport = \"tcp\"",
+        "transport = \"tcp\"\nframing = \"lf\"",
+        "transport = \"udp\"\nmax_datagram_bytes = 65000",
     ] {
-        let port = if i == 2 { r.udp } else { r.tcp };
+        let port = if extra.contains("udp") { r.udp } else { r.tcp };
         let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{port}"), extra), None);
-        for a in &alerts {
-            out.write(a).unwrap();
-        }
-        out.finish(WAIT).unwrap();
-        let lines = r.wait_lines(2 * (i + 1), WAIT);
-        assert_eq!(lines.len(), 2 * (i + 1), "{extra}: {lines:#?}");
-        for (line, alert) in lines[2 * i..].iter().zip(&alerts) {
-            let (m, body) = parse_5424(line);
-            // PRI: local4 (20) * 8 + severity (high 3, medium 4 ...).
-            assert_eq!(m.facility, syslog_rfc5424::SyslogFacility::LOG_LOCAL4);
+        let lines = deliver(&r, &mut out, &alerts, extra);
+        assert_expected_payloads(&lines, extra);
+        // Nothing lost or altered in transport: the payload is the alert the engine produced.
+        for (line, alert) in lines.iter().zip(&alerts) {
             assert_eq!(
-                m.msgid.as_deref(),
-                Some(kextwatch::output::syslog::msgid(alert.rule.id))
+                parse_5424(line).1,
+                serde_json::to_value(alert).unwrap(),
+                "{extra}"
             );
-            let sd = &m.sd["kextwatch@32473"];
-            assert_eq!(sd["rule"], alert.rule.id);
-            assert_eq!(sd["severity"], alert.severity.as_str());
-            // The payload is the alert, field for field, hostile characters included.
-            assert_eq!(body, serde_json::to_value(alert).unwrap());
         }
     }
-    // The hostile values survived intact in the payload and escaped in the SD.
-    let lines = r.wait_lines(6, WAIT);
-    let (m, body) = parse_5424(&lines[1]);
-    assert_eq!(
-        body["file"]["path"],
-        "/Library/Extensions/a\nb]\"c\\d|e=f\u{0}g.kext"
-    );
-    assert_eq!(
-        m.sd["kextwatch@32473"]["path"],
-        "/Library/Extensions/a b]\"c\\d|e=f g.kext"
-    );
-    assert_eq!(lines.len(), 6, "no forged extra messages");
 }
 
 #[test]
@@ -143,13 +215,18 @@ fn oversized_udp_datagrams_are_truncated_with_a_marker_and_counted() {
     );
     let mut a = alerts().remove(0);
     a.reasons.push("x".repeat(100_000));
-    out.write(&a).unwrap();
-    out.finish(WAIT).unwrap();
+    // The marker, a whole alert of about 2 kB, is cut too; its tag (early in the JSON) survives.
+    let lines = deliver(&r, &mut out, &[a], "after-truncated");
     let (_, stats) = out.report();
-    assert_eq!(stats[0].truncated, 1);
-    let lines = r.wait_lines(1, WAIT);
-    assert_eq!(lines.len(), 1);
-    assert!(lines[0].len() <= 1200, "{}", lines[0].len());
+    assert_eq!(stats[0].truncated, 2);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // Exactly max_datagram_bytes (default 1200): one unfragmented packet.
+    assert_eq!(lines[0].len(), 1200);
+    assert!(
+        lines[0].starts_with("<163>1 2026-11-25T14:03:12Z "),
+        "{}",
+        &lines[0][..60]
+    );
     assert!(lines[0].ends_with("...[truncated by kextwatch]"));
 }
 
@@ -161,19 +238,29 @@ fn cef_and_rfc3164_payloads() {
         &sink(&addr, "payload = \"cef\"\nformat = \"rfc3164\""),
         None,
     );
-    let alerts = alerts();
-    for a in &alerts {
-        out.write(a).unwrap();
-    }
-    out.finish(WAIT).unwrap();
-    let lines = r.wait_lines(2, WAIT);
+    let lines = deliver(&r, &mut out, &alerts(), "cef");
     assert_eq!(lines.len(), 2, "{lines:#?}");
-    for (line, a) in lines.iter().zip(&alerts) {
-        let pri_end = line.find('>').unwrap();
-        let pri: u16 = line[1..pri_end].parse().unwrap();
-        assert_eq!(
-            pri % 8,
-            u16::from(kextwatch::output::syslog::syslog_severity(a.severity))
+    // By hand from the README's mapping: high is CEF 8, critical 10; syslog PRI as in RFC 5424.
+    let expected = [
+        (
+            163,
+            "KW-4001",
+            "System Integrity Protection change attempted",
+            "8",
+        ),
+        (
+            162,
+            "KW-9002",
+            "Kext activity after SIP or boot policy weakening",
+            "10",
+        ),
+    ];
+    for (line, (p, rule, name, cef_severity)) in lines.iter().zip(expected) {
+        assert_eq!(pri(line), p, "{line}");
+        // RFC 3164: `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: ` and the event's time.
+        assert!(
+            line[line.find('>').unwrap() + 1..].starts_with("Nov 25 14:03:1"),
+            "{line}"
         );
         let cef = &line[line.find("CEF:0|").expect("CEF payload")..];
         // Split the header on unescaped pipes: exactly 7 fields then the extension.
@@ -194,24 +281,19 @@ fn cef_and_rfc3164_payloads() {
         }
         assert_eq!(fields.len(), 7, "{cef}");
         assert_eq!(
-            &fields[1..5],
+            fields[1..7],
             [
                 "kextwatch",
                 "kextwatch",
                 env!("CARGO_PKG_VERSION"),
-                a.rule.id
+                rule,
+                name,
+                cef_severity
             ]
         );
-        let cef_severity = match a.severity.as_str() {
-            "critical" => "10",
-            "high" => "8",
-            "medium" => "5",
-            "low" => "3",
-            _ => "1",
-        };
-        assert_eq!(fields[6], cef_severity);
         assert!(cur.contains("cs1Label=reasons"), "{cur}");
     }
+    assert!(lines[0].contains("dproc=/usr/bin/csrutil"), "{}", lines[0]);
     // The hostile path: '=' and '\' escaped, the newline as \n, still one message.
     assert!(
         lines[1].contains("filePath=/Library/Extensions/a\\nb]\"c\\\\d|e\\=f g.kext"),
@@ -229,12 +311,8 @@ fn tls_verifies_the_server_and_supports_client_certificates() {
         tls.ca.display()
     );
     let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{}", r.tls), &ok), None);
-    for a in &alerts() {
-        out.write(a).unwrap();
-    }
-    out.finish(WAIT).unwrap();
-    assert_eq!(r.wait_lines(2, WAIT).len(), 2);
-    parse_5424(&r.wait_lines(2, WAIT)[0]);
+    let lines = deliver(&r, &mut out, &alerts(), "tls-verified");
+    assert_expected_payloads(&lines, "tls");
 
     // Against the system roots the test CA is unknown: nothing is sent, the alert is spooled.
     let mut out = syslog_outputs(
@@ -244,10 +322,11 @@ fn tls_verifies_the_server_and_supports_client_certificates() {
         ),
         None,
     );
-    out.write(&alerts()[0]).unwrap();
+    out.write(&tagged("unverified")).unwrap();
     out.finish(Duration::from_millis(500)).unwrap();
     let (_, stats) = out.report();
     assert_eq!(stats[0].spool_depth, 1);
+    assert_eq!(stats[0].written, 0);
     let err = stats[0].last_error.clone().unwrap();
     assert!(
         err.contains("handshake") || err.contains("certificate"),
@@ -256,9 +335,7 @@ fn tls_verifies_the_server_and_supports_client_certificates() {
 
     // A wrong name fails too; turning verification off (loudly named) gets through.
     let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{}", r.tls), "transport = \"tls\"\ntls_danger_accept_invalid_certs = true\ntls_server_name = \"not-the-server\""), None);
-    out.write(&alerts()[0]).unwrap();
-    out.finish(WAIT).unwrap();
-    assert_eq!(r.wait_lines(3, WAIT).len(), 3);
+    assert!(deliver(&r, &mut out, &[], "insecure").is_empty());
 
     // Mutual TLS: the receiver requires a client certificate from the test CA.
     let mtls = format!(
@@ -267,9 +344,9 @@ fn tls_verifies_the_server_and_supports_client_certificates() {
         tls.client_key.display()
     );
     let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{}", r.mtls), &mtls), None);
-    out.write(&alerts()[0]).unwrap();
-    out.finish(WAIT).unwrap();
-    assert_eq!(r.wait_lines(4, WAIT).len(), 4);
+    assert!(deliver(&r, &mut out, &[], "mutual").is_empty());
+    // The unverified alert never reached the receiver.
+    assert!(!r.received().iter().any(|l| l.contains("tag unverified")));
 }
 
 /// Every sequence number 0..n present, first occurrences in order (duplicates allowed).
@@ -294,6 +371,25 @@ fn assert_complete_in_order(lines: &[String], n: usize) {
     );
 }
 
+/// The received lines once every sequence number 0..n has arrived at least once.
+fn wait_all_seqs(r: &Rsyslog, n: usize) -> Vec<String> {
+    r.wait_until(&format!("all {n} sequence numbers"), WAIT, |lines| {
+        let mut seen = vec![false; n];
+        for l in lines {
+            if let Some(s) = syslog_rfc5424::parse_message(l)
+                .ok()
+                .and_then(|m| serde_json::from_str(&m.msg).ok())
+                .and_then(|b: Value| seq_of(&b))
+            {
+                if let Some(slot) = seen.get_mut(s as usize) {
+                    *slot = true;
+                }
+            }
+        }
+        seen.iter().all(|s| *s)
+    })
+}
+
 #[test]
 fn receiver_stopped_mid_stream_loses_nothing() {
     let mut r = Rsyslog::start();
@@ -316,30 +412,46 @@ fn receiver_stopped_mid_stream_loses_nothing() {
     let (_, stats) = out.report();
     assert_eq!(stats[0].spool_depth, 0, "{stats:?}");
     assert!(stats[0].failures > 0);
-    let lines = r.wait_lines(10_000, WAIT);
-    assert_complete_in_order(&lines, 10_000);
+    assert_complete_in_order(&wait_all_seqs(&r, 10_000), 10_000);
 }
 
 #[test]
 fn full_spool_evicts_oldest_and_counts() {
+    // The receiver is down while 100 alerts go into a spool that holds about a quarter of them.
+    let mut r = Rsyslog::start();
+    r.stop();
     let state = tempfile::tempdir().unwrap();
-    // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut out = syslog_outputs(
-        &sink(&format!("127.0.0.1:{port}"), "spool_max_bytes = 20000"),
-        Some(state.path()),
-    );
+    let cfg = sink(&format!("127.0.0.1:{}", r.tcp), "spool_max_bytes = 20000");
+    let mut out = syslog_outputs(&cfg, Some(state.path()));
     for a in &numbered(100) {
         out.write(a).unwrap();
     }
-    let (_, stats) = out.report();
-    let s = &stats[0];
+    let s = out.report().1.remove(0);
     assert!(s.spool_evicted > 0 && s.spool_bytes <= 20_000, "{s:?}");
     assert_eq!(s.spool_depth + s.spool_evicted, 100);
+    assert_eq!(s.written, 0);
+    // Which ones went: the oldest. Back up, the receiver gets exactly the newest, in order.
+    r.resume();
+    out.finish(WAIT).unwrap();
+    assert_eq!(out.report().1[0].spool_depth, 0);
+    let first_kept = s.spool_evicted;
+    let lines = wait_all_seqs_from(&r, first_kept as usize, 100);
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| seq_of(&parse_5424(l).1).unwrap())
+        .collect();
+    assert_eq!(seqs, (first_kept..100).collect::<Vec<_>>());
+}
+
+/// The received lines once every sequence number in from..to has arrived.
+fn wait_all_seqs_from(r: &Rsyslog, from: usize, to: usize) -> Vec<String> {
+    r.wait_until(&format!("sequence numbers {from}..{to}"), WAIT, |lines| {
+        let got: std::collections::BTreeSet<u64> = lines
+            .iter()
+            .filter_map(|l| seq_of(&parse_5424(l).1))
+            .collect();
+        (from as u64..to as u64).all(|s| got.contains(&s))
+    })
 }
 
 #[test]
@@ -361,7 +473,7 @@ fn spool_survives_a_restart_and_drains() {
     let mut out = syslog_outputs(&cfg, Some(state.path()));
     out.finish(WAIT).unwrap();
     assert_eq!(out.report().1[0].spool_depth, 0);
-    assert_complete_in_order(&r.wait_lines(500, WAIT), 500);
+    assert_complete_in_order(&wait_all_seqs(&r, 500), 500);
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
@@ -406,15 +518,19 @@ fn replay_delivers_to_the_siem_through_the_configured_sink() {
     // This config has no allowlist, so the MDM agent's kmutil is reported too: 11 alerts.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("alerts: 11 "), "{stderr}");
-    let lines = r.wait_lines(11, WAIT);
-    assert_eq!(lines.len(), 11);
+    assert!(stderr.contains(": 11 written"), "{stderr}");
+    assert!(stderr.contains("syslog tcp://127.0.0.1:"), "{stderr}");
+    // The replay exited after delivering: its last alert (the fold follow-up, sent last on the one
+    // connection) arriving means all have.
+    let lines = r.wait_until("the fold follow-up", WAIT, |l| {
+        l.iter().any(|x| x.contains("\"folded\":{"))
+    });
+    assert_eq!(lines.len(), 11, "{lines:#?}");
     let rules: Vec<String> = lines
         .iter()
         .map(|l| parse_5424(l).1["rule"]["id"].as_str().unwrap().to_string())
         .collect();
     assert!(rules.contains(&"KW-4002".to_string()), "{rules:?}");
-    assert!(stderr.contains(": 11 written"), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("syslog tcp://127.0.0.1:"));
 }
 
 #[test]
@@ -433,20 +549,20 @@ fn test_alert_proves_the_route_or_says_it_failed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("test alert delivered to syslog tcp://127.0.0.1:"));
-    let lines = r.wait_lines(1, WAIT);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!(
+        "test alert delivered to syslog tcp://127.0.0.1:{}",
+        r.tcp
+    )));
+    let lines = r.wait_until("the test alert", WAIT, |l| !l.is_empty());
+    // local4 (20) * 8 + low (5) = 165; MSGID `test`.
+    assert_eq!(pri(&lines[0]), 165, "{}", lines[0]);
     let (m, body) = parse_5424(&lines[0]);
     assert_eq!(m.msgid.as_deref(), Some("test"));
     assert_eq!(body["kextwatch"]["test"], true);
     assert_eq!(body["rule"]["id"], "KW-0000");
 
     // Nothing listening: exit 1, and it says so.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, _closed) = support::rsyslog::closed_port();
     let cfg = config_file(dir.path(), &sink(&format!("127.0.0.1:{port}"), ""));
     let out = std::process::Command::new(BIN)
         .args(["test-alert", "--config"])
@@ -465,28 +581,52 @@ fn test_alert_proves_the_route_or_says_it_failed() {
 fn heartbeats_carry_counters() {
     let r = Rsyslog::start();
     let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{}", r.tcp), ""), None);
-    let summary = support::run_with(b"", Config::default_config()).1;
+    // A known input: one kext load by a terminal user, one unrelated exec, one malformed line and
+    // a sequence gap of 5 before the last event.
+    let mut c = Capture::new(9);
+    let sudo = cast::sudo();
+    c.exec(
+        &sudo,
+        &sudo.exec_into("/sbin/kextload", "com.apple.kextload"),
+        &["kextload", "/tmp/evil.kext"],
+        "/tmp",
+    );
+    c.out.push_str("{\"not\": \"an event\"\n");
+    c.seq += 5;
+    c.in_terminal("/bin/ls", "com.apple.ls", &["ls"], "/tmp");
+    let summary = support::run_with(c.out.as_bytes(), Config::default_config()).1;
     out.heartbeat(
         "2026-11-26T12:00:00Z",
         &summary.heartbeat("2026-11-26T12:00:00Z", "replay", Some(true), 3),
     )
     .unwrap();
+    out.write(&tagged("after-heartbeat")).unwrap();
     out.finish(WAIT).unwrap();
-    let lines = r.wait_lines(1, WAIT);
+    let lines = r.wait_marker("tag after-heartbeat", WAIT);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // Informational: local4 (20) * 8 + 6.
+    assert_eq!(pri(&lines[0]), 166);
     let m = syslog_rfc5424::parse_message(&lines[0]).unwrap();
     assert_eq!(m.msgid.as_deref(), Some("heartbeat"));
+    assert_eq!(m.timestamp, Some(1_795_694_400), "2026-11-26T12:00:00Z");
     assert_eq!(m.sd["kextwatch@32473"]["type"], "heartbeat");
     let body: Value = serde_json::from_str(&m.msg).unwrap();
     assert_eq!(body["event"]["kind"], "heartbeat");
-    assert!(body["kextwatch"]["sources"]["replay"]["malformed"].is_u64());
+    let k = &body["kextwatch"];
     assert_eq!(
-        (
-            body["kextwatch"]["kextpolicy_readable"].clone(),
-            body["kextwatch"]["config_generation"].clone()
-        ),
-        (Value::Bool(true), Value::from(3))
+        k["sources"]["replay"],
+        serde_json::json!({
+            "lines": 3,
+            "events_analysed": 1,
+            "events_skipped": 1,
+            "malformed": 1,
+            "drops_seq_gaps": 5,
+        })
     );
-    assert!(body["kextwatch"]["sinks"].is_array());
+    assert_eq!(k["alerts"], serde_json::json!({"high": 1}));
+    assert_eq!(k["kextpolicy_readable"], true);
+    assert_eq!(k["config_generation"], 3);
+    assert_eq!(k["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -507,9 +647,7 @@ fn hostile_values_and_100_kb_arguments_over_every_stream_transport() {
     let mut engine = Engine::new(Config::default_config());
     let mut big = Vec::new();
     engine.process(&support::event(&c.out), &mut big);
-    let mut all = alerts();
-    all.extend(big);
-    assert_eq!(all.len(), 3);
+    assert_eq!(big.len(), 1);
 
     for extra in [
         "transport = \"tcp\"",
@@ -519,14 +657,11 @@ fn hostile_values_and_100_kb_arguments_over_every_stream_transport() {
         let r = Rsyslog::start();
         let port = if extra.contains("tls") { r.tls } else { r.tcp };
         let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{port}"), extra), None);
-        for a in &all {
-            out.write(a).unwrap();
-        }
-        out.finish(WAIT).unwrap();
-        let lines = r.wait_lines(3, WAIT);
-        std::thread::sleep(Duration::from_millis(200));
-        let lines_after = r.wait_lines(3, WAIT);
-        let short: Vec<String> = lines_after
+        let mut all = alerts();
+        all.extend(big.clone());
+        // Everything sent before the marker is in; a forged second message would be extra lines.
+        let lines = deliver(&r, &mut out, &all, extra);
+        let short: Vec<String> = lines
             .iter()
             .map(|l| {
                 format!(
@@ -538,13 +673,29 @@ fn hostile_values_and_100_kb_arguments_over_every_stream_transport() {
             })
             .collect();
         assert_eq!(
-            (lines.len(), lines_after.len()),
-            (3, 3),
+            lines.len(),
+            3,
             "{extra}: exactly one message per alert: {short:#?}"
         );
+        assert_expected_payloads(&lines[..2], extra);
+        let (_, body) = parse_5424(&lines[2]);
+        // The argument is clipped at 4 KiB with a marker saying how much went, its characters intact.
+        let arg = body["process"]["args"][1].as_str().unwrap();
+        assert_eq!(
+            arg,
+            format!(
+                "{}...[{} more bytes clipped by kextwatch]",
+                &hostile[..4096],
+                hostile.len() - 4096
+            ),
+            "{extra}"
+        );
         for (line, a) in lines.iter().zip(&all) {
-            let (_, body) = parse_5424(line);
-            assert_eq!(body, serde_json::to_value(a).unwrap(), "{extra}");
+            assert_eq!(
+                parse_5424(line).1,
+                serde_json::to_value(a).unwrap(),
+                "{extra}"
+            );
         }
     }
 }
