@@ -53,6 +53,10 @@ pub struct SignatureInfo {
     pub code_directories: Vec<CodeDirectory>,
     /// A CMS signature with content (an ad-hoc signature has none, or an empty wrapper).
     pub has_cms: bool,
+    /// The CMS signature carries the digest of the slot-0 CodeDirectory (its `messageDigest`
+    /// attribute): false when the CodeDirectory was edited after signing. The certificate chain is
+    /// not checked here (that is `validity`, on macOS); this only ties the two halves together.
+    pub cms_covers_code_directory: bool,
 }
 
 impl SignatureInfo {
@@ -139,8 +143,11 @@ pub fn parse_signature(data: &[u8]) -> Result<SignatureInfo, BlobError> {
     let mut info = SignatureInfo {
         code_directories: Vec::new(),
         has_cms: false,
+        cms_covers_code_directory: false,
     };
     let mut primary = None;
+    let mut primary_bytes: &[u8] = &[];
+    let mut cms: &[u8] = &[];
     let mut alternates = Vec::new();
     for i in 0..count {
         let slot = be32(blob, 12 + i * 8, "index")?;
@@ -168,6 +175,7 @@ pub fn parse_signature(data: &[u8]) -> Result<SignatureInfo, BlobError> {
                         return Err(BlobError::Malformed("two CodeDirectories in slot 0".into()));
                     }
                     primary = Some(cd);
+                    primary_bytes = bytes;
                 } else {
                     alternates.push(cd);
                 }
@@ -180,6 +188,7 @@ pub fn parse_signature(data: &[u8]) -> Result<SignatureInfo, BlobError> {
                     });
                 }
                 info.has_cms = bytes.len() > 8;
+                cms = &bytes[8..];
             }
             _ => {}
         }
@@ -189,7 +198,21 @@ pub fn parse_signature(data: &[u8]) -> Result<SignatureInfo, BlobError> {
     };
     info.code_directories.push(primary);
     info.code_directories.extend(alternates);
+    info.cms_covers_code_directory = info.has_cms && cms_covers(cms, primary_bytes);
     Ok(info)
+}
+
+/// Whether the CMS message holds the digest of `code_directory` in any hash code signing uses
+/// (SHA-256 today, SHA-1 for old signatures, SHA-384): the signed `messageDigest` attribute.
+fn cms_covers(cms: &[u8], code_directory: &[u8]) -> bool {
+    let digests: [Vec<u8>; 3] = [
+        Sha256::digest(code_directory).to_vec(),
+        Sha1::digest(code_directory).to_vec(),
+        Sha384::digest(code_directory).to_vec(),
+    ];
+    digests
+        .iter()
+        .any(|d| memchr::memmem::find(cms, d).is_some())
 }
 
 fn parse_code_directory(cd: &[u8]) -> Result<CodeDirectory, BlobError> {

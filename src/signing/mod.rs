@@ -142,6 +142,13 @@ pub fn classify_slice(
         s.error = Some("CodeDirectories disagree on identifier or Team ID".into());
         return s;
     }
+    if s.has_cms && !info.cms_covers_code_directory {
+        s.signature = Signature::Invalid;
+        s.error = Some(
+            "the CMS signature does not cover the CodeDirectory (edited after signing)".into(),
+        );
+        return s;
+    }
     s.signature = if s.adhoc || !s.has_cms {
         Signature::Adhoc
     } else if s.team_id.is_some() {
