@@ -111,4 +111,6 @@ for k in Unsigned Adhoc Developer Universal Mixed; do
     ./target/debug/kextwatch inventory "$out/$k.kext" --format json > "$work/ours.json" 2>/dev/null
     python3 "$work/compare.py" "$k" "$work/theirs.txt" "$work/ours.json" || status=1
 done
+# Keep rcodesign's full reading beside the fixtures: tests/signing.rs compares against it.
+bash scripts/record-signing-oracle.sh
 exit $status

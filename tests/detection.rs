@@ -647,7 +647,24 @@ fn replay_is_deterministic() {
         "A",
     );
     c.kextload(&cast::kernelmanagerd(), "com.a.A");
-    assert_eq!(run(&c.out), run(&c.out));
+    let first = run(&c.out);
+    // What the analyst sees, in order: the weakening, the staging after it, the load of what was
+    // staged (attributed to the staging and the weakening), and the folded copy's follow-up.
+    let got: Vec<(&str, &str)> = first.iter().map(|a| (rule(a), severity(a))).collect();
+    assert_eq!(
+        got,
+        [
+            ("KW-4001", "high"),
+            ("KW-9002", "critical"),
+            ("KW-9002", "critical"),
+            ("KW-9002", "critical"),
+        ]
+    );
+    assert!(reasons(&first[1]).contains("/Library/Extensions/A.kext created"));
+    assert!(reasons(&first[2]).contains("was staged by /bin/cp"));
+    assert!(reasons(&first[3]).contains("8 more identical alerts folded"));
+    // And the same bytes in give the same alerts out, field for field.
+    assert_eq!(first, run(&c.out));
 }
 
 #[test]

@@ -27,11 +27,24 @@ fn layout() -> HashMap<String, String> {
         .collect()
 }
 
-/// Parse with Python's plistlib too (an independent parser); returns its JSON rendering of the keys.
-fn plistlib_keys(path: &Path) -> Vec<String> {
+/// Python's plistlib (an independent parser): the whole plist as typed JSON (see [`typed`]).
+const PLISTLIB_TYPED: &str = r#"
+import json, plistlib, sys
+def typed(v):
+    if isinstance(v, dict): return {"dict": {k: typed(x) for k, x in v.items()}}
+    if isinstance(v, list): return {"array": [typed(x) for x in v]}
+    if isinstance(v, bool): return {"bool": v}
+    if isinstance(v, int): return {"integer": v}
+    if isinstance(v, float): return {"real": v}
+    if isinstance(v, str): return {"string": v}
+    raise TypeError(type(v))  # no shipped plist has data or dates
+print(json.dumps(typed(plistlib.load(open(sys.argv[1], "rb")))))
+"#;
+
+fn plistlib_typed(path: &Path) -> serde_json::Value {
     let out = Command::new("python3")
         .arg("-c")
-        .arg("import json, plistlib, sys; d = plistlib.load(open(sys.argv[1], 'rb')); print(json.dumps(sorted(d.keys())))")
+        .arg(PLISTLIB_TYPED)
         .arg(path)
         .output()
         .expect("python3");
@@ -44,19 +57,33 @@ fn plistlib_keys(path: &Path) -> Vec<String> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The plist crate's reading in the same typed JSON as [`PLISTLIB_TYPED`].
+fn typed(v: &Value) -> serde_json::Value {
+    use serde_json::json;
+    match v {
+        Value::Dictionary(d) => {
+            json!({"dict": d.iter().map(|(k, x)| (k.clone(), typed(x))).collect::<serde_json::Map<_, _>>()})
+        }
+        Value::Array(a) => json!({"array": a.iter().map(typed).collect::<Vec<_>>()}),
+        Value::Boolean(b) => json!({ "bool": b }),
+        Value::Integer(i) => {
+            json!({"integer": i.as_signed().map(serde_json::Value::from).unwrap_or_else(|| i.as_unsigned().into())})
+        }
+        Value::Real(r) => json!({ "real": r }),
+        Value::String(s) => json!({ "string": s }),
+        other => panic!("no shipped plist has data or dates: {other:?}"),
+    }
+}
+
 fn load(path: &Path) -> plist::Dictionary {
     let v = Value::from_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let keys = plistlib_keys(path);
-    let d = v.into_dictionary().unwrap();
-    let mut ours: Vec<String> = d.keys().cloned().collect();
-    ours.sort();
     assert_eq!(
-        ours,
-        keys,
+        typed(&v),
+        plistlib_typed(path),
         "plist crate and plistlib disagree on {}",
         path.display()
     );
-    d
+    v.into_dictionary().unwrap()
 }
 
 fn string<'a>(d: &'a plist::Dictionary, k: &str) -> &'a str {

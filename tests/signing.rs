@@ -343,3 +343,131 @@ fn inventory_walks_on_past_bad_kexts_and_the_baseline_is_a_valid_config() {
         "{toml}"
     );
 }
+
+/// One Mach-O slice as rcodesign read it (tests/fixtures/kexts/oracle, recorded when the fixtures
+/// were built): the independent reading kextwatch's must agree with.
+#[derive(Debug, Default)]
+struct Recorded {
+    file_sha256: String,
+    identifier: Option<String>,
+    team: Option<String>,
+    digest_type: Option<String>,
+    flags: String,
+    /// The slot-0 CodeDirectory blob's digests: (sha1, sha256).
+    cd_digests: Option<(String, String)>,
+    has_cms: bool,
+}
+
+fn recorded(name: &str) -> Vec<Recorded> {
+    let text =
+        std::fs::read_to_string(fixtures().join(format!("oracle/{name}.rcodesign.yaml"))).unwrap();
+    let mut slices: Vec<Recorded> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        let value = |key: &str| {
+            t.strip_prefix(key)
+                .map(|v| v.trim().trim_matches('\'').to_string())
+        };
+        if t.starts_with("- path:") {
+            slices.push(Recorded::default());
+        }
+        let Some(s) = slices.last_mut() else { continue };
+        if let Some(v) = value("file_sha256:") {
+            s.file_sha256 = v;
+        } else if t == "- slot: CodeDirectory (0)" {
+            let mut sha1 = String::new();
+            let mut sha256 = String::new();
+            while let Some(next) = lines.peek() {
+                let n = next.trim();
+                if !["magic:", "length:", "sha1:", "sha256:"]
+                    .iter()
+                    .any(|k| n.starts_with(k))
+                {
+                    break;
+                }
+                if let Some(v) = n.strip_prefix("sha1:") {
+                    sha1 = v.trim().into();
+                } else if let Some(v) = n.strip_prefix("sha256:") {
+                    sha256 = v.trim().into();
+                }
+                lines.next();
+            }
+            s.cd_digests = Some((sha1, sha256));
+        } else if t == "- slot: CMS Signature (65536)" {
+            s.has_cms = true;
+        } else if let Some(v) = value("identifier:") {
+            s.identifier = Some(v);
+        } else if let Some(v) = value("team_name:") {
+            s.team = Some(v);
+        } else if let Some(v) = value("digest_type:") {
+            s.digest_type = Some(v);
+        } else if let Some(v) = value("flags: CodeSignatureFlags(") {
+            s.flags = v.trim_end_matches(')').to_string();
+        }
+    }
+    slices
+}
+
+#[test]
+fn every_signature_reads_as_rcodesign_read_it() {
+    use sha2::{Digest, Sha256};
+    // Universal64's slices are Universal's (rcodesign cannot read 64-bit universal headers).
+    for (name, recording) in [
+        ("Unsigned", "Unsigned"),
+        ("Adhoc", "Adhoc"),
+        ("Developer", "Developer"),
+        ("Universal", "Universal"),
+        ("Universal64", "Universal"),
+        ("Mixed", "Mixed"),
+    ] {
+        let theirs = recorded(recording);
+        let exe = fixture(name).join(format!("Contents/MacOS/{name}"));
+        if name == recording {
+            let sha: String = Sha256::digest(std::fs::read(&exe).unwrap())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert!(
+                theirs.iter().all(|t| t.file_sha256 == sha),
+                "{name}: the recording is of other bytes; run scripts/record-signing-oracle.sh"
+            );
+        }
+        let ours = read_identity(&fixture(name));
+        assert_eq!(ours.slices.len(), theirs.len(), "{name}: slice count");
+        for (i, (o, t)) in ours.slices.iter().zip(&theirs).enumerate() {
+            let at = format!("{name} slice {i} ({})", o.arch);
+            assert_eq!(o.identifier, t.identifier, "{at}: identifier");
+            assert_eq!(o.team_id, t.team, "{at}: Team ID");
+            assert_eq!(
+                o.hash_type.map(String::from),
+                t.digest_type,
+                "{at}: hash type"
+            );
+            assert_eq!(o.has_cms, t.has_cms, "{at}: CMS");
+            let flag = |f: &str| t.flags.split(" | ").any(|x| x == f);
+            assert_eq!(
+                (o.adhoc, o.linker_signed, o.runtime),
+                (flag("ADHOC"), flag("LINKER_SIGNED"), flag("RUNTIME")),
+                "{at}: flags {}",
+                t.flags
+            );
+            // The cdhash: the CodeDirectory's digest in its own hash type, first 20 bytes.
+            let expected =
+                t.cd_digests
+                    .as_ref()
+                    .map(|(sha1, sha256)| match t.digest_type.as_deref() {
+                        Some("sha1") => sha1[..40].to_string(),
+                        _ => sha256[..40].to_string(),
+                    });
+            assert_eq!(o.cdhash, expected, "{at}: cdhash");
+        }
+        // And the verdicts those readings imply, written out.
+        let verdict = match name {
+            "Unsigned" => Signature::Unsigned,
+            "Adhoc" | "Mixed" => Signature::Adhoc,
+            _ => Signature::Developer,
+        };
+        assert_eq!(ours.signature, verdict, "{name}");
+    }
+}
