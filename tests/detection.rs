@@ -736,3 +736,329 @@ fn huge_arguments_are_clipped_in_alerts() {
         .ends_with("more bytes clipped by kextwatch]"));
     assert_eq!(a[256], "...[746 more arguments clipped by kextwatch]");
 }
+
+// ---- Bounds, trust and state the analyst relies on ----
+
+/// `cp` in a terminal, as the staging process of many bundles.
+fn terminal_cp() -> Proc {
+    cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp")
+}
+
+/// Run the capture through one engine; the alerts and the engine's counters.
+fn run_engine(out: &str) -> (Vec<kextwatch::alert::Alert>, kextwatch::detect::EngineStats) {
+    let mut engine = kextwatch::detect::Engine::new(kextwatch::config::Config::default_config());
+    let mut alerts = Vec::new();
+    for line in out.lines() {
+        engine.process(&support::event(line), &mut alerts);
+    }
+    engine.finish(&mut alerts);
+    (alerts, engine.stats())
+}
+
+#[test]
+fn past_4096_staged_bundles_the_oldest_is_forgotten_and_counted() {
+    let mut c = Capture::new(7);
+    let cp = terminal_cp();
+    for i in 0..4097 {
+        c.create(&cp, "/Library/Extensions", &format!("K{i}.kext"));
+        c.after_ms(1);
+    }
+    // Both loads are inside the 120 s window; only the first staging was pushed out.
+    for k in ["K0", "K1"] {
+        sudo_exec(
+            &mut c,
+            "/usr/bin/kmutil",
+            "com.apple.kmutil",
+            &[
+                "kmutil",
+                "load",
+                "-p",
+                &format!("/Library/Extensions/{k}.kext"),
+            ],
+        );
+    }
+    let (alerts, stats) = run_engine(&c.out);
+    assert_eq!(stats.signals_evicted, 1);
+    let loads: Vec<(&str, String)> = alerts
+        .iter()
+        .filter(|a| a.event.action == "exec")
+        .map(|a| (a.rule.id, a.reasons.join(" | ")))
+        .collect();
+    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert_eq!(
+        loads[0].0, "KW-1001",
+        "K0's staging was forgotten: {}",
+        loads[0].1
+    );
+    assert_eq!(loads[1].0, "KW-9001");
+    assert!(loads[1]
+        .1
+        .contains("/Library/Extensions/K1.kext was staged by /bin/cp"));
+}
+
+#[test]
+fn past_16384_open_folds_new_alerts_go_out_unfolded_and_counted() {
+    // Removals: distinct alerts that stage nothing, so only folding holds state.
+    let mut c = Capture::new(7);
+    let rm = cast::terminal_zsh().exec_into("/bin/rm", "com.apple.rm");
+    let remove = |c: &mut Capture, i: usize| {
+        c.unlink(
+            &rm,
+            &format!("/Library/Extensions/K{i}.kext/Contents/Info.plist"),
+            &format!("/Library/Extensions/K{i}.kext/Contents"),
+        );
+    };
+    for i in 0..16_385 {
+        remove(&mut c, i);
+        c.after_ms(1);
+    }
+    // A repeat of the alert that found no fold slot, and a repeat of the first, which has one.
+    remove(&mut c, 16_384);
+    remove(&mut c, 0);
+    let (alerts, stats) = run_engine(&c.out);
+    assert_eq!(stats.unfolded_over_capacity, 2);
+    assert_eq!(stats.folded, 1);
+    // 16,385 first alerts, the unfolded repeat, and K0's fold follow-up at the end: nothing lost.
+    assert_eq!(alerts.len(), 16_387);
+    let path = |a: &kextwatch::alert::Alert| a.file.as_ref().unwrap().path.clone();
+    assert_eq!(
+        path(&alerts[16_385]),
+        "/Library/Extensions/K16384.kext/Contents/Info.plist"
+    );
+    let last = alerts.last().unwrap();
+    assert_eq!(
+        path(last),
+        "/Library/Extensions/K0.kext/Contents/Info.plist"
+    );
+    assert_eq!(last.kextwatch.folded.as_ref().unwrap().count, 2);
+}
+
+#[test]
+fn an_initiator_is_trusted_only_with_its_signing_id_and_its_team() {
+    // Jamf is allowlisted as (com.jamfsoftware.jamf, 483DWKW443): each half alone is not Jamf.
+    for (who, jamf) in [
+        (
+            "Jamf's signing id under another team",
+            Proc::developer(
+                2210,
+                1,
+                "/usr/local/jamf/bin/jamf",
+                "com.jamfsoftware.jamf",
+                "ZZZZZ99999",
+            ),
+        ),
+        (
+            "another program of Jamf's team",
+            Proc::developer(
+                2210,
+                1,
+                "/usr/local/jamf/bin/jamfHelper",
+                "com.jamfsoftware.jamfHelper",
+                "483DWKW443",
+            ),
+        ),
+        ("Jamf itself", cast::jamf()),
+    ] {
+        let mut c = Capture::new(7);
+        c.exec(
+            &jamf,
+            &jamf.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+            &["kmutil", "load", "-b", "org.virtualbox.kext.VBoxDrv"],
+            "/",
+        );
+        let alerts = run(&c.out);
+        if who == "Jamf itself" {
+            assert!(alerts.is_empty(), "{who}: {alerts:#?}");
+        } else {
+            assert_eq!(alerts.len(), 1, "{who}");
+            assert_eq!(rule(&alerts[0]), "KW-1001", "{who}");
+            assert!(
+                reasons(&alerts[0]).contains("is not an allowlisted management tool"),
+                "{who}: {}",
+                reasons(&alerts[0])
+            );
+        }
+    }
+}
+
+#[test]
+fn an_allowlisted_manager_weakening_protection_is_one_step_lower() {
+    let mut c = Capture::new(7);
+    let jamf = cast::jamf();
+    c.exec(
+        &jamf,
+        &jamf.exec_into("/usr/bin/csrutil", "com.apple.csrutil"),
+        &["csrutil", "disable"],
+        "/",
+    );
+    c.exec(
+        &jamf,
+        &jamf.exec_into("/usr/sbin/spctl", "com.apple.spctl"),
+        &["spctl", "kext-consent", "disable"],
+        "/",
+    );
+    c.after_ms(5_000);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    let alerts = run(&c.out);
+    let got: Vec<(&str, &str)> = alerts.iter().map(|a| (rule(a), severity(a))).collect();
+    // From a terminal both are high; from the allowlisted manager, medium. A trusted actor's
+    // change is an admin workflow: it does not make the next load a KW-9002 (ARCHITECTURE.md,
+    // correlation), so the load is judged on its own.
+    assert_eq!(
+        got,
+        [
+            ("KW-4001", "medium"),
+            ("KW-4004", "medium"),
+            ("KW-3001", "low")
+        ],
+        "{alerts:#?}"
+    );
+    assert!(reasons(&alerts[0]).contains("allowlisted management tool /usr/local/jamf/bin/jamf"));
+    // The same two commands from a terminal: high, and the load after them critical.
+    let mut c = Capture::new(7);
+    zsh_exec(
+        &mut c,
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
+        &["csrutil", "disable"],
+    );
+    c.after_ms(5_000);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    let got: Vec<(String, String)> = run(&c.out)
+        .iter()
+        .map(|a| (rule(a).to_string(), severity(a).to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("KW-4001".to_string(), "high".to_string()),
+            ("KW-9002".to_string(), "critical".to_string())
+        ]
+    );
+}
+
+#[test]
+fn restoring_protection_never_arms_the_weakening_correlation() {
+    for restore in [
+        &["csrutil", "enable"][..],
+        &["csrutil", "authenticated-root", "enable"][..],
+    ] {
+        let mut c = Capture::new(7);
+        zsh_exec(&mut c, "/usr/bin/csrutil", "com.apple.csrutil", restore);
+        c.after_ms(5_000);
+        sudo_exec(
+            &mut c,
+            "/usr/bin/kmutil",
+            "com.apple.kmutil",
+            &["kmutil", "load", "-p", SOFTRAID],
+        );
+        let alerts = run_min(&c.out, "info");
+        assert!(
+            alerts.iter().all(|a| rule(a) != "KW-9002"),
+            "{restore:?}: {alerts:#?}"
+        );
+        assert_eq!(rule(alerts.last().unwrap()), "KW-1001", "{restore:?}");
+    }
+    // spctl kext-consent enable likewise.
+    let mut c = Capture::new(7);
+    zsh_exec(
+        &mut c,
+        "/usr/sbin/spctl",
+        "com.apple.spctl",
+        &["spctl", "kext-consent", "enable"],
+    );
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    assert!(run_min(&c.out, "info").iter().all(|a| rule(a) != "KW-9002"));
+}
+
+/// An `AUTH_KEXTLOAD` answer as the ES source reports it: a kext load event with the decision.
+fn decision(allowed: bool, reason: &str) -> kextwatch::event::Event {
+    let mut c = Capture::new(7);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    let mut ev = support::event(&c.out);
+    ev.kind = kextwatch::event::EventKind::KextLoadDecision {
+        identifier: "com.evil.driver".into(),
+        allowed,
+        reason: reason.into(),
+    };
+    ev
+}
+
+#[test]
+fn enforcement_answers_are_reported_by_how_much_they_matter() {
+    use kextwatch::detect::enforce::EnforcementPolicy;
+    use kextwatch::kextpolicy::KnownTeam;
+    let mut policy = EnforcementPolicy::default();
+    policy.teams.insert(
+        "com.evil.driver".into(),
+        KnownTeam::Team("ZZZZZ99999".into()),
+    );
+    let denied = policy.decide("com.evil.driver");
+    let unknown = policy.decide("com.never.seen");
+    policy.allowlist.team_ids.insert("ZZZZZ99999".into());
+    let allowed = policy.decide("com.evil.driver");
+    assert!(!denied.allow && unknown.allow && allowed.allow);
+
+    let alert_for = |d: &kextwatch::detect::enforce::Decision| {
+        let mut engine =
+            kextwatch::detect::Engine::new(kextwatch::config::Config::default_config());
+        let mut out = Vec::new();
+        engine.process(&decision(d.allow, &d.reason), &mut out);
+        engine.finish(&mut out);
+        out
+    };
+    // A denial is high, with the reason; an unknown kext let through (fail open) is medium; an
+    // allowlisted team's load is informational (below the default minimum).
+    let a = alert_for(&denied);
+    assert_eq!((a[0].rule.id, a[0].severity.as_str()), ("KW-3003", "high"));
+    assert!(a[0].reasons[0]
+        .contains("load denied by kextwatch: com.evil.driver: team ZZZZZ99999 is not allowlisted"));
+    let a = alert_for(&unknown);
+    assert_eq!(
+        (a[0].rule.id, a[0].severity.as_str()),
+        ("KW-3003", "medium")
+    );
+    assert!(alert_for(&allowed).is_empty());
+}
+
+#[test]
+fn a_weakened_sip_configuration_is_reported_and_arms_correlation() {
+    use kextwatch::detect::Engine;
+    let mut c = Capture::new(7);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.driver");
+    let load = support::event(&c.out);
+    let t = load.time_ns;
+
+    let mut engine = Engine::new(kextwatch::config::Config::default_config());
+    let mut out = Vec::new();
+    // Fully enabled: nothing at the default minimum severity.
+    engine.process_sip(0, t - 60_000_000_000, &mut out);
+    assert!(out.is_empty());
+    // Unrestricted filesystem only: high. Untrusted kexts allowed: critical, and it says why.
+    engine.process_sip(0x2, t - 50_000_000_000, &mut out);
+    engine.process_sip(0x201, t - 40_000_000_000, &mut out);
+    engine.process(&load, &mut out);
+    let got: Vec<(&str, &str)> = out
+        .iter()
+        .map(|a| (a.rule.id, a.severity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("KW-4007", "high"),
+            ("KW-4007", "critical"),
+            ("KW-9002", "critical")
+        ]
+    );
+    assert_eq!(
+        out[1].reasons,
+        [
+            "System Integrity Protection is weakened (csr-active-config 0x201): ALLOW_UNTRUSTED_KEXTS, ALLOW_UNAPPROVED_KEXTS",
+            "kexts can load without Apple's signing and approval checks"
+        ]
+    );
+    assert!(out[2]
+        .reasons
+        .iter()
+        .any(|r| r.starts_with("follows `SIP configuration 0x201`")));
+}

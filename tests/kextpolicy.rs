@@ -582,3 +582,101 @@ fn approval_after_sip_weakening_is_critical() {
         .to_string()
         .contains("follows `csrutil disable`"));
 }
+
+/// (rule, severity, event.action) of each alert, for comparing with a table written by hand.
+fn summary(alerts: &[serde_json::Value]) -> Vec<(String, String, String)> {
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a["rule"]["id"].as_str().unwrap().to_string(),
+                a["severity"].as_str().unwrap().to_string(),
+                a["event"]["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn row(rule: &str, severity: &str, action: &str) -> (String, String, String) {
+    (rule.into(), severity.into(), format!("kextpolicy.{action}"))
+}
+
+#[test]
+fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = fx::realistic(&db, 8);
+    let mut w = Watcher::open(&db, None).unwrap();
+    assert!(w.poll(NOW).unwrap().is_empty(), "baseline");
+
+    // Approvals: Symantec's (denied) flags edited, VMware's revoked, VirtualBox's deleted. MDM: the
+    // payload behind Jamf's team approval replaced. History: a new cdhash under the same team for
+    // VirtualBox (allowlisted) and the unknown team's kext.
+    c.execute_batch(
+        "UPDATE kext_policy SET flags = 3 WHERE team_id = '9PTGMPNXZ2';
+         UPDATE kext_policy SET allowed = 0 WHERE team_id = 'EG7KH642X6';
+         DELETE FROM kext_policy WHERE team_id = 'VB5E2TV963';
+         UPDATE kext_policy_mdm SET payload_uuid = '11111111-2222-3333-4444-555555555555';
+         UPDATE kext_load_history_v3 SET cdhash = 'ffffffffffffffffffffffffffffffffffffffff'
+           WHERE team_id IN ('VB5E2TV963', 'Z9Y8X7W6V5');",
+    )
+    .unwrap();
+    let changes: Vec<PolicyChange> = w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect();
+    let alerts = alerts_for(&changes, Config::default_config());
+    assert_eq!(
+        summary(&alerts),
+        [
+            row("KW-5003", "low", "approval_changed"),
+            row("KW-5002", "low", "approval_changed"),
+            row("KW-5002", "low", "approval_removed"),
+            // Unknown payload, team not allowlisted: two steps up from low.
+            row("KW-5004", "high", "mdm_approval_changed"),
+            // Same team, new cdhash: an update or a swap; unlisted team one step up.
+            row("KW-5006", "low", "kext_identity_changed"),
+            row("KW-5006", "medium", "kext_identity_changed"),
+        ],
+        "{alerts:#?}"
+    );
+    let reason = |i: usize| alerts[i]["reasons"].to_string();
+    assert!(
+        reason(0).contains("flags Some(1) -> Some(3)"),
+        "{}",
+        reason(0)
+    );
+    assert!(
+        reason(1).contains("approval revoked (allowed changed to false): com.vmware.kext.vmx86")
+    );
+    assert!(reason(2).contains("approval removed from KextPolicy: org.virtualbox.kext.VBoxDrv"));
+    assert!(reason(3).contains("payload 11111111-2222-3333-4444-555555555555"));
+    assert!(reason(4).contains(
+        "cdhash changed from 8d2f0a6b3c1e4f5a6b7c8d9e0f1a2b3c4d5e6f70 to ffffffffffffffffffffffffffffffffffffffff (same team"
+    ));
+    assert_eq!(
+        alerts[5]["file"]["path"],
+        "/Library/Extensions/Unknown.kext"
+    );
+
+    // The MDM entry removed; then the database vanishes; then it comes back unreadable.
+    c.execute_batch("DELETE FROM kext_policy_mdm;").unwrap();
+    drop(c);
+    let mut changes: Vec<PolicyChange> = w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect();
+    // Deleted with its WAL (which still holds every page: our reader kept it from checkpointing).
+    for suffix in ["", "-wal", "-shm"] {
+        let from = dir.path().join(format!("KextPolicy{suffix}"));
+        std::fs::rename(&from, dir.path().join(format!("moved{suffix}"))).unwrap();
+    }
+    changes.extend(w.poll(NOW).unwrap().into_iter().map(|c| c.0));
+    std::fs::write(&db, b"not a database".repeat(100)).unwrap();
+    changes.extend(w.poll(NOW).unwrap().into_iter().map(|c| c.0));
+    let alerts = alerts_for(&changes, Config::default_config());
+    assert_eq!(
+        summary(&alerts),
+        [
+            row("KW-5004", "low", "mdm_approval_removed"),
+            row("KW-5007", "high", "database_vanished"),
+            row("KW-5007", "medium", "database_unreadable"),
+        ],
+        "{alerts:#?}"
+    );
+    assert!(alerts[1]["reasons"].to_string().contains("SIP-protected"));
+}

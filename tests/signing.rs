@@ -471,3 +471,69 @@ fn every_signature_reads_as_rcodesign_read_it() {
         assert_eq!(ours.signature, verdict, "{name}");
     }
 }
+
+#[test]
+fn apple_is_cms_without_a_team_on_an_apple_or_platform_identity() {
+    use kextwatch::signing::blob::{CodeDirectory, SignatureInfo};
+    use kextwatch::signing::{classify_slice, combine};
+    let info = |identifier: &str, team: Option<&str>, platform: u8, flags: u32, cms: bool| {
+        Some(Ok(SignatureInfo {
+            code_directories: vec![CodeDirectory {
+                version: 0x20400,
+                flags,
+                hash_type: "sha256",
+                cdhash: "0123456789abcdef0123456789abcdef01234567".into(),
+                identifier: identifier.into(),
+                team_id: team.map(String::from),
+                platform,
+            }],
+            has_cms: cms,
+            cms_covers_code_directory: cms,
+        }))
+    };
+    let class = |i| classify_slice("arm64".into(), i).signature;
+    // Apple's kexts: CMS, no Team ID, and an Apple identifier or the platform field.
+    assert_eq!(
+        class(info("com.apple.driver.AppleHDA", None, 0, 0, true)),
+        Signature::Apple
+    );
+    assert_eq!(class(info("AppleHDA", None, 2, 0, true)), Signature::Apple);
+    // The same with a Team ID is a developer's, whatever it calls itself.
+    assert_eq!(
+        class(info(
+            "com.apple.driver.AppleHDA",
+            Some("ZZZZZ99999"),
+            2,
+            0,
+            true
+        )),
+        Signature::Developer
+    );
+    // CMS without a Team ID on anyone else's identity is no identity at all.
+    assert_eq!(
+        class(info("com.evil.driver", None, 0, 0, true)),
+        Signature::Adhoc
+    );
+    // Ad hoc (flag 0x2) or no CMS: ad hoc, even with an Apple identifier.
+    assert_eq!(
+        class(info("com.apple.driver.AppleHDA", None, 2, 0x2, true)),
+        Signature::Adhoc
+    );
+    assert_eq!(
+        class(info("com.apple.driver.AppleHDA", None, 2, 0, false)),
+        Signature::Adhoc
+    );
+    // A bundle of Apple slices is Apple, with no Team ID to stand for it.
+    let slices = [
+        classify_slice(
+            "x86_64".into(),
+            info("com.apple.driver.AppleHDA", None, 2, 0, true),
+        ),
+        classify_slice(
+            "arm64".into(),
+            info("com.apple.driver.AppleHDA", None, 2, 0, true),
+        ),
+    ];
+    let (signature, team, _, error) = combine(&slices);
+    assert_eq!((signature, team, error), (Signature::Apple, None, None));
+}

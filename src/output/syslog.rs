@@ -198,6 +198,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pri_is_facility_times_eight_plus_the_severity_table() {
+        // RFC 5424 §6.2.1 and the README's table, written out: local4 is 20, local0 16.
+        let cases = [
+            (20, Severity::Critical, 162),
+            (20, Severity::High, 163),
+            (20, Severity::Medium, 164),
+            (20, Severity::Low, 165),
+            (20, Severity::Info, 166),
+            (16, Severity::Critical, 130),
+            (16, Severity::Info, 134),
+        ];
+        for (facility, severity, pri) in cases {
+            let e = Encoder {
+                format: SyslogFormat::Rfc5424,
+                payload: SyslogPayload::Json,
+                facility,
+                hostname: "mac-17".into(),
+                procid: "412".into(),
+            };
+            let m = e.message(severity, "2026-11-25T14:03:12Z", "policy", "-", "{}");
+            assert_eq!(
+                String::from_utf8(m).unwrap(),
+                format!("<{pri}>1 2026-11-25T14:03:12Z mac-17 kextwatch 412 policy - {{}}"),
+                "{severity:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn msgid_by_rule_family() {
+        for (rule, id) in [
+            ("KW-0000", "test"),
+            ("KW-1001", "kext-tool"),
+            ("KW-2001", "kext-file"),
+            ("KW-3003", "kext-load"),
+            ("KW-4007", "policy"),
+            ("KW-5006", "kextpolicy"),
+            ("KW-9002", "correlation"),
+            ("KW-7", "alert"),
+            ("", "alert"),
+        ] {
+            assert_eq!(msgid(rule), id, "{rule}");
+        }
+    }
+
+    #[test]
     fn escaping() {
         assert_eq!(sd_value("a\"b\\c]d\ne"), "a\\\"b\\\\c\\]d e");
         assert_eq!(header_field("my host\n", 255), "myhost");
