@@ -236,3 +236,126 @@ fn invented_event_types_do_not_grow_memory() {
     );
     assert!(s.to_string().contains("other types"));
 }
+
+/// Real eslogger output published by others (tests/fixtures/eslogger-public/SOURCES.md): every field
+/// detection reads, compared with the values read off each line by hand.
+#[test]
+fn real_eslogger_lines_from_public_sources_decode_field_for_field() {
+    use kextwatch::event::{EventKind, NO_AUDIT_USER};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/eslogger-public/mullvadvpn-app.jsonl"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+
+    // 1. exit of ipconfig (macOS 15, version 9): a root daemon with no audit user.
+    let ev = support::event(lines[0]);
+    assert_eq!(
+        (ev.version, ev.seq_num, ev.global_seq_num),
+        (9, Some(362), Some(1103))
+    );
+    assert_eq!(
+        ev.time_ns, 1_754_579_589_811_587_464,
+        "2025-08-07T15:13:09.811587464Z"
+    );
+    let p = &ev.process;
+    assert_eq!(
+        (p.pid, p.pidversion, p.ppid, p.original_ppid),
+        (11221, 170692, 532, 532)
+    );
+    assert_eq!(
+        (p.auid, p.euid, p.ruid, p.asid),
+        (NO_AUDIT_USER, 0, 0, 100017)
+    );
+    assert_eq!(
+        (p.session_id, p.group_id, p.responsible_pid),
+        (532, 532, Some(532))
+    );
+    assert_eq!(p.executable, "/usr/sbin/ipconfig");
+    assert_eq!(p.signing_id.as_deref(), Some("com.apple.ipconfig"));
+    assert_eq!(p.team_id, None);
+    assert_eq!(
+        p.cdhash.as_deref().map(str::to_ascii_lowercase).as_deref(),
+        Some("f988105881118cd77ef87293d97dece8e193fa98")
+    );
+    assert_eq!(p.cs_flags, 637_623_057);
+    assert!(p.is_platform_binary && p.tty.is_none());
+    assert_eq!(ev.kind, EventKind::Exit { status: 0 });
+
+    // 2. exec in a terminal (macOS 15): the process is the image before the exec, the target the
+    // image after it; same pid, pidversion bumped.
+    let ev = support::event(lines[1]);
+    assert_eq!((ev.version, ev.global_seq_num), (9, Some(75)));
+    let p = &ev.process;
+    assert_eq!((p.pid, p.pidversion, p.ppid), (97391, 149091, 58916));
+    assert_eq!(p.executable, "/bin/nu");
+    assert_eq!(p.signing_id.as_deref(), Some("nu-b9fb5b9dbba2e494"));
+    assert_eq!(
+        (p.auid, p.euid, p.asid, p.responsible_pid),
+        (501, 501, 100019, Some(938))
+    );
+    assert_eq!(p.tty.as_deref(), Some("/dev/ttys003"));
+    let EventKind::Exec(exec) = &ev.kind else {
+        panic!("{:?}", ev.kind)
+    };
+    let t = &exec.target;
+    assert_eq!((t.pid, t.pidversion, t.ppid), (97391, 149092, 58916));
+    assert_eq!(t.executable, "/bin/connection-checker");
+    assert_eq!(
+        t.signing_id.as_deref(),
+        Some("connection_checker-04fde7bdb8bceee3")
+    );
+    assert_eq!((t.team_id.as_deref(), t.is_platform_binary), (None, false));
+    // 570556931 = 0x22020203: valid, ad hoc, kill, linker-signed, signed: ad hoc code.
+    assert_eq!(t.cs_flags, 0x2202_0203);
+    assert!(t.is_unsigned_or_adhoc());
+    assert_eq!(exec.args, ["/bin/connection-checker"]);
+    assert_eq!(exec.cwd.as_deref(), Some("/bin/mullvadvpn-app"));
+
+    // 3. fork (macOS 26, version 10): audit tokens as arrays [auid, euid, egid, ruid, rgid, pid,
+    // asid, pidversion].
+    let ev = support::event(lines[2]);
+    assert_eq!(
+        (ev.version, ev.seq_num, ev.global_seq_num),
+        (10, Some(0), Some(1))
+    );
+    let p = &ev.process;
+    assert_eq!((p.pid, p.pidversion, p.ppid), (19745, 35165, 1));
+    assert_eq!((p.auid, p.euid, p.ruid, p.asid), (501, 501, 501, 100013));
+    assert_eq!(
+        p.executable,
+        "/Applications/Mullvad VPN.app/Contents/MacOS/Mullvad VPN"
+    );
+    assert_eq!(
+        (p.signing_id.as_deref(), p.team_id.as_deref()),
+        (Some("net.mullvad.vpn"), Some("CKG9MXH72F"))
+    );
+    assert!(!p.is_unsigned_or_adhoc());
+    assert_eq!(ev.kind, EventKind::Fork { child_pid: 21497 });
+
+    // 4. exec (macOS 27 beta, version 11): launchd's xpcproxy turns into the service it starts.
+    let ev = support::event(lines[3]);
+    assert_eq!((ev.version, ev.global_seq_num), (11, Some(16)));
+    assert_eq!(ev.process.executable, "/usr/libexec/xpcproxy");
+    assert_eq!(
+        ev.process.signing_id.as_deref(),
+        Some("com.apple.xpc.proxy")
+    );
+    assert_eq!((ev.process.pid, ev.process.pidversion), (11085, 25188));
+    let EventKind::Exec(exec) = &ev.kind else {
+        panic!("{:?}", ev.kind)
+    };
+    assert_eq!(
+        exec.target.executable,
+        "/System/Library/PrivateFrameworks/IntlPreferences.framework/Support/localizationswitcherd"
+    );
+    assert_eq!((exec.target.pid, exec.target.pidversion), (11085, 25189));
+    assert_eq!(exec.target.auid, 501);
+    assert!(exec.target.is_platform_binary);
+    assert_eq!(exec.cwd.as_deref(), Some("/"));
+
+    // None of this everyday activity is an alert, at any severity.
+    assert!(support::run_min(&text, "info").is_empty());
+}
