@@ -28,6 +28,7 @@ for i in "${!bins[@]}"; do
 done
 
 load_pids=()
+# shellcheck disable=SC2317  # called by the EXIT trap
 stop_load() {
     for p in "${load_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 }

@@ -193,7 +193,7 @@ fn alerts_stream_out_while_stdin_stays_open() {
     });
     // stdin is still open: the alert must arrive without waiting for end of input.
     let line = rx
-        .recv_timeout(std::time::Duration::from_secs(30))
+        .recv_timeout(std::time::Duration::from_secs(60))
         .expect("alert before end of input");
     assert!(line.contains("\"KW-4002\""), "{line}");
     drop(stdin);

@@ -97,7 +97,7 @@ impl Daemon {
                 }
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < Duration::from_secs(60),
                 "daemon status never got there: {:?}",
                 self.status()
             );
@@ -132,7 +132,7 @@ impl Daemon {
                 return (st.code().unwrap_or(-1), self.dir);
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < Duration::from_secs(60),
                 "daemon did not exit after SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -151,7 +151,7 @@ fn alerts_in(dir: &Path) -> Vec<serde_json::Value> {
 fn wait_for(mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out");
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -176,7 +176,7 @@ fn fifo_events_reach_a_real_rsyslog_and_sigterm_drains() {
             })
             .collect()
     };
-    let lines = r.wait_until("the kmutil load (KW-1001)", Duration::from_secs(30), |l| {
+    let lines = r.wait_until("the kmutil load (KW-1001)", Duration::from_secs(60), |l| {
         rules(l).iter().any(|id| id == "KW-1001")
     });
     assert!(!lines.iter().any(|l| l.contains("\"folded\":{")));
@@ -184,7 +184,7 @@ fn fifo_events_reach_a_real_rsyslog_and_sigterm_drains() {
     assert_eq!(code, 0);
     // Stopping closed the fold window: its follow-up, the last message on the connection, was
     // delivered before exit, and everything before it too.
-    let lines = r.wait_until("the fold follow-up", Duration::from_secs(30), |l| {
+    let lines = r.wait_until("the fold follow-up", Duration::from_secs(60), |l| {
         l.iter().any(|x| x.contains("\"folded\":{\"count\":9"))
     });
     assert_eq!(lines.len(), 11, "{:?}", rules(&lines));

@@ -248,16 +248,13 @@ fn plist_bombs_and_huge_plists_are_refused() {
     let bundle = copy_bundle("Developer", dir.path());
     let plist = bundle.join("Contents/Info.plist");
     std::fs::write(&plist, plist_bomb()).unwrap();
-    let t = std::time::Instant::now();
+    // 2^40 nodes when expanded: a guard that walked the expansion would never return (the test
+    // then hangs, which CI reports), so no clock is needed to tell.
     let k = read_identity(&bundle);
     assert!(
         k.error.as_deref().unwrap().contains("expands to more than"),
         "{:?}",
         k.error
-    );
-    assert!(
-        t.elapsed().as_secs() < 30,
-        "the guard must not walk the expansion"
     );
 
     std::fs::write(&plist, vec![b' '; 2 * 1024 * 1024]).unwrap();
