@@ -21,8 +21,8 @@ struct Open {
 pub struct Folder {
     window_ns: i64,
     open: HashMap<String, Open>,
-    /// The earliest `first_ns` of the open windows: `expire` scans them only when one can close,
-    /// so an event costs O(1) however many windows are open.
+    /// The earliest `first_ns` of the open windows (`i64::MAX` when none): `expire` scans them only
+    /// when one can close, so an event costs O(1) however many windows are open.
     earliest_ns: i64,
     pub folded: u64,
     pub unfolded_over_capacity: u64,
@@ -32,6 +32,7 @@ impl Folder {
     pub fn new(window_ns: i64) -> Folder {
         Folder {
             window_ns,
+            earliest_ns: i64::MAX,
             ..Default::default()
         }
     }
@@ -54,9 +55,7 @@ impl Folder {
         if self.open.len() >= MAX_OPEN {
             self.unfolded_over_capacity += 1;
         } else {
-            if self.open.is_empty() || now_ns < self.earliest_ns {
-                self.earliest_ns = now_ns;
-            }
+            self.earliest_ns = self.earliest_ns.min(now_ns);
             self.open.insert(
                 key,
                 Open {
@@ -74,7 +73,7 @@ impl Folder {
     /// Close windows that ended before `now_ns`, in the order they opened.
     pub fn expire(&mut self, now_ns: i64, out: &mut Vec<Alert>) {
         let window = self.window_ns;
-        if self.open.is_empty() || now_ns.saturating_sub(self.earliest_ns) <= window {
+        if now_ns.saturating_sub(self.earliest_ns) <= window {
             return;
         }
         let mut done: Vec<Open> = Vec::new();
@@ -94,7 +93,7 @@ impl Folder {
             }
             keep
         });
-        self.earliest_ns = self.open.values().map(|o| o.first_ns).min().unwrap_or(0);
+        self.earliest_ns = self.open.values().map(|o| o.first_ns).min().unwrap_or(i64::MAX);
         done.sort_by_key(|o| (o.first_ns, o.last_ns));
         out.extend(done.into_iter().filter_map(follow_up));
     }
