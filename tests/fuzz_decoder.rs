@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 use support::eslogger::{cast, Capture, Proc};
 
-/// A capture that exercises every decoded event type.
+/// A capture that exercises every decoded event type, and the real eslogger lines of
+/// tests/fixtures/eslogger-public (escaped slashes, `stat` objects, array audit tokens).
 fn seed_lines() -> Vec<String> {
     let mut c = Capture::new(9);
     let zsh = cast::terminal_zsh();
@@ -40,9 +41,11 @@ fn seed_lines() -> Vec<String> {
         &["kextload", "/tmp/x.kext"],
         "/",
     );
+    let public = include_str!("fixtures/eslogger-public/mullvadvpn-app.jsonl");
     c.out
         .lines()
         .chain(c10.out.lines())
+        .chain(public.lines())
         .map(String::from)
         .collect()
 }
@@ -111,7 +114,7 @@ proptest! {
 
     #[test]
     fn mutated_real_lines_never_panic(
-        line in 0usize..18,
+        line in 0usize..22,
         edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..16),
         cut in any::<Option<usize>>(),
     ) {
@@ -139,7 +142,7 @@ proptest! {
     }
 
     #[test]
-    fn wrong_types_anywhere_never_panic(line in 0usize..18, pick in any::<usize>(), new in arb_json()) {
+    fn wrong_types_anywhere_never_panic(line in 0usize..22, pick in any::<usize>(), new in arb_json()) {
         let lines = seed_lines();
         let mut v: Value = serde_json::from_str(&lines[line % lines.len()]).unwrap();
         replace_at(&mut v, pick, new);

@@ -93,7 +93,12 @@ impl Folder {
             }
             keep
         });
-        self.earliest_ns = self.open.values().map(|o| o.first_ns).min().unwrap_or(i64::MAX);
+        self.earliest_ns = self
+            .open
+            .values()
+            .map(|o| o.first_ns)
+            .min()
+            .unwrap_or(i64::MAX);
         done.sort_by_key(|o| (o.first_ns, o.last_ns));
         out.extend(done.into_iter().filter_map(follow_up));
     }
