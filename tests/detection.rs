@@ -1066,3 +1066,50 @@ fn a_weakened_sip_configuration_is_reported_and_arms_correlation() {
         .iter()
         .any(|r| r.starts_with("follows `SIP configuration 0x201`")));
 }
+
+#[test]
+fn the_correlation_window_is_exact_at_its_edges() {
+    let load = |c: &mut Capture| {
+        sudo_exec(
+            c,
+            "/usr/bin/kmutil",
+            "com.apple.kmutil",
+            &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
+        );
+    };
+    let load_rule = |c: &Capture| {
+        let (alerts, _) = run_engine(&c.out);
+        alerts
+            .iter()
+            .find(|a| a.event.action == "exec")
+            .map(|a| a.rule.id)
+            .unwrap()
+    };
+    let cp = terminal_cp();
+
+    // Exactly 120 s (the window) after the staging: still inside it.
+    let mut c = Capture::new(7);
+    c.create(&cp, "/Library/Extensions", "Evil.kext");
+    c.now_ns += 120_000_000_000;
+    load(&mut c);
+    assert_eq!(load_rule(&c), "KW-9001");
+
+    // 120.2 s after it, with the last sweep of old state at 119.5 s: the staging is still held but
+    // too old, and must not explain the load.
+    let mut c = Capture::new(7);
+    c.create(&cp, "/Library/Extensions", "Evil.kext");
+    c.now_ns += 119_500_000_000;
+    c.in_terminal("/bin/ls", "com.apple.ls", &["ls"], "/tmp");
+    c.now_ns += 700_000_000;
+    load(&mut c);
+    assert_eq!(load_rule(&c), "KW-1001");
+
+    // A load stamped 3 s before the staging (events can arrive out of order): what happened later
+    // cannot explain it.
+    let mut c = Capture::new(7);
+    c.now_ns += 10_000_000_000;
+    c.create(&cp, "/Library/Extensions", "Evil.kext");
+    c.now_ns -= 3_000_000_000;
+    load(&mut c);
+    assert_eq!(load_rule(&c), "KW-1001");
+}
