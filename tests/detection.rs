@@ -1113,3 +1113,50 @@ fn the_correlation_window_is_exact_at_its_edges() {
     load(&mut c);
     assert_eq!(load_rule(&c), "KW-1001");
 }
+
+#[test]
+fn only_a_real_login_session_is_called_the_same_session() {
+    // Two processes whose audit session is 0 (none recorded) share no login session.
+    let no_session = |pid| Proc {
+        asid: 0,
+        ..Proc::developer(
+            pid,
+            1,
+            "/usr/local/bin/tool",
+            "com.example.tool",
+            "ZZZZZ99999",
+        )
+    };
+    let mut c = Capture::new(7);
+    c.create(&no_session(700), "/Library/Extensions", "Evil.kext");
+    c.after_ms(2_000);
+    let loader = no_session(701);
+    c.exec(
+        &loader,
+        &loader.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
+        "/",
+    );
+    let alerts = run(&c.out);
+    let r = reasons(alerts.iter().find(|a| rule(a) == "KW-9001").unwrap());
+    assert!(r.contains("2 s earlier, by another session"), "{r}");
+
+    // The same two in login session 100017: the same session.
+    let in_session = |pid| Proc {
+        asid: 100_017,
+        ..no_session(pid)
+    };
+    let mut c = Capture::new(7);
+    c.create(&in_session(700), "/Library/Extensions", "Evil.kext");
+    c.after_ms(2_000);
+    let loader = in_session(701);
+    c.exec(
+        &loader,
+        &loader.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
+        "/",
+    );
+    let alerts = run(&c.out);
+    let r = reasons(alerts.iter().find(|a| rule(a) == "KW-9001").unwrap());
+    assert!(r.contains("2 s earlier, in the same login session"), "{r}");
+}

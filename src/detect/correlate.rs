@@ -26,7 +26,8 @@ enum SignalKind {
 #[derive(Debug, Clone)]
 struct Signal {
     time_ns: i64,
-    asid: i32,
+    /// The audit session of the process that raised it; `None` for KextPolicy and SIP state.
+    asid: Option<i32>,
     kind: SignalKind,
     evidence: Evidence,
 }
@@ -71,7 +72,9 @@ impl Correlator {
         let in_window = |s: &Signal| s.time_ns <= now && now - s.time_ns <= self.window_ns;
         let how_close = |s: &Signal| {
             let secs = (now - s.time_ns) / 1_000_000_000;
-            let session = if Some(s.asid) == asid && s.asid > 0 {
+            // Session 0 (or a missing one) is no login session: nothing in common to report.
+            let same = matches!((s.asid, asid), (Some(a), Some(b)) if a == b && a > 0);
+            let session = if same {
                 "in the same login session"
             } else {
                 "by another session"
@@ -153,7 +156,7 @@ impl Correlator {
         if let Some(kind) = kind {
             self.remember(Signal {
                 time_ns: now,
-                asid: asid.unwrap_or(-1),
+                asid,
                 kind,
                 evidence: evidence.clone(),
             });
