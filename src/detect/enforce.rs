@@ -81,5 +81,19 @@ mod tests {
         assert!(p.decide("com.never.seen").allow);
         p.fail_closed = true;
         assert!(!p.decide("com.never.seen").allow);
+        // Apple's own kexts load even when failing closed; an Apple bundle id recorded with a team
+        // is refused even when that team is allowlisted.
+        assert!(p.decide("com.apple.driver.AppleHDA").allow);
+        p.teams.insert(
+            "com.apple.driver.Fake".into(),
+            KnownTeam::Team("VB5E2TV963".into()),
+        );
+        let d = p.decide("com.apple.driver.Fake");
+        assert!(!d.allow);
+        assert!(
+            d.reason.contains("claims an Apple bundle id"),
+            "{}",
+            d.reason
+        );
     }
 }
