@@ -21,6 +21,10 @@ struct Daemon {
     config: PathBuf,
 }
 
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
 fn config_text(dir: &Path, extra: &str) -> String {
     config_with_daemon(dir, extra, "")
 }
@@ -58,11 +62,7 @@ impl Daemon {
     /// Run the daemon on `dir/kextwatch.toml`, reading the FIFO `dir/events`.
     fn launch(dir: tempfile::TempDir, extra_args: &[&std::ffi::OsStr]) -> Daemon {
         let fifo = dir.path().join("events");
-        assert!(Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        mkfifo(&fifo);
         let config = dir.path().join("kextwatch.toml");
         let child = Command::new(BIN)
             .args(["run", "--config"])
@@ -255,11 +255,7 @@ fn a_burst_larger_than_the_queue_is_counted_never_a_hang() {
     // machine's speed. Then the test reads, and everything analysed must come out.
     let dir_out = tempfile::tempdir().unwrap();
     let alerts_fifo = dir_out.path().join("alerts.jsonl");
-    assert!(Command::new("mkfifo")
-        .arg(&alerts_fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&alerts_fifo);
     let (go, wait_go) = std::sync::mpsc::channel::<()>();
     let reader = {
         let fifo = alerts_fifo.clone();

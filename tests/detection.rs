@@ -1116,47 +1116,34 @@ fn the_correlation_window_is_exact_at_its_edges() {
 
 #[test]
 fn only_a_real_login_session_is_called_the_same_session() {
-    // Two processes whose audit session is 0 (none recorded) share no login session.
-    let no_session = |pid| Proc {
-        asid: 0,
-        ..Proc::developer(
-            pid,
-            1,
-            "/usr/local/bin/tool",
-            "com.example.tool",
-            "ZZZZZ99999",
-        )
+    // A kext staged, then loaded 2 s later by another process of the same audit session `asid`.
+    let staged_then_loaded = |asid: i32| {
+        let tool = |pid| Proc {
+            asid,
+            ..Proc::developer(
+                pid,
+                1,
+                "/usr/local/bin/tool",
+                "com.example.tool",
+                "ZZZZZ99999",
+            )
+        };
+        let mut c = Capture::new(7);
+        c.create(&tool(700), "/Library/Extensions", "Evil.kext");
+        c.after_ms(2_000);
+        let loader = tool(701);
+        c.exec(
+            &loader,
+            &loader.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+            &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
+            "/",
+        );
+        let alerts = run(&c.out);
+        reasons(alerts.iter().find(|a| rule(a) == "KW-9001").unwrap())
     };
-    let mut c = Capture::new(7);
-    c.create(&no_session(700), "/Library/Extensions", "Evil.kext");
-    c.after_ms(2_000);
-    let loader = no_session(701);
-    c.exec(
-        &loader,
-        &loader.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
-        &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
-        "/",
-    );
-    let alerts = run(&c.out);
-    let r = reasons(alerts.iter().find(|a| rule(a) == "KW-9001").unwrap());
+    // Session 0 (none recorded) is no login session to share.
+    let r = staged_then_loaded(0);
     assert!(r.contains("2 s earlier, by another session"), "{r}");
-
-    // The same two in login session 100017: the same session.
-    let in_session = |pid| Proc {
-        asid: 100_017,
-        ..no_session(pid)
-    };
-    let mut c = Capture::new(7);
-    c.create(&in_session(700), "/Library/Extensions", "Evil.kext");
-    c.after_ms(2_000);
-    let loader = in_session(701);
-    c.exec(
-        &loader,
-        &loader.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
-        &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
-        "/",
-    );
-    let alerts = run(&c.out);
-    let r = reasons(alerts.iter().find(|a| rule(a) == "KW-9001").unwrap());
+    let r = staged_then_loaded(100_017);
     assert!(r.contains("2 s earlier, in the same login session"), "{r}");
 }
