@@ -680,3 +680,108 @@ fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
     );
     assert!(alerts[1]["reasons"].to_string().contains("SIP-protected"));
 }
+
+#[test]
+fn a_denied_approval_turned_allowed_is_a_new_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = fx::realistic(&db, 8);
+    let mut w = Watcher::open(&db, None).unwrap();
+    assert!(w.poll(NOW).unwrap().is_empty(), "baseline");
+    // Symantec's kext was recorded as not allowed; someone allows it.
+    c.execute_batch("UPDATE kext_policy SET allowed = 1 WHERE team_id = '9PTGMPNXZ2';")
+        .unwrap();
+    let changes: Vec<PolicyChange> = w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect();
+    let alerts = alerts_for(&changes, Config::default_config());
+    assert_eq!(
+        summary(&alerts),
+        [row("KW-5001", "high", "approval_changed")],
+        "{alerts:#?}"
+    );
+    assert!(alerts[0]["reasons"].to_string().contains(
+        "changed to allowed: approval of com.symantec.kext.SymAPComm by Symantec (team 9PTGMPNXZ2); the team is not allowlisted"
+    ));
+}
+
+#[test]
+fn an_mdm_approval_is_expected_only_from_a_known_payload_for_an_allowlisted_team() {
+    let entry = |team: &str, payload: &str| PolicyChange::MdmApprovalAdded {
+        approval: kextwatch::kextpolicy::MdmApproval {
+            team_id: Some(team.into()),
+            bundle_id: None,
+            allowed: true,
+            payload_uuid: Some(payload.into()),
+        },
+    };
+    const KNOWN: &str = "3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11";
+    let mut cfg = Config::default_config();
+    cfg.kextpolicy.known_mdm_payloads.push(KNOWN.into());
+    let alerts = alerts_for(
+        &[
+            // Known payload, allowlisted team (VirtualBox): expected, no alert.
+            entry("VB5E2TV963", KNOWN),
+            // Known payload, team nobody allowlisted: one step up.
+            entry("Z9Y8X7W6V5", KNOWN),
+            // Unknown payload for the allowlisted team: one step up.
+            entry("VB5E2TV963", "11111111-2222-3333-4444-555555555555"),
+        ],
+        cfg,
+    );
+    assert_eq!(
+        summary(&alerts),
+        [
+            row("KW-5004", "medium", "mdm_approval_added"),
+            row("KW-5004", "medium", "mdm_approval_added"),
+        ],
+        "{alerts:#?}"
+    );
+    assert!(alerts[0]["reasons"]
+        .to_string()
+        .contains("the team is not allowlisted"));
+    assert!(alerts[1]["reasons"]
+        .to_string()
+        .contains("the payload is not one of the known MDM payloads"));
+}
+
+#[test]
+fn a_recorded_load_of_a_staged_kext_is_one_correlated_alert() {
+    use support::eslogger::{cast, Capture};
+    let mut c = Capture::new(9);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.create(&cp, "/Library/Extensions", "Unknown.kext");
+    let staged = support::event(&c.out);
+    let record = |path: &str, team: &str, bundle: &str| PolicyChange::KextRecorded {
+        record: kextwatch::kextpolicy::LoadRecord {
+            path: path.into(),
+            team_id: Some(team.into()),
+            bundle_id: Some(bundle.into()),
+            boot_uuid: Some(fx::BOOT.into()),
+            created_at: Some("2026-11-25 14:03:42".into()),
+            last_seen: Some("2026-11-25 14:03:42".into()),
+            flags: Some(0),
+            cdhash: None,
+        },
+    };
+    let mut engine = Engine::new(Config::default_config());
+    let mut out = Vec::new();
+    engine.process(&staged, &mut out);
+    let later = staged.time_ns + 30_000_000_000;
+    engine.process_policy(
+        &record(
+            "/Library/Extensions/Unknown.kext",
+            "Z9Y8X7W6V5",
+            "com.unknown.driver",
+        ),
+        later,
+        &mut out,
+    );
+    let got: Vec<(&str, &str)> = out
+        .iter()
+        .map(|a| (a.rule.id, a.severity.as_str()))
+        .collect();
+    assert_eq!(got, [("KW-2001", "medium"), ("KW-9001", "high")]);
+    assert!(out[1]
+        .reasons
+        .iter()
+        .any(|r| r.contains("/Library/Extensions/Unknown.kext was staged by /bin/cp")));
+}
