@@ -1054,6 +1054,11 @@ fn a_weakened_sip_configuration_is_reported_and_arms_correlation() {
             ("KW-9002", "critical")
         ]
     );
+    // Without a kext flag, no word about kexts.
+    assert_eq!(
+        out[0].reasons,
+        ["System Integrity Protection is weakened (csr-active-config 0x2): ALLOW_UNRESTRICTED_FS"]
+    );
     assert_eq!(
         out[1].reasons,
         [

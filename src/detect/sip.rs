@@ -18,8 +18,9 @@ pub const SIP_FLAGS: [(u32, &str); 12] = [
     (0x400, "ALLOW_EXECUTABLE_POLICY_OVERRIDE"),
     (0x800, "ALLOW_UNAUTHENTICATED_ROOT"),
 ];
-/// Flags that let kexts load without Apple's checks.
-const KEXT_FLAGS: u32 = 0x1 | 0x200;
+/// Flags that let kexts load without Apple's checks: ALLOW_UNTRUSTED_KEXTS (0x1) and
+/// ALLOW_UNAPPROVED_KEXTS (0x200).
+const KEXT_FLAGS: u32 = 0x201;
 
 /// Names of the protections turned off by `flags` (unknown bits as hex).
 pub fn flag_names(flags: u32) -> Vec<String> {
