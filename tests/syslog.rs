@@ -230,6 +230,26 @@ fn oversized_udp_datagrams_are_truncated_with_a_marker_and_counted() {
     assert!(lines[0].ends_with("...[truncated by kextwatch]"));
 }
 
+/// A CEF extension as (key, value) pairs: a key is letters and digits before an unescaped `=`, and
+/// a value runs to the space before the next key (ArcSight's CEF rules).
+fn cef_extension(ext: &str) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for token in ext.split(' ') {
+        let key_len = token
+            .find('=')
+            .filter(|&i| i > 0 && token[..i].chars().all(|c| c.is_ascii_alphanumeric()));
+        match (key_len, pairs.last_mut()) {
+            (Some(i), _) => pairs.push((token[..i].to_string(), token[i + 1..].to_string())),
+            (None, Some((_, v))) => {
+                v.push(' ');
+                v.push_str(token);
+            }
+            (None, None) => panic!("extension does not start with a key: {ext:?}"),
+        }
+    }
+    pairs
+}
+
 #[test]
 fn cef_and_rfc3164_payloads() {
     let r = Rsyslog::start();
@@ -240,6 +260,7 @@ fn cef_and_rfc3164_payloads() {
     );
     let lines = deliver(&r, &mut out, &alerts(), "cef");
     assert_eq!(lines.len(), 2, "{lines:#?}");
+    let mut extensions = Vec::new();
     // By hand from the README's mapping: high is CEF 8, critical 10; syslog PRI as in RFC 5424.
     let expected = [
         (
@@ -292,8 +313,36 @@ fn cef_and_rfc3164_payloads() {
             ]
         );
         assert!(cur.contains("cs1Label=reasons"), "{cur}");
+        extensions.push(cef_extension(&cur));
     }
-    assert!(lines[0].contains("dproc=/usr/bin/csrutil"), "{}", lines[0]);
+    // The first alert's extension, key by key as the README's mapping lists them: event time in
+    // milliseconds (2026-11-25T14:03:12Z), action, process and parent, signing ids, user, reasons,
+    // techniques. No Team ID (Apple code), no file, no kext, not folded.
+    let keys: Vec<&str> = extensions[0].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "rt", "act", "dproc", "dpid", "sproc", "spid", "cs4Label", "cs4", "cs6Label", "cs6",
+            "suid", "cs1Label", "cs1", "cs2Label", "cs2"
+        ]
+    );
+    let get = |k: &str| {
+        extensions[0]
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap()
+    };
+    assert_eq!(get("rt"), "1795615392000");
+    assert_eq!(get("act"), "exec");
+    assert_eq!(get("dproc"), "/usr/bin/csrutil");
+    assert_eq!(get("sproc"), "/bin/zsh");
+    assert_eq!(
+        (get("cs4"), get("cs6")),
+        ("com.apple.csrutil", "com.apple.zsh")
+    );
+    assert_eq!(get("suid"), "501");
+    assert_eq!(get("cs2"), "T1562.001,T1553.006");
     // The hostile path: '=' and '\' escaped, the newline as \n, still one message.
     assert!(
         lines[1].contains("filePath=/Library/Extensions/a\\nb]\"c\\\\d|e\\=f g.kext"),
