@@ -534,3 +534,43 @@ fn apple_is_cms_without_a_team_on_an_apple_or_platform_identity() {
     let (signature, team, _, error) = combine(&slices);
     assert_eq!((signature, team, error), (Signature::Apple, None, None));
 }
+
+#[test]
+fn code_directories_that_disagree_on_who_signed_are_invalid() {
+    use kextwatch::signing::blob::{CodeDirectory, SignatureInfo};
+    use kextwatch::signing::classify_slice;
+    let cd = |hash_type: &'static str, identifier: &str, team: &str| CodeDirectory {
+        version: 0x20400,
+        flags: 0,
+        hash_type,
+        cdhash: "0123456789abcdef0123456789abcdef01234567".into(),
+        identifier: identifier.into(),
+        team_id: Some(team.into()),
+        platform: 0,
+    };
+    let class = |alternate: CodeDirectory| {
+        let s = classify_slice(
+            "x86_64".into(),
+            Some(Ok(SignatureInfo {
+                code_directories: vec![cd("sha1", "com.example.kext", "K3XW9TESTQ"), alternate],
+                has_cms: true,
+                cms_covers_code_directory: true,
+            })),
+        );
+        (s.signature, s.error)
+    };
+    // A sha256 alternate of the same identity: a developer's signature.
+    assert_eq!(
+        class(cd("sha256", "com.example.kext", "K3XW9TESTQ")),
+        (Signature::Developer, None)
+    );
+    // Another team, or another identifier, in the alternate: no single signer.
+    for alternate in [
+        cd("sha256", "com.example.kext", "ZZZZZ99999"),
+        cd("sha256", "com.example.other", "K3XW9TESTQ"),
+    ] {
+        let (signature, error) = class(alternate);
+        assert_eq!(signature, Signature::Invalid);
+        assert!(error.unwrap().contains("disagree"));
+    }
+}
