@@ -574,3 +574,29 @@ fn code_directories_that_disagree_on_who_signed_are_invalid() {
         assert!(error.unwrap().contains("disagree"));
     }
 }
+
+#[test]
+fn an_empty_cms_wrapper_is_no_signature_not_an_error() {
+    use kextwatch::signing::blob::parse_signature;
+    use kextwatch::signing::classify_slice;
+    // codesign writes ad hoc signatures with an empty CMS wrapper (just its 8-byte header): take
+    // the developer fixture's signature and empty its wrapper the same way.
+    let exe = std::fs::read(fixture("Developer").join("Contents/MacOS/Developer")).unwrap();
+    let sb = exe
+        .windows(4)
+        .position(|w| w == [0xfa, 0xde, 0x0c, 0xc0])
+        .unwrap();
+    let mut sig = exe[sb..].to_vec();
+    let be = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let count = be(&sig, 8);
+    let wrapper = (0..count)
+        .find(|i| be(&sig, 12 + i * 8) == 0x10000)
+        .map(|i| be(&sig, 16 + i * 8))
+        .unwrap();
+    assert_eq!(be(&sig, wrapper), 0xfade_0b01);
+    sig[wrapper + 4..wrapper + 8].copy_from_slice(&8u32.to_be_bytes());
+    let info = parse_signature(&sig).expect("an empty wrapper is well-formed");
+    assert!(!info.has_cms && !info.cms_covers_code_directory);
+    let slice = classify_slice("x86_64".into(), Some(Ok(info)));
+    assert_eq!((slice.signature, slice.error), (Signature::Adhoc, None));
+}
