@@ -600,3 +600,123 @@ fn an_empty_cms_wrapper_is_no_signature_not_an_error() {
     let slice = classify_slice("x86_64".into(), Some(Ok(info)));
     assert_eq!((slice.signature, slice.error), (Signature::Adhoc, None));
 }
+
+/// A SuperBlob as macOS signs apps today, built from the developer fixture's CodeDirectory: a SHA-1
+/// CodeDirectory in slot 0, the SHA-256 one as alternate, requirements, entitlements (XML and DER)
+/// and an empty CMS wrapper; `pad` bytes at the end. Returns the bytes and the SHA-256 cdhash.
+fn six_blob_signature(pad: usize) -> (Vec<u8>, String) {
+    use sha2::{Digest, Sha256};
+    let exe = std::fs::read(fixture("Developer").join("Contents/MacOS/Developer")).unwrap();
+    let sb = exe
+        .windows(4)
+        .position(|w| w == [0xfa, 0xde, 0x0c, 0xc0])
+        .unwrap();
+    let be = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let cd_at = sb + be(&exe, sb + 16); // slot 0 is the first index entry
+    let sha256_cd = exe[cd_at..cd_at + be(&exe, cd_at + 4)].to_vec();
+    let mut sha1_cd = sha256_cd.clone();
+    sha1_cd[37] = 1; // hash type SHA-1
+    let blob = |magic: u32, body: &[u8]| {
+        let mut b = magic.to_be_bytes().to_vec();
+        b.extend_from_slice(&(8 + body.len() as u32).to_be_bytes());
+        b.extend_from_slice(body);
+        b
+    };
+    let blobs: Vec<(u32, Vec<u8>)> = vec![
+        (0, sha1_cd),
+        (2, blob(0xfade_0c01, &[0, 0, 0, 0])),
+        (5, blob(0xfade_7171, b"<plist/>")),
+        (7, blob(0xfade_7172, &[])),
+        (0x1000, sha256_cd.clone()),
+        (0x10000, blob(0xfade_0b01, &[])),
+    ];
+    let mut offset = 12 + 8 * blobs.len();
+    let mut index = Vec::new();
+    let mut body = Vec::new();
+    for (slot, b) in &blobs {
+        index.extend_from_slice(&slot.to_be_bytes());
+        index.extend_from_slice(&(offset as u32).to_be_bytes());
+        offset += b.len();
+        body.extend_from_slice(b);
+    }
+    body.extend(std::iter::repeat_n(0u8, pad));
+    let total = 12 + index.len() + body.len();
+    let mut out = 0xfade_0cc0u32.to_be_bytes().to_vec();
+    out.extend_from_slice(&(total as u32).to_be_bytes());
+    out.extend_from_slice(&(blobs.len() as u32).to_be_bytes());
+    out.extend(index);
+    out.extend(body);
+    let cdhash = Sha256::digest(&sha256_cd)[..20]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (out, cdhash)
+}
+
+#[test]
+fn a_six_blob_signature_reads_its_strongest_code_directory() {
+    use kextwatch::signing::blob::parse_signature;
+    // Every padding, so the SuperBlob's length takes every remainder modulo the index entry size.
+    for pad in 0..8 {
+        let (sig, cdhash) = six_blob_signature(pad);
+        let info = parse_signature(&sig).unwrap_or_else(|e| panic!("pad {pad}: {e}"));
+        let hashes: Vec<&str> = info.code_directories.iter().map(|c| c.hash_type).collect();
+        assert_eq!(hashes, ["sha1", "sha256"]);
+        let best = info.best().unwrap();
+        assert_eq!(
+            (best.hash_type, best.cdhash.as_str()),
+            ("sha256", cdhash.as_str())
+        );
+        // The developer fixture's cdhash as rcodesign recorded it.
+        assert_eq!(cdhash, "1ce47dad8124d292bfcddb0844077f73b2880da5");
+        assert!(!info.has_cms);
+    }
+    // An index entry pointing back into the index is refused, and says so.
+    let (mut sig, _) = six_blob_signature(0);
+    sig[16..20].copy_from_slice(&40u32.to_be_bytes());
+    let err = parse_signature(&sig).unwrap_err().to_string();
+    assert!(err.contains("points into the index"), "{err}");
+    // More entries than the blob can hold is refused before any is read.
+    let (mut sig, _) = six_blob_signature(0);
+    sig[8..12].copy_from_slice(&400u32.to_be_bytes());
+    let err = parse_signature(&sig).unwrap_err().to_string();
+    assert!(err.contains("declares 400 entries"), "{err}");
+}
+
+#[test]
+fn the_strongest_known_hash_is_the_code_directory_that_counts() {
+    use kextwatch::signing::blob::{CodeDirectory, SignatureInfo};
+    let cd = |hash_type: &'static str| CodeDirectory {
+        version: 0x20400,
+        flags: 0,
+        hash_type,
+        cdhash: hash_type.into(),
+        identifier: "com.example.kext".into(),
+        team_id: None,
+        platform: 0,
+    };
+    let best = |types: &[&'static str]| {
+        SignatureInfo {
+            code_directories: types.iter().map(|t| cd(t)).collect(),
+            has_cms: false,
+            cms_covers_code_directory: false,
+        }
+        .best()
+        .map(|c| c.hash_type)
+    };
+    // Strength order: sha384 > sha256 > sha256-truncated > sha1 > anything unknown, in any order.
+    assert_eq!(
+        best(&["sha1", "sha384", "sha256", "sha256-truncated"]),
+        Some("sha384")
+    );
+    assert_eq!(
+        best(&["sha256", "sha1", "sha256-truncated"]),
+        Some("sha256")
+    );
+    assert_eq!(
+        best(&["sha256-truncated", "sha1"]),
+        Some("sha256-truncated")
+    );
+    assert_eq!(best(&["sha1", "sha512"]), Some("sha1"));
+    assert_eq!(best(&[]), None);
+}

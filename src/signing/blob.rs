@@ -10,7 +10,8 @@ pub const CSMAGIC_CODEDIRECTORY: u32 = 0xfade_0c02;
 pub const CSMAGIC_BLOBWRAPPER: u32 = 0xfade_0b01;
 const CSSLOT_CODEDIRECTORY: u32 = 0;
 const CSSLOT_ALTERNATE_CODEDIRECTORIES: u32 = 0x1000;
-const CSSLOT_ALTERNATE_CODEDIRECTORY_MAX: u32 = 5;
+/// The last of the five alternate CodeDirectory slots (`CSSLOT_ALTERNATE_CODEDIRECTORY_MAX` = 5).
+const ALTERNATE_CODEDIRECTORY_LAST: u32 = 0x1004;
 const CSSLOT_SIGNATURESLOT: u32 = 0x10000;
 /// CodeDirectory version that added `teamOffset`.
 const CS_SUPPORTSTEAMID: u32 = 0x20200;
@@ -159,10 +160,8 @@ pub fn parse_signature(data: &[u8]) -> Result<SignatureInfo, BlobError> {
         }
         let (magic, bytes) = sub_blob(blob, offset)?;
         match slot {
-            CSSLOT_CODEDIRECTORY | CSSLOT_ALTERNATE_CODEDIRECTORIES..=0x1004 => {
-                if slot >= CSSLOT_ALTERNATE_CODEDIRECTORIES + CSSLOT_ALTERNATE_CODEDIRECTORY_MAX {
-                    continue;
-                }
+            CSSLOT_CODEDIRECTORY
+            | CSSLOT_ALTERNATE_CODEDIRECTORIES..=ALTERNATE_CODEDIRECTORY_LAST => {
                 if magic != CSMAGIC_CODEDIRECTORY {
                     return Err(BlobError::BadMagic {
                         what: "CodeDirectory",
