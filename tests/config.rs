@@ -162,3 +162,154 @@ fn unreadable_file_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// `[[output]]` of type syslog with `extra` lines after the address.
+fn syslog(extra: &str) -> String {
+    format!("[[output]]\ntype = \"syslog\"\naddress = \"siem.example:6514\"\n{extra}\n")
+}
+
+fn syslog_spec(extra: &str) -> kextwatch::config::SyslogSpec {
+    match Config::parse(&syslog(extra), "test.toml")
+        .unwrap_or_else(|e| panic!("{extra}: {e}"))
+        .outputs
+        .remove(0)
+    {
+        OutputSpec::Syslog(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn syslog_outputs_are_validated_key_by_key() {
+    use kextwatch::config::{Framing, SyslogTransport};
+    // Defaults, written out: TCP, octet counting, local4 (20), 1200-byte datagrams, 64 MiB spool.
+    let s = syslog_spec("");
+    assert_eq!(
+        (s.host.as_str(), s.port, s.transport, s.framing, s.facility),
+        (
+            "siem.example",
+            6514,
+            SyslogTransport::Tcp,
+            Framing::OctetCounting,
+            20
+        )
+    );
+    assert_eq!(
+        (s.max_datagram_bytes, s.spool_max_bytes),
+        (1200, 64 * 1024 * 1024)
+    );
+    // Accepted values at the edges of their ranges, and the choices each key offers.
+    assert_eq!(syslog_spec("framing = \"lf\"").framing, Framing::Lf);
+    let udp = syslog_spec("transport = \"udp\"\nmax_datagram_bytes = 480");
+    assert_eq!(
+        (udp.transport, udp.max_datagram_bytes),
+        (SyslogTransport::Udp, 480)
+    );
+    assert_eq!(
+        syslog_spec("transport = \"udp\"\nmax_datagram_bytes = 65000").max_datagram_bytes,
+        65_000
+    );
+    assert_eq!(syslog_spec("spool_max_bytes = 4096").spool_max_bytes, 4096);
+    assert_eq!(
+        syslog_spec("spool_max_bytes = 1099511627776").spool_max_bytes,
+        1 << 40
+    );
+    assert_eq!(syslog_spec("facility = \"local0\"").facility, 16);
+    let tls = syslog_spec(
+        "transport = \"tls\"\ntls_client_cert = \"/c.pem\"\ntls_client_key = \"/k.pem\"\ntls_server_name = \"siem\"",
+    );
+    assert_eq!(
+        (tls.transport, tls.framing),
+        (SyslogTransport::Tls, Framing::OctetCounting)
+    );
+    // Saying what TLS requires anyway is fine.
+    let explicit = syslog_spec("transport = \"tls\"\nframing = \"octet-counting\"");
+    assert_eq!(explicit.framing, Framing::OctetCounting);
+    assert_eq!(tls.tls.server_name.as_deref(), Some("siem"));
+
+    // Each mistake: the line and key it names, and why. The address is on line 3, extras from 4.
+    let cases = [
+        (
+            "transport = \"udp\"\nframing = \"lf\"",
+            "test.toml:5:11: key `output[0].framing`",
+            "no framing",
+        ),
+        (
+            "transport = \"tls\"\nframing = \"lf\"",
+            "test.toml:5:11: key `output[0].framing`",
+            "requires octet counting",
+        ),
+        (
+            "max_datagram_bytes = 9000",
+            "test.toml:4:22: key `output[0].max_datagram_bytes`",
+            "UDP only",
+        ),
+        (
+            "transport = \"udp\"\nmax_datagram_bytes = 479",
+            "test.toml:5:22: key `output[0].max_datagram_bytes`",
+            "out of range",
+        ),
+        (
+            "transport = \"udp\"\nmax_datagram_bytes = 65001",
+            "test.toml:5:22: key `output[0].max_datagram_bytes`",
+            "out of range",
+        ),
+        (
+            "spool_max_bytes = 4095",
+            "test.toml:4:19: key `output[0].spool_max_bytes`",
+            "out of range",
+        ),
+        (
+            "spool_max_bytes = 1099511627777",
+            "test.toml:4:19: key `output[0].spool_max_bytes`",
+            "out of range",
+        ),
+        (
+            "tls_server_name = \"siem\"",
+            "test.toml:4:19: key `output[0].tls_server_name`",
+            "tls\" only",
+        ),
+        (
+            "tls_danger_accept_invalid_certs = true",
+            "test.toml:4:35: key `output[0].tls_danger_accept_invalid_certs`",
+            "tls\" only",
+        ),
+        (
+            "transport = \"tls\"\ntls_client_key = \"/k.pem\"",
+            "test.toml:5:18: key `output[0].tls_client_cert`",
+            "needs both",
+        ),
+        (
+            "transport = \"tls\"\ntls_client_cert = \"/c.pem\"",
+            "test.toml:5:19: key `output[0].tls_client_cert`",
+            "needs both",
+        ),
+    ];
+    for (extra, at, why) in cases {
+        let e = err(&syslog(extra));
+        assert!(e.starts_with(at), "{extra}: {e}");
+        assert!(e.contains(why), "{extra}: {e}");
+    }
+    for address in [
+        "siem.example",
+        "siem.example:0",
+        ":514",
+        "siem.example:65536",
+    ] {
+        let e = err(&format!(
+            "[[output]]\ntype = \"syslog\"\naddress = \"{address}\"\n"
+        ));
+        assert!(e.contains("is not host:port"), "{address}: {e}");
+    }
+}
+
+#[test]
+fn team_ids_are_ten_upper_case_letters_and_digits() {
+    for good in ["VB5E2TV963", "ABCDEFGHIJ", "0123456789"] {
+        Config::parse(&format!("[allowlist]\nteam_ids = [\"{good}\"]\n"), "t").unwrap();
+    }
+    for bad in ["vb5e2tv963", "VB5E2TV96", "VB5E2TV9634", "VB5E2TV96-"] {
+        let e = err(&format!("[allowlist]\nteam_ids = [\"{bad}\"]\n"));
+        assert!(e.contains("allowlist.team_ids[0]"), "{bad}: {e}");
+    }
+}
