@@ -313,3 +313,73 @@ fn team_ids_are_ten_upper_case_letters_and_digits() {
         assert!(e.contains("allowlist.team_ids[0]"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn daemon_and_kextpolicy_settings_are_validated() {
+    let ok =
+        |text: &str| Config::parse(text, "test.toml").unwrap_or_else(|e| panic!("{text}: {e}"));
+    let c = ok("[daemon]\nheartbeat_minutes = 2\nevent_queue = 1\nstate_dir = \"/srv/kw\"\n\n[kextpolicy]\npath = \"/tmp/KextPolicy\"\nknown_mdm_payloads = [\"3c1f6f0a-6d0b-4d3e-9e57-0d6b3f0e2a11\"]\n");
+    assert_eq!(
+        c.daemon.heartbeat_interval,
+        std::time::Duration::from_secs(120)
+    );
+    assert_eq!(c.daemon.event_queue, 1);
+    assert_eq!(c.daemon.state_dir, std::path::PathBuf::from("/srv/kw"));
+    assert_eq!(
+        c.kextpolicy.path,
+        std::path::PathBuf::from("/tmp/KextPolicy")
+    );
+    // Payload UUIDs are kept upper-case, as MDM profiles write them.
+    assert_eq!(
+        c.kextpolicy.known_mdm_payloads,
+        ["3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11"]
+    );
+    assert_eq!(
+        ok("[daemon]\nevent_queue = 1048576\n").daemon.event_queue,
+        1_048_576
+    );
+
+    let cases = [
+        (
+            "[daemon]\nevent_queue = 0\n",
+            "daemon.event_queue",
+            "out of range",
+        ),
+        (
+            "[daemon]\nevent_queue = 1048577\n",
+            "daemon.event_queue",
+            "out of range",
+        ),
+        (
+            "[daemon]\nstate_dir = \"var/db/kw\"\n",
+            "daemon.state_dir",
+            "must be an absolute path",
+        ),
+        (
+            "[kextpolicy]\npath = \"KextPolicy\"\n",
+            "kextpolicy.path",
+            "must be an absolute path",
+        ),
+        // One digit short, a dash out of place, a letter that is not hex.
+        (
+            "[kextpolicy]\nknown_mdm_payloads = [\"3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A1\"]\n",
+            "known_mdm_payloads[0]",
+            "not a payload UUID",
+        ),
+        (
+            "[kextpolicy]\nknown_mdm_payloads = [\"3C1F6F0A6-D0B-4D3E-9E57-0D6B3F0E2A11\"]\n",
+            "known_mdm_payloads[0]",
+            "not a payload UUID",
+        ),
+        (
+            "[kextpolicy]\nknown_mdm_payloads = [\"3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2AG1\"]\n",
+            "known_mdm_payloads[0]",
+            "not a payload UUID",
+        ),
+    ];
+    for (text, key, why) in cases {
+        let e = err(text);
+        assert!(e.starts_with("test.toml:2:"), "{text}: {e}");
+        assert!(e.contains(key) && e.contains(why), "{text}: {e}");
+    }
+}
