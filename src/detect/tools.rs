@@ -484,6 +484,83 @@ mod tests {
         ));
     }
 
+    /// (weakening, what) of a policy-changing command; `None` for anything else.
+    fn change_of(tool: Tool, s: &str) -> Option<(Weakening, String)> {
+        match classify(tool, &args(s)) {
+            Invocation::PolicyChange(p) => Some((p.weakens, p.what)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_policy_form_has_its_own_verdict() {
+        let w = |tool, s: &str| change_of(tool, s).map(|c| c.0);
+        // csrutil: each subcommand, not a fallback to discovery.
+        assert_eq!(w(Tool::Csrutil, "csrutil clear"), Some(Weakening::Partial));
+        assert_eq!(
+            w(Tool::Csrutil, "csrutil authenticated-root enable"),
+            Some(Weakening::None)
+        );
+        assert_eq!(
+            w(Tool::Csrutil, "csrutil allow-research-guests enable"),
+            Some(Weakening::Partial)
+        );
+        // spctl kext-consent remove/enable tighten consent: a change, not discovery.
+        for s in [
+            "spctl kext-consent remove ABCDE12345",
+            "spctl kext-consent enable",
+        ] {
+            assert_eq!(w(Tool::Spctl, s), Some(Weakening::None), "{s}");
+        }
+        // nvram: deleting the SIP variable is partial, setting it (namespaced or not) full.
+        assert_eq!(
+            change_of(Tool::Nvram, "nvram -d csr-active-config"),
+            Some((Weakening::Partial, "nvram -d csr-active-config".into()))
+        );
+        assert_eq!(
+            w(
+                Tool::Nvram,
+                "nvram 7C436110-AB2A-4BBB-A880-FE41995C9F82:csr-active-config=%7f%00%00%00"
+            ),
+            Some(Weakening::Full)
+        );
+        assert_eq!(
+            w(Tool::Nvram, "nvram boot-args=amfi_get_out_of_my_way=1"),
+            Some(Weakening::Full)
+        );
+        // Several variables: the worst one is reported, and the first of equals.
+        assert_eq!(
+            change_of(
+                Tool::Nvram,
+                "nvram csr-active-config=%7f%00%00%00 boot-args=amfi_get_out_of_my_way=1"
+            )
+            .map(|c| c.1),
+            Some("nvram csr-active-config=%7f%00%00%00".into())
+        );
+        assert_eq!(
+            change_of(
+                Tool::Nvram,
+                "nvram -d csr-active-config boot-args=amfi_get_out_of_my_way=1"
+            )
+            .map(|c| c.0),
+            Some(Weakening::Full)
+        );
+    }
+
+    #[test]
+    fn tool_names_and_paths_with_equals_signs() {
+        assert_eq!(Tool::Kextload.name(), "kextload");
+        assert_eq!(Tool::Csrutil.name(), "csrutil");
+        // A path that contains '=' is a path, not a `--flag=value`.
+        let Invocation::Kext(k) = classify(
+            Tool::Kextload,
+            &args("kextload /Library/Extensions/a=b.kext"),
+        ) else {
+            panic!()
+        };
+        assert_eq!(k.paths, ["/Library/Extensions/a=b.kext"]);
+    }
+
     #[test]
     fn csrutil_forms() {
         let weak = |s: &str| match classify(Tool::Csrutil, &args(s)) {
