@@ -209,11 +209,10 @@ fn kext(action: KextAction, rest: &[String], id_flags: &[&str]) -> Invocation {
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         let lower = a.to_ascii_lowercase();
+        // `--flag=value`; an argument without a leading '-' never names a flag, '=' or not.
         let (flag, inline) = match lower.split_once('=') {
-            Some((f, _)) if f.starts_with('-') => {
-                (f.to_string(), a.split_once('=').map(|(_, v)| v.to_string()))
-            }
-            _ => (lower.clone(), None),
+            Some((f, _)) => (f.to_string(), a.split_once('=').map(|(_, v)| v.to_string())),
+            None => (lower.clone(), None),
         };
         let is_id = id_flags.contains(&flag.as_str()) || flag == "--bundle-identifier";
         let is_path = path_flags.contains(&flag.as_str());
@@ -545,6 +544,21 @@ mod tests {
             .map(|c| c.0),
             Some(Weakening::Full)
         );
+    }
+
+    #[test]
+    fn system_extension_policy_forms() {
+        let w = |s: &str| change_of(Tool::Systemextensionsctl, s).map(|c| c.0);
+        assert_eq!(w("systemextensionsctl developer on"), Some(Weakening::Full));
+        assert_eq!(
+            w("systemextensionsctl developer off"),
+            Some(Weakening::None)
+        );
+        assert_eq!(
+            w("systemextensionsctl uninstall ABCDE12345 com.example.ext"),
+            Some(Weakening::Partial)
+        );
+        assert_eq!(w("systemextensionsctl list"), None);
     }
 
     #[test]
