@@ -583,6 +583,11 @@ fn approval_after_sip_weakening_is_critical() {
         .contains("follows `csrutil disable`"));
 }
 
+/// One poll's changes, without their times.
+fn poll_changes(w: &mut Watcher) -> Vec<PolicyChange> {
+    w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect()
+}
+
 /// (rule, severity, event.action) of each alert, for comparing with a table written by hand.
 fn summary(alerts: &[serde_json::Value]) -> Vec<(String, String, String)> {
     alerts
@@ -621,7 +626,7 @@ fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
            WHERE team_id IN ('VB5E2TV963', 'Z9Y8X7W6V5');",
     )
     .unwrap();
-    let changes: Vec<PolicyChange> = w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect();
+    let changes = poll_changes(&mut w);
     let alerts = alerts_for(&changes, Config::default_config());
     assert_eq!(
         summary(&alerts),
@@ -659,15 +664,15 @@ fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
     // The MDM entry removed; then the database vanishes; then it comes back unreadable.
     c.execute_batch("DELETE FROM kext_policy_mdm;").unwrap();
     drop(c);
-    let mut changes: Vec<PolicyChange> = w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect();
+    let mut changes = poll_changes(&mut w);
     // Deleted with its WAL (which still holds every page: our reader kept it from checkpointing).
     for suffix in ["", "-wal", "-shm"] {
         let from = dir.path().join(format!("KextPolicy{suffix}"));
         std::fs::rename(&from, dir.path().join(format!("moved{suffix}"))).unwrap();
     }
-    changes.extend(w.poll(NOW).unwrap().into_iter().map(|c| c.0));
+    changes.extend(poll_changes(&mut w));
     std::fs::write(&db, b"not a database".repeat(100)).unwrap();
-    changes.extend(w.poll(NOW).unwrap().into_iter().map(|c| c.0));
+    changes.extend(poll_changes(&mut w));
     let alerts = alerts_for(&changes, Config::default_config());
     assert_eq!(
         summary(&alerts),
@@ -691,7 +696,7 @@ fn a_denied_approval_turned_allowed_is_a_new_approval() {
     // Symantec's kext was recorded as not allowed; someone allows it.
     c.execute_batch("UPDATE kext_policy SET allowed = 1 WHERE team_id = '9PTGMPNXZ2';")
         .unwrap();
-    let changes: Vec<PolicyChange> = w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect();
+    let changes = poll_changes(&mut w);
     let alerts = alerts_for(&changes, Config::default_config());
     assert_eq!(
         summary(&alerts),

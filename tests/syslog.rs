@@ -420,22 +420,17 @@ fn assert_complete_in_order(lines: &[String], n: usize) {
     );
 }
 
-/// The received lines once every sequence number 0..n has arrived at least once.
-fn wait_all_seqs(r: &Rsyslog, n: usize) -> Vec<String> {
-    r.wait_until(&format!("all {n} sequence numbers"), WAIT, |lines| {
-        let mut seen = vec![false; n];
-        for l in lines {
-            if let Some(s) = syslog_rfc5424::parse_message(l)
-                .ok()
-                .and_then(|m| serde_json::from_str(&m.msg).ok())
-                .and_then(|b: Value| seq_of(&b))
-            {
-                if let Some(slot) = seen.get_mut(s as usize) {
-                    *slot = true;
-                }
-            }
-        }
-        seen.iter().all(|s| *s)
+/// The received lines once every sequence number in `seqs` has arrived at least once.
+fn wait_seqs(r: &Rsyslog, seqs: std::ops::Range<u64>) -> Vec<String> {
+    r.wait_until(&format!("sequence numbers {seqs:?}"), WAIT, |lines| {
+        let got: std::collections::BTreeSet<u64> = lines
+            .iter()
+            .filter_map(|l| {
+                let m = syslog_rfc5424::parse_message(l).ok()?;
+                seq_of(&serde_json::from_str(&m.msg).ok()?)
+            })
+            .collect();
+        seqs.clone().all(|s| got.contains(&s))
     })
 }
 
@@ -461,7 +456,7 @@ fn receiver_stopped_mid_stream_loses_nothing() {
     let (_, stats) = out.report();
     assert_eq!(stats[0].spool_depth, 0, "{stats:?}");
     assert!(stats[0].failures > 0);
-    assert_complete_in_order(&wait_all_seqs(&r, 10_000), 10_000);
+    assert_complete_in_order(&wait_seqs(&r, 0..10_000), 10_000);
 }
 
 #[test]
@@ -484,23 +479,12 @@ fn full_spool_evicts_oldest_and_counts() {
     out.finish(WAIT).unwrap();
     assert_eq!(out.report().1[0].spool_depth, 0);
     let first_kept = s.spool_evicted;
-    let lines = wait_all_seqs_from(&r, first_kept as usize, 100);
+    let lines = wait_seqs(&r, first_kept..100);
     let seqs: Vec<u64> = lines
         .iter()
         .map(|l| seq_of(&parse_5424(l).1).unwrap())
         .collect();
     assert_eq!(seqs, (first_kept..100).collect::<Vec<_>>());
-}
-
-/// The received lines once every sequence number in from..to has arrived.
-fn wait_all_seqs_from(r: &Rsyslog, from: usize, to: usize) -> Vec<String> {
-    r.wait_until(&format!("sequence numbers {from}..{to}"), WAIT, |lines| {
-        let got: std::collections::BTreeSet<u64> = lines
-            .iter()
-            .filter_map(|l| seq_of(&parse_5424(l).1))
-            .collect();
-        (from as u64..to as u64).all(|s| got.contains(&s))
-    })
 }
 
 #[test]
@@ -522,7 +506,7 @@ fn spool_survives_a_restart_and_drains() {
     let mut out = syslog_outputs(&cfg, Some(state.path()));
     out.finish(WAIT).unwrap();
     assert_eq!(out.report().1[0].spool_depth, 0);
-    assert_complete_in_order(&wait_all_seqs(&r, 500), 500);
+    assert_complete_in_order(&wait_seqs(&r, 0..500), 500);
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");

@@ -186,8 +186,8 @@ pub fn parse_signature(data: &[u8]) -> Result<SignatureInfo, BlobError> {
                         found: magic,
                     });
                 }
-                info.has_cms = bytes.len() > 8;
-                cms = &bytes[8..];
+                cms = bytes.get(8..).unwrap_or_default();
+                info.has_cms = !cms.is_empty();
             }
             _ => {}
         }
