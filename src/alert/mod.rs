@@ -1,4 +1,4 @@
-//! The alert model (the JSON Lines contract in DESIGN.md) and its encoders.
+//! The alert model (the JSON Lines contract the README documents) and its encoders.
 
 mod encode;
 
