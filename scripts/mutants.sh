@@ -24,4 +24,8 @@ files=(-f "src/$group/**")
 for a in "$@"; do
     [[ "$a" == -f || "$a" == --file ]] && files=()
 done
-exec cargo mutants --no-shuffle "${files[@]}" "$@" -- "${tests[@]}"
+# The test selection goes to every cargo invocation (-C), so the build step of each mutant
+# compiles only these binaries, not the whole suite.
+cargo_args=()
+for t in "${tests[@]}"; do cargo_args+=(-C "$t"); done
+exec cargo mutants --no-shuffle "${files[@]}" "${cargo_args[@]}" "$@"

@@ -326,7 +326,7 @@ fn replay_with_kext_policy_uses_recorded_team_ids() {
     let sev = |o: &Output| {
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["severity"].clone()
     };
-    assert_eq!(sev(&plain), "low");
+    assert_eq!(sev(&plain), "medium");
     assert_eq!(sev(&enriched), "critical");
 }
 

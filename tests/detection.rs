@@ -92,8 +92,16 @@ fn api_load_seen_only_as_kextload_event() {
     let alerts = run(&c.out);
     assert_eq!(alerts.len(), 1);
     assert_eq!(rule(&alerts[0]), "KW-3001");
-    assert_eq!(severity(&alerts[0]), "low");
-    assert!(reasons(&alerts[0]).contains("com.softraid.driver.SoftRAID is not in the allowlist"));
+    // Who signed it is unknown (no KextPolicy, no bundle): medium, and the reason says how to check.
+    assert_eq!(severity(&alerts[0]), "medium");
+    let why = reasons(&alerts[0]);
+    assert!(
+        why.contains(
+            "com.softraid.driver.SoftRAID is not in the allowlist and its Team ID is unknown"
+        ) && why.contains("--kext-policy")
+            && why.contains("--bundles-root"),
+        "{why}"
+    );
     assert_eq!(
         alerts[0]["kextwatch"]["kext"]["bundle_id"],
         "com.softraid.driver.SoftRAID"
@@ -106,7 +114,8 @@ fn kextload_event_from_non_system_loader_is_raised() {
     let loader = Proc::adhoc(6000, 1, "/Users/alice/.local/loader");
     c.kextload(&loader, "com.evil.rootkit");
     let alerts = run(&c.out);
-    assert_eq!(severity(&alerts[0]), "medium");
+    // Unknown identity (medium), raised because an ad-hoc binary, not kernelmanagerd, loaded it.
+    assert_eq!(severity(&alerts[0]), "high");
     assert!(reasons(&alerts[0]).contains("not by the system kext daemon"));
 }
 
@@ -913,7 +922,7 @@ fn an_allowlisted_manager_weakening_protection_is_one_step_lower() {
         [
             ("KW-4001", "medium"),
             ("KW-4004", "medium"),
-            ("KW-3001", "low")
+            ("KW-3001", "medium")
         ],
         "{alerts:#?}"
     );

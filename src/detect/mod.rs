@@ -9,6 +9,7 @@ pub mod policy;
 pub mod rules;
 pub mod sip;
 pub mod tools;
+mod verdict;
 
 use crate::alert::{
     Alert, CodeSignature, EventInfo, Evidence, Extra, ParentInfo, ProcessInfo, Technique, Threat,
@@ -17,7 +18,7 @@ use crate::alert::{
 use crate::config::Config;
 use crate::event::eslogger::Interest;
 use crate::event::{cs_flags, Event, EventKind, Process};
-use crate::kextpolicy::{KnownTeam, PolicyChange, Snapshot};
+use crate::kextpolicy::{PolicyChange, PolicyFacts, Snapshot};
 use crate::signing::KextIdentity;
 use std::collections::HashMap;
 
@@ -62,8 +63,8 @@ pub struct EngineStats {
 
 pub struct Engine {
     config: Config,
-    /// Bundle id → team from the latest KextPolicy snapshot (empty without one).
-    teams: HashMap<String, KnownTeam>,
+    /// What the latest KextPolicy snapshot says (None: no KextPolicy, identities are unknown).
+    policy: Option<PolicyFacts>,
     /// Kext bundle identities read from disk, by `rules::bundle_key`.
     bundles: HashMap<String, BundleFacts>,
     correlator: Correlator,
@@ -85,7 +86,7 @@ impl Engine {
         let fold = config.detection.fold_window.as_nanos() as i64;
         Engine {
             config,
-            teams: HashMap::new(),
+            policy: None,
             bundles: HashMap::new(),
             correlator: Correlator::new(window),
             folder: Folder::new(fold),
@@ -105,7 +106,11 @@ impl Engine {
     pub fn enforcement_policy(&self) -> enforce::EnforcementPolicy {
         enforce::EnforcementPolicy {
             allowlist: self.config.allowlist.clone(),
-            teams: self.teams.clone(),
+            teams: self
+                .policy
+                .as_ref()
+                .map(|p| p.teams.clone())
+                .unwrap_or_default(),
             fail_closed: self.config.daemon.fail_closed,
         }
     }
@@ -117,9 +122,10 @@ impl Engine {
         self.config = config;
     }
 
-    /// Use a KextPolicy snapshot to tell the Team ID behind a kext load event's bundle id.
+    /// Use a KextPolicy snapshot to tell the Team ID behind a kext load event's bundle id, and
+    /// whether the load was approved.
     pub fn set_kext_policy(&mut self, snapshot: &Snapshot) {
-        self.teams = snapshot.teams_by_bundle();
+        self.policy = Some(snapshot.facts());
     }
 
     /// Remember a kext bundle's identity (read from disk by the caller: detection does no I/O).
@@ -131,6 +137,7 @@ impl Engine {
         self.bundles.insert(
             rules::bundle_key(path),
             BundleFacts {
+                path: path::normalize(path).trim_end_matches('/').to_string(),
                 signature: id.signature,
                 team_id: id.team_id.clone(),
                 bundle_id: id.bundle_id.clone(),
@@ -144,7 +151,7 @@ impl Engine {
         self.advance(ev.time_ns, out);
         let rules = Rules {
             config: &self.config,
-            teams: &self.teams,
+            policy: self.policy.as_ref(),
             bundles: &self.bundles,
         };
         let Some(finding) = rules.evaluate(ev) else {

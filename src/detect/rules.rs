@@ -8,10 +8,11 @@ use super::path::{bundle_under, normalize, resolve, unexpected_location};
 use super::tools::{
     self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
 };
+use super::verdict::Verdict;
 use crate::alert::{Evidence, FileInfo, KextInfo, Severity};
 use crate::config::{Config, KextTrust};
 use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
-use crate::kextpolicy::KnownTeam;
+use crate::kextpolicy::PolicyFacts;
 use crate::signing::Signature;
 use std::collections::HashMap;
 
@@ -190,6 +191,8 @@ fn identity(p: &Process) -> String {
 /// Signing facts about a kext bundle, keyed by its normalised path (lower-case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleFacts {
+    /// The bundle's path as the event named it (normalised, case kept), for reasons.
+    pub path: String,
     pub signature: Signature,
     pub team_id: Option<String>,
     pub bundle_id: Option<String>,
@@ -269,8 +272,8 @@ pub fn referenced_bundles(config: &Config, ev: &Event) -> Vec<String> {
 
 pub struct Rules<'a> {
     pub config: &'a Config,
-    /// Bundle id → team as KextPolicy recorded it (enrichment for kext load events).
-    pub teams: &'a HashMap<String, KnownTeam>,
+    /// What KextPolicy says (None without it): teams behind bundle ids, approvals.
+    pub policy: Option<&'a PolicyFacts>,
     /// Bundle identities read from disk, by `bundle_key`.
     pub bundles: &'a HashMap<String, BundleFacts>,
 }
@@ -384,6 +387,19 @@ impl Rules<'_> {
                 team_id: b.team_id.clone(),
             });
         }
+        let apple_id = b
+            .bundle_id
+            .as_deref()
+            .filter(|id| id.starts_with("com.apple."));
+        if let Some(id) =
+            apple_id.filter(|_| !normalize(path).to_ascii_lowercase().starts_with("/system/"))
+        {
+            f.trusted = false;
+            f.floor(
+                Severity::Critical,
+                format!("kext bundle {path} claims the Apple bundle id {id} outside /System"),
+            );
+        }
         match (b.signature, &b.team_id) {
             (s, _) if s.lacks_identity() => {
                 f.trusted = false;
@@ -465,19 +481,28 @@ impl Rules<'_> {
                     format!("kext path {p} is in {place}, not an extensions folder"),
                 );
             }
-            if cmd.action == KextAction::Load {
-                self.bundle_context(&mut f, p);
+        }
+        if cmd.action == KextAction::Load {
+            let vouched = actor != Actor::Other;
+            let named = paths.iter().map(|p| (Some(p.as_str()), None));
+            let ids = cmd.bundle_ids.iter().map(|id| (None, Some(id.as_str())));
+            for (path, id) in named.chain(ids) {
+                if self.load_verdict(&mut f, path, id, vouched) == Verdict::Untrusted {
+                    f.trusted = false;
+                }
             }
         }
-        let mut not_listed = Vec::new();
-        for id in &cmd.bundle_ids {
-            if !id.starts_with("com.apple.")
-                && self.config.allowlist.kext_trust(None, id) == KextTrust::NotAllowlisted
-            {
-                not_listed.push(id.as_str());
-            }
-        }
-        if !not_listed.is_empty() && actor == Actor::Other {
+        // Loads were judged by the verdict above; unloads and rebuilds only by the allowlist.
+        let not_listed: Vec<&str> = cmd
+            .bundle_ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| {
+                !id.starts_with("com.apple.")
+                    && self.config.allowlist.kext_trust(None, id) == KextTrust::NotAllowlisted
+            })
+            .collect();
+        if !not_listed.is_empty() && actor == Actor::Other && cmd.action != KextAction::Load {
             f.raise(format!(
                 "kext {} is not in the allowlist",
                 not_listed.join(", ")
@@ -494,10 +519,12 @@ impl Rules<'_> {
                 );
             }
         }
-        f.kext = cmd.bundle_ids.first().map(|b| KextInfo {
-            bundle_id: b.clone(),
-            team_id: None,
-        });
+        if f.kext.is_none() {
+            f.kext = cmd.bundle_ids.first().map(|b| KextInfo {
+                bundle_id: b.clone(),
+                team_id: None,
+            });
+        }
         f.file = paths.first().map(|p| FileInfo {
             path: p.clone(),
             source_path: None,
@@ -622,55 +649,15 @@ impl Rules<'_> {
 
     fn kext_loaded(&self, ev: &Event, id: &str) -> Finding {
         let mut f = Finding::new(KEXT_LOADED, Severity::Info, id.to_string());
-        f.kext = Some(KextInfo {
-            bundle_id: id.to_string(),
-            team_id: None,
-        });
         let loader_trusted = self.actor(&ev.process) != Actor::Other;
-        let apple = id.starts_with("com.apple.");
-        let known = self.teams.get(id);
-        if let Some(k) = known {
-            f.kext = Some(KextInfo {
-                bundle_id: id.to_string(),
-                team_id: match k {
-                    KnownTeam::Team(t) => Some(t.clone()),
-                    KnownTeam::Unsigned => None,
-                },
-            });
-        }
-        match (apple, known) {
-            (_, Some(KnownTeam::Unsigned)) => f.floor(
-                Severity::Critical,
-                format!("KextPolicy recorded {id} with no Team ID: the kext is unsigned"),
-            ),
-            // Apple's kexts carry no Team ID; one recorded with a team is a third party using an
-            // Apple bundle id.
-            (true, Some(KnownTeam::Team(t))) => f.floor(
-                Severity::High,
-                format!("{id} claims an Apple bundle id, but KextPolicy records it with Team ID {t}"),
-            ),
-            (true, None) => {
-                f.reasons.push(format!("Apple kext {id}"));
-                if loader_trusted {
-                    f.trusted = true;
-                    return f;
-                }
+        // The kernel loads for whoever asked; the load event names no initiator to vouch for it.
+        match self.load_verdict(&mut f, None, Some(id), false) {
+            Verdict::Allowlisted | Verdict::Apple if loader_trusted => {
+                f.trusted = true;
+                return f;
             }
-            (false, Some(KnownTeam::Team(t))) => match self.config.allowlist.kext_trust(Some(t), id) {
-                KextTrust::Allowlisted => {
-                    f.trusted = true;
-                    f.reasons.push(format!("kext {id} has allowlisted Team ID {t} (from KextPolicy)"));
-                }
-                _ => f.raise(format!("kext {id} has Team ID {t} (from KextPolicy), which is not allowlisted")),
-            },
-            (false, None) => match self.config.allowlist.kext_trust(None, id) {
-                KextTrust::BundleMatchUnverified | KextTrust::Allowlisted => f.reasons.push(format!(
-                    "bundle id {id} matches the allowlist; its Team ID is not verified (a kext load event carries only the identifier)"
-                )),
-                KextTrust::NotAllowlisted => f.raise(format!(
-                    "kext {id} is not in the allowlist (a kext load event carries only the identifier, so its Team ID is unknown)"
-                )),
-            },
+            Verdict::Allowlisted => f.trusted = true,
+            _ => {}
         }
         if !loader_trusted {
             f.trusted = false;

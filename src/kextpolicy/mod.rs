@@ -14,7 +14,7 @@ mod state;
 mod wake;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -99,6 +99,32 @@ pub enum KnownTeam {
     Unsigned,
 }
 
+/// The part of a snapshot detection decides with (see [`Snapshot::facts`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyFacts {
+    /// Bundle id → team, as [`Snapshot::teams_by_bundle`].
+    pub teams: HashMap<String, KnownTeam>,
+    /// (team, bundle id) pairs a user or MDM allowed.
+    approved: HashSet<(String, String)>,
+    /// Teams MDM allowed as a whole.
+    approved_teams: HashSet<String>,
+}
+
+impl PolicyFacts {
+    /// Whether a user or MDM approval covers this team's bundle: a third-party kext needs one to load.
+    pub fn approved(&self, team: &str, bundle_id: &str) -> bool {
+        self.approved_teams.contains(team)
+            || self
+                .approved
+                .contains(&(team.to_string(), bundle_id.to_string()))
+    }
+
+    /// MDM approved whole teams: a kext of unknown team may be covered by one.
+    pub fn has_team_approvals(&self) -> bool {
+        !self.approved_teams.is_empty()
+    }
+}
+
 impl Snapshot {
     /// Bundle id → team, from the load history (most recent load wins) and then the approvals.
     pub fn teams_by_bundle(&self) -> HashMap<String, KnownTeam> {
@@ -126,6 +152,31 @@ impl Snapshot {
             }
         }
         map
+    }
+
+    /// What detection keeps of a snapshot: the team behind each bundle id and which loads are approved.
+    pub fn facts(&self) -> PolicyFacts {
+        let mut facts = PolicyFacts {
+            teams: self.teams_by_bundle(),
+            ..PolicyFacts::default()
+        };
+        let user = self.approvals.iter().map(|(k, a)| (k, a.allowed));
+        let mdm = self.mdm.iter().map(|(k, a)| (k, a.allowed));
+        for ((team, bundle), allowed) in user.chain(mdm) {
+            let (Some(team), true) = (team, allowed) else {
+                continue;
+            };
+            match bundle.as_deref().filter(|b| !b.is_empty()) {
+                Some(b) => {
+                    facts.approved.insert((team.clone(), b.to_string()));
+                }
+                // An MDM team entry (AllowedTeamIdentifiers) approves every kext of the team.
+                None => {
+                    facts.approved_teams.insert(team.clone());
+                }
+            }
+        }
+        facts
     }
 
     pub fn tables(&self) -> SnapshotTables<'_> {
@@ -199,4 +250,88 @@ pub fn parse_policy_time(s: &str) -> Option<i64> {
         .ok()?
         .assume_utc();
     i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, team: Option<&str>, bundle: &str, last_seen: &str) -> LoadRecord {
+        LoadRecord {
+            path: path.into(),
+            team_id: team.map(Into::into),
+            bundle_id: Some(bundle.into()),
+            boot_uuid: None,
+            created_at: Some("2026-01-01 00:00:00".into()),
+            last_seen: Some(last_seen.into()),
+            flags: Some(1),
+            cdhash: None,
+        }
+    }
+
+    #[test]
+    fn the_most_recent_load_of_a_bundle_id_names_its_team_whatever_the_path_order() {
+        // Two copies of one bundle id: the path sorting first was loaded last, and the other way round.
+        for (first, second) in [
+            ("2026-11-20 10:00:00", "2026-11-19 10:00:00"),
+            ("2026-11-19 10:00:00", "2026-11-20 10:00:00"),
+        ] {
+            let mut s = Snapshot::default();
+            for r in [
+                record(
+                    "/Library/Extensions/A.kext",
+                    Some("AAAAAAAAAA"),
+                    "com.x.drv",
+                    first,
+                ),
+                record("/Library/Extensions/B.kext", None, "com.x.drv", second),
+            ] {
+                s.history.insert(r.path.clone(), r);
+            }
+            let want = if first > second {
+                KnownTeam::Team("AAAAAAAAAA".into())
+            } else {
+                KnownTeam::Unsigned
+            };
+            assert_eq!(
+                s.teams_by_bundle()["com.x.drv"],
+                want,
+                "{first} vs {second}"
+            );
+        }
+    }
+
+    #[test]
+    fn approvals_name_a_team_only_for_bundles_never_loaded() {
+        let mut s = Snapshot::default();
+        let r = record(
+            "/Library/Extensions/A.kext",
+            None,
+            "com.x.loaded",
+            "2026-11-20 10:00:00",
+        );
+        s.history.insert(r.path.clone(), r);
+        for (team, bundle) in [
+            ("BBBBBBBBBB", "com.x.loaded"),
+            ("CCCCCCCCCC", "com.x.approved"),
+        ] {
+            s.approvals.insert(
+                (Some(team.into()), Some(bundle.into())),
+                Approval {
+                    team_id: Some(team.into()),
+                    bundle_id: Some(bundle.into()),
+                    allowed: true,
+                    developer_name: None,
+                    flags: None,
+                },
+            );
+        }
+        let teams = s.teams_by_bundle();
+        assert_eq!(teams["com.x.loaded"], KnownTeam::Unsigned);
+        assert_eq!(
+            teams["com.x.approved"],
+            KnownTeam::Team("CCCCCCCCCC".into())
+        );
+        assert_eq!(teams.len(), 2);
+    }
 }

@@ -108,3 +108,34 @@ pub fn render(s: &Snapshot) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_rows_and_warnings_are_reported_only_when_there_are_some() {
+        let mut s = Snapshot::default();
+        let clean = render(&s);
+        assert!(
+            clean.starts_with("kext_policy: user approvals (0 rows)"),
+            "{clean}"
+        );
+        assert!(
+            !clean.contains("skipped") && !clean.contains("warning"),
+            "{clean}"
+        );
+
+        s.skipped_rows = 1;
+        s.warnings.push("table kext_policy_mdm missing".into());
+        let out = render(&s);
+        assert!(
+            out.contains("\n1 rows skipped: unexpected value types\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("warning: table kext_policy_mdm missing\n"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The Team ID verdict on every kext load: the identity comes from the bundle on disk (real signed
+//! fixtures) or from KextPolicy (the real schema), and every way a load is seen gets the same verdict.
+
+mod support;
+
+use kextwatch::config::Config;
+use kextwatch::detect::Engine;
+use kextwatch::kextpolicy;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use support::eslogger::{cast, Capture};
+use support::kextpolicy as fx;
+
+const DEVELOPER_TEAM: &str = "K3XW9TESTQ";
+const DEVELOPER_ID: &str = "com.example.kextwatch.developer";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/kexts/{name}.kext"))
+}
+
+/// A Mac as the engine sees it: bundles read from disk at their Mac paths, and a KextPolicy.
+struct Mac {
+    config: Config,
+    /// (path on the Mac, bundle read from this path)
+    bundles: Vec<(String, PathBuf)>,
+    policy: Option<kextpolicy::Snapshot>,
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Mac {
+    fn new() -> Mac {
+        let dir = tempfile::tempdir().unwrap();
+        Mac {
+            config: Config::default_config(),
+            bundles: Vec::new(),
+            policy: None,
+            db: dir.path().join("KextPolicy"),
+            _dir: dir,
+        }
+    }
+
+    fn allowlist_team(mut self, team: &str) -> Mac {
+        self.config.allowlist.team_ids.insert(team.to_string());
+        self
+    }
+
+    fn bundle(mut self, mac_path: &str, fixture_name: &str) -> Mac {
+        self.bundles.push((mac_path.into(), fixture(fixture_name)));
+        self
+    }
+
+    /// A KextPolicy with the realistic rows, plus whatever `more` writes.
+    fn kext_policy(mut self, more: impl FnOnce(&rusqlite::Connection)) -> Mac {
+        let c = fx::realistic(&self.db, 8);
+        more(&c);
+        drop(c);
+        self.policy = Some(kextpolicy::read_file(&self.db).unwrap());
+        self
+    }
+
+    fn alerts(&self, capture: &Capture) -> Vec<Value> {
+        let mut config = self.config.clone();
+        config.detection.min_severity = "info".parse().unwrap();
+        let mut engine = Engine::new(config);
+        if let Some(p) = &self.policy {
+            engine.set_kext_policy(p);
+        }
+        for (mac_path, real) in &self.bundles {
+            engine.set_bundle_identity(mac_path, &kextwatch::signing::read_identity(real));
+        }
+        let mut out = Vec::new();
+        for line in capture.out.lines() {
+            engine.process(&support::event(line), &mut out);
+        }
+        engine.finish(&mut out);
+        out.iter()
+            .map(|a| serde_json::to_value(a).unwrap())
+            .collect()
+    }
+}
+
+fn load_event(id: &str) -> Capture {
+    let mut c = Capture::new(9);
+    c.kextload(&cast::kernelmanagerd(), id);
+    c
+}
+
+fn only(alerts: &[Value]) -> (&str, &str, String) {
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    (
+        a["rule"]["id"].as_str().unwrap(),
+        a["severity"].as_str().unwrap(),
+        support::reasons(a),
+    )
+}
+
+#[test]
+fn a_load_of_a_kext_signed_by_an_unlisted_team_is_high() {
+    let mac = Mac::new().bundle("/Library/Extensions/Developer.kext", "Developer");
+    let alerts = mac.alerts(&load_event(DEVELOPER_ID));
+    let (rule, severity, why) = only(&alerts);
+    assert_eq!((rule, severity), ("KW-3001", "high"));
+    assert!(
+        why.contains(&format!(
+            "kext {DEVELOPER_ID} is signed by team {DEVELOPER_TEAM} (from the bundle at /Library/Extensions/Developer.kext), which is not allowlisted"
+        )),
+        "{why}"
+    );
+    assert_eq!(alerts[0]["kextwatch"]["kext"]["team_id"], DEVELOPER_TEAM);
+}
+
+#[test]
+fn an_allowlisted_approved_kext_stays_info_and_without_approval_it_bypassed_consent() {
+    let approved = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|c| fx::approve(c, DEVELOPER_TEAM, DEVELOPER_ID, "Example", true));
+    let alerts = approved.alerts(&load_event(DEVELOPER_ID));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "info", "{why}");
+    assert!(
+        why.contains("signed by allowlisted team K3XW9TESTQ"),
+        "{why}"
+    );
+
+    // The same kext when KextPolicy holds no approval for it: the load went around user consent.
+    let unapproved = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|_| {});
+    let alerts = unapproved.alerts(&load_event(DEVELOPER_ID));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "high");
+    assert!(
+        why.contains("KextPolicy holds no user or MDM approval for com.example.kextwatch.developer (team K3XW9TESTQ): the load bypassed user approval"),
+        "{why}"
+    );
+
+    // A team-wide MDM approval (AllowedTeamIdentifiers) covers every kext of the team; a denied
+    // user approval covers nothing.
+    let mdm = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|c| {
+            fx::mdm(
+                c,
+                DEVELOPER_TEAM,
+                None,
+                "6E1D4F0B-0000-4000-8000-000000000001",
+            )
+        });
+    assert_eq!(only(&mdm.alerts(&load_event(DEVELOPER_ID))).1, "info");
+    let denied = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|c| fx::approve(c, DEVELOPER_TEAM, DEVELOPER_ID, "Example", false));
+    assert_eq!(only(&denied.alerts(&load_event(DEVELOPER_ID))).1, "high");
+}
+
+#[test]
+fn an_unsigned_or_ad_hoc_bundle_is_critical_whatever_the_allowlist_says() {
+    for (fixture_name, id, kind) in [
+        ("Unsigned", "com.example.kextwatch.unsigned", "unsigned"),
+        ("Adhoc", "com.example.kextwatch.adhoc", "adhoc"),
+    ] {
+        let mut mac = Mac::new().bundle(
+            &format!("/Library/Extensions/{fixture_name}.kext"),
+            fixture_name,
+        );
+        // The allowlist names the bundle id: still no developer stands behind the code.
+        mac.config.allowlist = toml_allowlist(&format!(
+            "kexts = [{{ team_id = \"{DEVELOPER_TEAM}\", bundle_id = \"{id}\" }}]"
+        ));
+        let alerts = mac.alerts(&load_event(id));
+        let (_, severity, why) = only(&alerts);
+        assert_eq!(severity, "critical", "{fixture_name}: {why}");
+        assert!(
+            why.contains(&format!(
+                "{fixture_name}.kext is {kind} (no developer identity)"
+            )),
+            "{why}"
+        );
+    }
+}
+
+fn toml_allowlist(body: &str) -> kextwatch::config::Allowlist {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(&path, format!("[allowlist]\n{body}\n")).unwrap();
+    Config::load(&path).unwrap().allowlist
+}
+
+#[test]
+fn a_bundle_whose_team_differs_from_the_recorded_one_was_replaced() {
+    // KextPolicy recorded the path loaded with another team; the bundle now on disk is K3XW9TESTQ's.
+    let mac = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|c| {
+            fx::approve(c, DEVELOPER_TEAM, DEVELOPER_ID, "Example", true);
+            fx::loaded(
+                c,
+                "/Library/Extensions/Developer.kext",
+                Some("QQQQ000000"),
+                DEVELOPER_ID,
+                "2026-11-25 08:00:00",
+                Some("0123456789abcdef0123456789abcdef01234567"),
+            );
+        });
+    let alerts = mac.alerts(&load_event(DEVELOPER_ID));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "critical");
+    assert!(
+        why.contains("signed by team K3XW9TESTQ but KextPolicy recorded com.example.kextwatch.developer with team QQQQ000000"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_apple_bundle_id_with_a_team_or_outside_system_is_spoofing() {
+    // Recorded by KextPolicy with a Team ID.
+    let mac = Mac::new().kext_policy(|c| {
+        fx::loaded(
+            c,
+            "/Library/Extensions/AppleHV.kext",
+            Some("ABCDE12345"),
+            "com.apple.driver.AppleHVFake",
+            "2026-11-25 08:00:00",
+            None,
+        );
+    });
+    let alerts = mac.alerts(&load_event("com.apple.driver.AppleHVFake"));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "critical");
+    assert!(
+        why.contains("com.apple.driver.AppleHVFake claims an Apple bundle id but is signed by team ABCDE12345 (from KextPolicy)"),
+        "{why}"
+    );
+
+    // A bundle on disk outside /System whose Info.plist says com.apple.*: a copy of the developer
+    // fixture with its identifier rewritten (the signature stays the developer's).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("AppleFake.kext");
+    copy_dir(&fixture("Developer"), &copy);
+    let plist = copy.join("Contents/Info.plist");
+    let text = std::fs::read_to_string(&plist).unwrap();
+    std::fs::write(&plist, text.replace(DEVELOPER_ID, "com.apple.driver.Fake")).unwrap();
+    let mut mac = Mac::new();
+    mac.bundles
+        .push(("/Library/Extensions/AppleFake.kext".into(), copy.clone()));
+    let alerts = mac.alerts(&load_event("com.apple.driver.Fake"));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "critical");
+    assert!(why.contains("claims an Apple bundle id"), "{why}");
+
+    // Staging it is critical too, before any load.
+    let mut c = Capture::new(9);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.create(&cp, "/Library/Extensions", "AppleFake.kext");
+    let alerts = mac.alerts(&c);
+    let (rule, severity, why) = only(&alerts);
+    assert_eq!((rule, severity), ("KW-2001", "critical"));
+    assert!(
+        why.contains("claims the Apple bundle id com.apple.driver.Fake outside /System"),
+        "{why}"
+    );
+
+    // Apple's own kexts loading at boot stay quiet.
+    let alerts = Mac::new()
+        .kext_policy(|_| {})
+        .alerts(&load_event("com.apple.iokit.IOAVBFamily"));
+    assert_eq!(only(&alerts).1, "info");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-R")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_kext_policy_without_any_record_of_the_kext_means_consent_was_bypassed() {
+    // A KextPolicy with no team-wide MDM approvals, and none of the kext.
+    let mac = Mac::new().kext_policy(|c| {
+        c.execute("DELETE FROM kext_policy_mdm", []).unwrap();
+    });
+    let alerts = mac.alerts(&load_event("com.evil.rootkit"));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "high");
+    assert!(
+        why.contains("KextPolicy holds no approval or load record for it"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_tool_load_gets_the_same_verdict_as_the_load_event() {
+    let mac = Mac::new().bundle("/Library/Extensions/Developer.kext", "Developer");
+    let mut c = Capture::new(9);
+    let sudo = cast::sudo();
+    c.exec(
+        &sudo,
+        &sudo.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-p", "/Library/Extensions/Developer.kext"],
+        "/",
+    );
+    let alerts = mac.alerts(&c);
+    let (rule, severity, why) = only(&alerts);
+    assert_eq!((rule, severity), ("KW-1001", "high"));
+    assert!(why.contains("signed by team K3XW9TESTQ"), "{why}");
+    assert_eq!(alerts[0]["kextwatch"]["kext"]["bundle_id"], DEVELOPER_ID);
+    assert_eq!(alerts[0]["kextwatch"]["kext"]["team_id"], DEVELOPER_TEAM);
+
+    // The allowlisted manager loading a kext nobody can identify: stated, not raised.
+    let mut c = Capture::new(9);
+    let jamf = cast::jamf();
+    c.exec(
+        &jamf,
+        &jamf.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-p", "/Library/Extensions/Other.kext"],
+        "/",
+    );
+    let alerts = Mac::new().alerts(&c);
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "info", "{why}");
+    assert!(why.contains("identity is unknown"), "{why}");
+}
