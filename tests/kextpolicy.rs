@@ -62,6 +62,9 @@ fn tolerates_schema_drift_and_skips_badly_typed_rows() {
         "CREATE TABLE kext_policy ( team_id TEXT, bundle_id TEXT, allowed BOOLEAN, developer_name TEXT, flags INTEGER, extra_future_col TEXT );
          CREATE TABLE kext_load_history_v3 ( path TEXT PRIMARY KEY, team_id TEXT, bundle_id TEXT, created_at TEXT, last_seen TEXT, flags INTEGER, cdhash TEXT, more TEXT );
          CREATE TABLE some_new_table ( x );
+         CREATE TABLE kext_policy_mdm ( team_id TEXT, bundle_id TEXT, allowed BOOLEAN, payload_uuid TEXT );
+         INSERT INTO kext_policy_mdm VALUES ('483DWKW443', NULL, 'true', '3C1F6F0A-6D0B-4D3E-9E57-0D6B3F0E2A11');
+         INSERT INTO kext_policy_mdm VALUES ('ABCDE12345', NULL, 'maybe', NULL);
          INSERT INTO kext_policy VALUES ('VB5E2TV963', 'org.virtualbox.kext.VBoxDrv', 1, 'Oracle', 1, 'x');
          INSERT INTO kext_policy VALUES ('EG7KH642X6', 'com.vmware.kext.vmx86', X'00FF', 'VMware', 1, 'x');
          INSERT INTO kext_load_history_v3 VALUES (X'0102', 'VB5E2TV963', 'b', 'c', 'd', 0, NULL, NULL);
@@ -74,12 +77,23 @@ fn tolerates_schema_drift_and_skips_badly_typed_rows() {
     assert_eq!(s.approvals.len(), 1);
     assert_eq!(s.history.len(), 1, "{:?}", s.history);
     assert_eq!(s.history["/Library/Extensions/B.kext"].flags, Some(7));
-    assert_eq!(s.skipped_rows, 3);
+    // One row of each table: a blob for a boolean, a blob path, text for flags, an unknown boolean.
+    assert_eq!(s.skipped_rows, 4);
+    assert_eq!(s.mdm.len(), 1);
+    assert!(s.mdm[&(Some("483DWKW443".into()), None)].allowed);
+
+    // A table an older macOS lacks is a warning, not an error.
+    let older = dir.path().join("KextPolicy-older");
+    let c = rusqlite::Connection::open(&older).unwrap();
+    c.execute_batch("CREATE TABLE kext_policy ( team_id TEXT, bundle_id TEXT, allowed BOOLEAN, developer_name TEXT, flags INTEGER );")
+        .unwrap();
+    drop(c);
+    let old = snapshot(&older);
     assert!(
-        s.warnings
+        old.warnings
             .contains(&"table kext_policy_mdm is missing".to_string()),
         "{:?}",
-        s.warnings
+        old.warnings
     );
     assert!(s
         .warnings

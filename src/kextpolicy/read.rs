@@ -54,9 +54,8 @@ impl ReadError {
         let p = path.to_path_buf();
         match e.kind() {
             io::ErrorKind::NotFound => ReadError::Missing(p),
-            // macOS reports a TCC refusal as EPERM ("Operation not permitted").
+            // EACCES, and EPERM: how macOS reports a TCC (Full Disk Access) refusal.
             io::ErrorKind::PermissionDenied => ReadError::PermissionDenied(p),
-            _ if e.raw_os_error() == Some(1) => ReadError::PermissionDenied(p),
             _ => ReadError::Other(p, e.to_string()),
         }
     }
@@ -258,5 +257,84 @@ mod tests {
             ReadError::from_io(p, io::Error::from_raw_os_error(2)),
             ReadError::Missing(p.to_path_buf())
         );
+    }
+
+    fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_errors_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("KextPolicy");
+        std::fs::write(&present, b"").unwrap();
+        let missing = dir.path().join("gone");
+        let p = present.to_path_buf();
+        use rusqlite::ffi;
+        for code in [ffi::SQLITE_PERM, ffi::SQLITE_AUTH] {
+            assert_eq!(
+                ReadError::from_sqlite(&present, sqlite(code)),
+                ReadError::PermissionDenied(p.clone())
+            );
+        }
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED] {
+            assert_eq!(
+                ReadError::from_sqlite(&present, sqlite(code)),
+                ReadError::Busy(p.clone())
+            );
+        }
+        for code in [ffi::SQLITE_NOTADB, ffi::SQLITE_CORRUPT] {
+            assert!(matches!(
+                ReadError::from_sqlite(&present, sqlite(code)),
+                ReadError::NotADatabase(..)
+            ));
+        }
+        // CANTOPEN says little: the file system says whether the file is gone.
+        assert_eq!(
+            ReadError::from_sqlite(&missing, sqlite(ffi::SQLITE_CANTOPEN)),
+            ReadError::Missing(missing.clone())
+        );
+        assert!(matches!(
+            ReadError::from_sqlite(&present, sqlite(ffi::SQLITE_CANTOPEN)),
+            ReadError::Other(..)
+        ));
+        assert!(matches!(
+            ReadError::from_sqlite(&present, sqlite(ffi::SQLITE_IOERR)),
+            ReadError::Other(..)
+        ));
+    }
+
+    #[test]
+    fn values_of_every_storage_class_are_read_or_refused() {
+        use rusqlite::types::Value as V;
+        let t = |s: &str| V::Text(s.into());
+        for (v, want) in [
+            (V::Null, Some(false)),
+            (V::Integer(0), Some(false)),
+            (V::Integer(2), Some(true)),
+            (t("1"), Some(true)),
+            (t("true"), Some(true)),
+            (t("TRUE"), Some(true)),
+            (t("0"), Some(false)),
+            (t("false"), Some(false)),
+            (t("FALSE"), Some(false)),
+            (t("yes"), None),
+            (V::Real(1.0), None),
+            (V::Blob(vec![1]), None),
+        ] {
+            assert_eq!(boolean(&v), want, "{v:?}");
+        }
+        for (v, want) in [
+            (V::Null, Some(None)),
+            (V::Integer(-3), Some(Some(-3))),
+            (t(" 7 "), Some(Some(7))),
+            (t("seven"), None),
+            (V::Real(7.0), None),
+        ] {
+            assert_eq!(int(&v), want, "{v:?}");
+        }
+        assert_eq!(text(&V::Null), Some(None));
+        assert_eq!(text(&t("x")), Some(Some("x".into())));
+        assert_eq!(text(&V::Integer(1)), None);
     }
 }
