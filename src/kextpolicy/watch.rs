@@ -12,16 +12,14 @@ use super::state::{StateError, StateStore};
 use super::wake::FileWaker;
 use super::{diff, parse_policy_time, PolicyChange, Snapshot};
 
-/// Identity and version of one file: a replaced file has a new inode; a written one a new size/mtime.
+/// Which file a path names: a replaced file has a new inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
+struct FileId {
     dev: u64,
     ino: u64,
-    size: u64,
-    mtime_ns: i128,
 }
 
-fn stamp(path: &Path) -> std::io::Result<FileStamp> {
+fn file_id(path: &Path) -> std::io::Result<FileId> {
     let m = std::fs::metadata(path)?;
     #[cfg(unix)]
     let (dev, ino) = {
@@ -30,17 +28,7 @@ fn stamp(path: &Path) -> std::io::Result<FileStamp> {
     };
     #[cfg(not(unix))]
     let (dev, ino) = (0, 0);
-    let mtime_ns = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
-    Ok(FileStamp {
-        dev,
-        ino,
-        size: m.len(),
-        mtime_ns,
-    })
+    Ok(FileId { dev, ino })
 }
 
 fn wal_path(db: &Path) -> PathBuf {
@@ -60,14 +48,13 @@ pub enum Poll {
 }
 
 /// Polls one database. Keeps its connection open so `PRAGMA data_version` can tell whether another
-/// connection committed since the last read; file stamps of the database and its `-wal` catch a
+/// connection committed since the last read; the database file's identity (device, inode) catches a
 /// replaced file.
 pub struct Poller {
     path: PathBuf,
     conn: Option<Connection>,
     data_version: i64,
-    db_stamp: Option<FileStamp>,
-    wal_stamp: Option<FileStamp>,
+    db_file: Option<FileId>,
     /// Polls made, and how many of them read rows.
     pub polls: u64,
     pub reads: u64,
@@ -79,8 +66,7 @@ impl Poller {
             path: path.to_path_buf(),
             conn: None,
             data_version: 0,
-            db_stamp: None,
-            wal_stamp: None,
+            db_file: None,
             polls: 0,
             reads: 0,
         }
@@ -92,30 +78,20 @@ impl Poller {
 
     pub fn poll(&mut self) -> Poll {
         self.polls += 1;
-        let db = match stamp(&self.path) {
+        let db = match file_id(&self.path) {
             Ok(s) => s,
             Err(e) => {
                 self.conn = None;
                 return Poll::Failed(ReadError::from_io(&self.path, e));
             }
         };
-        let wal = stamp(&wal_path(&self.path)).ok();
-        let same_file = self
-            .db_stamp
-            .is_some_and(|old| (old.dev, old.ino) == (db.dev, db.ino));
-        if !same_file {
+        if self.db_file != Some(db) {
             self.conn = None;
         }
         if let Some(conn) = &self.conn {
-            let unchanged_files = self.db_stamp == Some(db) && self.wal_stamp == wal;
             match data_version(conn) {
-                Ok(v) if v == self.data_version && unchanged_files => return Poll::Unchanged,
-                Ok(v) if v == self.data_version => {
-                    // Files touched (a checkpoint, our own read marks) but no commit: nothing to read.
-                    self.db_stamp = Some(db);
-                    self.wal_stamp = wal;
-                    return Poll::Unchanged;
-                }
+                // Same file, no commit by another connection: nothing to read.
+                Ok(v) if v == self.data_version => return Poll::Unchanged,
                 Ok(_) => {}
                 Err(_) => self.conn = None,
             }
@@ -136,14 +112,13 @@ impl Poller {
         match read_snapshot(conn, &self.path) {
             Ok(snap) => {
                 self.data_version = version_before;
-                self.db_stamp = Some(db);
-                self.wal_stamp = wal;
+                self.db_file = Some(db);
                 Poll::Changed(snap)
             }
             Err(e) => {
-                if !matches!(e, ReadError::Busy(_)) {
-                    self.conn = None;
-                }
+                // A failed read is retried on a fresh connection: kept, its unchanged
+                // data_version would make the next poll report "unchanged" without reading.
+                self.conn = None;
                 Poll::Failed(e)
             }
         }
