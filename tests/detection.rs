@@ -1161,3 +1161,46 @@ fn only_a_real_login_session_is_called_the_same_session() {
     let r = staged_then_loaded(100_017);
     assert!(r.contains("2 s earlier, in the same login session"), "{r}");
 }
+
+#[test]
+fn a_kextload_and_the_kmutil_it_runs_are_one_alert() {
+    for (tool, sid, args, kmutil_args) in [
+        (
+            "/sbin/kextload",
+            "com.apple.kextload",
+            vec!["kextload", SOFTRAID],
+            vec!["kmutil", "load", "-p", SOFTRAID],
+        ),
+        (
+            "/usr/bin/kextutil",
+            "com.apple.kextutil",
+            vec!["kextutil", SOFTRAID],
+            vec!["kmutil", "load", "-p", SOFTRAID],
+        ),
+        (
+            "/sbin/kextunload",
+            "com.apple.kextunload",
+            vec!["kextunload", SOFTRAID],
+            vec!["kmutil", "unload", "-p", SOFTRAID],
+        ),
+    ] {
+        let mut c = Capture::new(8);
+        let sudo = cast::sudo();
+        let shim = sudo.exec_into(tool, sid);
+        c.exec(&sudo, &shim, &args, "/Users/alice");
+        c.after_ms(3);
+        c.shim_runs_kmutil(&shim, 4130, &kmutil_args);
+        let alerts = run(&c.out);
+        assert_eq!(alerts.len(), 1, "{tool}: {alerts:#?}");
+        assert_eq!(alerts[0]["process"]["executable"], tool);
+    }
+
+    // kmutil run by a copy of kextload that is not Apple's is its own alert.
+    let mut c = Capture::new(8);
+    let fake = Proc::adhoc(5000, 4100, "/tmp/kextload");
+    c.shim_runs_kmutil(&fake, 5001, &["kmutil", "load", "-p", SOFTRAID]);
+    let alerts = run(&c.out);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["process"]["executable"], "/usr/bin/kmutil");
+    assert!(reasons(&alerts[0]).contains("initiator /tmp/kextload"));
+}

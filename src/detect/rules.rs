@@ -171,6 +171,16 @@ pub fn is_system_actor(p: &Process) -> bool {
             .is_some_and(|s| SYSTEM_ACTORS.contains(&s))
 }
 
+/// Apple's own `kextload`, `kextutil` or `kextunload` (a copy elsewhere, or not platform code, is not).
+fn is_kext_shim(p: &Process) -> bool {
+    match Tool::identify(&p.executable, p.signing_id.as_deref()) {
+        Some(t @ (Tool::Kextload | Tool::Kextutil | Tool::Kextunload)) => {
+            tools::masquerade_reason(t, p).is_none()
+        }
+        _ => false,
+    }
+}
+
 pub fn user_label(p: &Process) -> String {
     if p.auid != NO_AUDIT_USER {
         p.auid.to_string()
@@ -441,6 +451,11 @@ impl Rules<'_> {
     fn exec(&self, ev: &Event, exec: &Exec) -> Option<Finding> {
         let target = &exec.target;
         let tool = Tool::identify(&target.executable, target.signing_id.as_deref())?;
+        if tool == Tool::Kmutil && is_kext_shim(&ev.process) {
+            // Apple's kextload/kextutil/kextunload run kmutil to do their work: that command was
+            // reported when the shim itself ran, so its kmutil is not a second alert.
+            return None;
+        }
         let masquerade = tools::masquerade_reason(tool, target);
         let mut f = match tools::classify(tool, &exec.args) {
             Invocation::Discovery { what } => {

@@ -145,7 +145,7 @@ impl Rules<'_> {
         }
 
         let Some(team) = team else {
-            return self.unknown_identity(f, id, vouched);
+            return self.unknown_identity(f, path, id, vouched);
         };
         let mut verdict = match self
             .config
@@ -185,10 +185,18 @@ impl Rules<'_> {
     }
 
     /// No team from disk or KextPolicy: say how to find out, and weigh the bundle id alone.
-    fn unknown_identity(&self, f: &mut Finding, id: Option<&str>, vouched: bool) -> Verdict {
+    fn unknown_identity(
+        &self,
+        f: &mut Finding,
+        path: Option<&str>,
+        id: Option<&str>,
+        vouched: bool,
+    ) -> Verdict {
         let Some(id) = id else {
-            let reason =
-                "the kext's identity is unknown (its bundle could not be read)".to_string();
+            let reason = format!(
+                "who signed {} is unknown: its bundle was not read (in replay, --bundles-root reads a collected copy)",
+                path.unwrap_or("the kext")
+            );
             if vouched {
                 f.reasons.push(reason);
             } else {

@@ -99,9 +99,10 @@ impl Proc {
         self
     }
 
-    /// The same process after exec of `target` (pid kept).
+    /// The same process after exec of `target`: the pid is kept and the pidversion bumped, as xnu does.
     pub fn exec_into(&self, exe: &str, signing_id: &str) -> Proc {
         Proc {
+            pidversion: self.pidversion + 1,
             exe: exe.into(),
             signing_id: Some(signing_id.into()),
             team_id: None,
@@ -324,6 +325,20 @@ impl Capture {
     pub fn fork(&mut self, p: &Proc, child: &Proc) -> &mut Self {
         let body = json!({"child": child.json(self.version)});
         self.message(11, p, "fork", body)
+    }
+
+    /// What Apple's `kextload`, `kextutil` and `kextunload` do: fork, and the child (an image of the
+    /// tool until it execs) runs `kmutil` with `args`.
+    pub fn shim_runs_kmutil(&mut self, tool: &Proc, child_pid: i32, args: &[&str]) -> &mut Self {
+        let child = Proc {
+            pid: child_pid,
+            ppid: tool.pid,
+            pidversion: (child_pid as u32).wrapping_mul(7) + 100,
+            ..tool.clone()
+        };
+        self.fork(tool, &child);
+        let kmutil = child.exec_into("/usr/bin/kmutil", "com.apple.kmutil");
+        self.exec(&child, &kmutil, args, "/")
     }
 
     pub fn exit(&mut self, p: &Proc) -> &mut Self {
