@@ -228,6 +228,27 @@ fn policy_weakening_commands() {
             "com.apple.csrutil",
             &["csrutil", "enable", "--without", "kext"],
             "KW-4001",
+            "high",
+        ),
+        (
+            "/usr/bin/csrutil",
+            "com.apple.csrutil",
+            &["csrutil", "enable", "--without", "dtrace"],
+            "KW-4001",
+            "medium",
+        ),
+        (
+            "/usr/sbin/nvram",
+            "com.apple.nvram",
+            &["nvram", "-c"],
+            "KW-4002",
+            "medium",
+        ),
+        (
+            "/usr/sbin/nvram",
+            "com.apple.nvram",
+            &["nvram", "-f", "/private/tmp/vars"],
+            "KW-4002",
             "medium",
         ),
         (

@@ -272,8 +272,11 @@ fn csrutil(words: &[&str]) -> Invocation {
         .copied()
         .unwrap_or("");
     let what = format!("csrutil {}", words.join(" "));
+    // `--without kext` turns off kext signing protection: as much as `disable` for kexts.
+    let without = |what: &str| words.windows(2).any(|w| w == ["--without", what]);
     let weakens = match (sub, next) {
         ("disable", _) => Weakening::Full,
+        ("enable", _) if without("kext") => Weakening::Full,
         ("enable", _) if words.contains(&"--without") => Weakening::Partial,
         ("enable", _) => Weakening::None,
         ("clear", _) => Weakening::Partial,
@@ -305,10 +308,32 @@ fn nvram(rest: &[String], words: &[&str]) -> Invocation {
         }
     };
     let mut deleting = false;
-    for (raw, lower) in rest.iter().zip(words) {
-        if *lower == "-d" {
-            deleting = true;
-            continue;
+    let mut options = rest.iter().zip(words);
+    while let Some((raw, lower)) = options.next() {
+        match *lower {
+            "-d" => {
+                deleting = true;
+                continue;
+            }
+            // Clearing every variable drops boot-args (whatever they held) on the next boot.
+            "-c" => {
+                note(
+                    Weakening::Partial,
+                    "nvram -c (clears every variable, boot-args included)".into(),
+                );
+                continue;
+            }
+            // Variables set from a file: its contents are not in the event, so assume the worst
+            // that stays plausible (boot-args) and say so.
+            "-f" => {
+                let file = options.next().map_or("", |(r, _)| r.as_str());
+                note(
+                    Weakening::Partial,
+                    format!("nvram -f {file} (sets variables from a file the event does not show)"),
+                );
+                continue;
+            }
+            _ => {}
         }
         if lower.starts_with('-') {
             continue;
@@ -324,6 +349,8 @@ fn nvram(rest: &[String], words: &[&str]) -> Invocation {
             ("csr-active-config", None, true) => {
                 note(Weakening::Partial, format!("nvram -d {raw}"))
             }
+            // Deleting boot-args removes whatever weakening flags they held.
+            ("boot-args", None, true) => note(Weakening::None, format!("nvram -d {raw}")),
             ("boot-args", Some(v), _) => {
                 if let Some(flag) = WEAK_BOOT_ARGS.iter().find(|f| v.contains(*f)) {
                     note(
@@ -582,8 +609,17 @@ mod tests {
             _ => None,
         };
         assert_eq!(weak("csrutil disable"), Some(Weakening::Full));
+        assert_eq!(weak("csrutil enable --without kext"), Some(Weakening::Full));
         assert_eq!(
-            weak("csrutil enable --without kext"),
+            weak("csrutil enable --without fs --without kext"),
+            Some(Weakening::Full)
+        );
+        assert_eq!(
+            weak("csrutil enable --without dtrace"),
+            Some(Weakening::Partial)
+        );
+        assert_eq!(
+            weak("csrutil enable --without kexts"),
             Some(Weakening::Partial)
         );
         assert_eq!(
@@ -616,6 +652,20 @@ mod tests {
         );
         assert_eq!(weak("nvram boot-args=-v"), Some(Weakening::Partial));
         assert_eq!(weak("nvram -p"), None);
+        assert_eq!(weak("nvram -c"), Some(Weakening::Partial));
+        assert_eq!(weak("nvram -f /tmp/vars.txt"), Some(Weakening::Partial));
+        assert_eq!(weak("nvram -d boot-args"), Some(Weakening::None));
+        assert_eq!(weak("nvram -d SystemAudioVolume"), None);
+        // The file named by -f is not a variable to read.
+        match classify(
+            Tool::Nvram,
+            &args("nvram -f boot-args=amfi_get_out_of_my_way=1"),
+        ) {
+            Invocation::PolicyChange(p) => {
+                assert!(p.what.starts_with("nvram -f boot-args="), "{}", p.what)
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(weak("nvram boot-args"), None);
     }
 
