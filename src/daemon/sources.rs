@@ -153,8 +153,6 @@ pub(super) fn start(
         #[cfg(target_os = "macos")]
         SourceSpec::Es => {
             use crate::source::es;
-            let mut watched: Vec<String> = config.detection.watched_roots.clone();
-            watched.push(config.kextpolicy.path.display().to_string());
             let Feeder {
                 interest,
                 tx,
@@ -163,7 +161,7 @@ pub(super) fn start(
             let gap_health = health.clone();
             let settings = es::EsSettings {
                 interest: Box::new(interest),
-                watched_paths: watched,
+                watch: crate::detect::WatchList::new(config),
                 enforcement,
             };
             let hooks = es::EsHooks {

@@ -39,6 +39,27 @@ impl KextInterest {
     }
 }
 
+/// What a live source must deliver for detection, as paths: the one list the ES client's
+/// inverted muting is built from, so a tool or root added to detection is watched live too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchList {
+    /// Folders whose contents matter (file events under them): the watched roots and KextPolicy.
+    pub prefixes: Vec<String>,
+    /// Executables whose exec matters: every kext and policy tool where macOS installs it.
+    pub executables: Vec<String>,
+}
+
+impl WatchList {
+    pub fn new(config: &Config) -> WatchList {
+        let mut prefixes = config.detection.watched_roots.clone();
+        prefixes.push(config.kextpolicy.path.display().to_string());
+        WatchList {
+            prefixes,
+            executables: tools::system_paths().collect(),
+        }
+    }
+}
+
 impl Interest for KextInterest {
     fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool {
         tools::Tool::identify(path, signing_id).is_some()
@@ -412,4 +433,35 @@ fn alert_from(
     };
     alert.clip_fields();
     alert
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn the_live_watch_list_is_what_detection_is_interested_in() {
+        let config = Config::default_config();
+        let watch = WatchList::new(&config);
+        let interest = KextInterest::new(&config);
+        assert_eq!(watch.executables.len(), 13);
+        for exe in &watch.executables {
+            assert!(interest.exec_matters(exe, None), "{exe}");
+            let tool = tools::Tool::identify(exe, None).unwrap();
+            let apple = Process {
+                executable: exe.clone(),
+                is_platform_binary: true,
+                ..Process::default()
+            };
+            // Where the list says the tool lives is where detection expects Apple's copy.
+            assert_eq!(tools::masquerade_reason(tool, &apple), None, "{exe}");
+        }
+        for root in &config.detection.watched_roots {
+            assert!(watch.prefixes.contains(root), "{root}");
+            assert!(interest.path_matters(&format!("{root}/X.kext/Contents/Info.plist")));
+        }
+        assert!(watch
+            .prefixes
+            .contains(&"/var/db/SystemPolicyConfiguration/KextPolicy".to_string()));
+    }
 }

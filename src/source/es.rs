@@ -26,6 +26,7 @@ use endpoint_sec::{
 };
 
 use crate::detect::enforce::EnforcementPolicy;
+use crate::detect::WatchList;
 use crate::event::eslogger::Interest;
 use crate::event::{Event, EventKind, Exec, Process};
 
@@ -47,23 +48,6 @@ pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 9] = [
 pub const KEXT_SUBSCRIPTIONS: [es_event_type_t; 2] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTLOAD,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTUNLOAD,
-];
-
-/// Executables whose exec matters (targets for inverted muting).
-const TOOL_PATHS: [&str; 13] = [
-    "/sbin/kextload",
-    "/sbin/kextunload",
-    "/usr/bin/kextutil",
-    "/usr/bin/kmutil",
-    "/usr/sbin/kextcache",
-    "/usr/sbin/kextstat",
-    "/usr/sbin/kextfind",
-    "/usr/sbin/kextlibs",
-    "/usr/bin/csrutil",
-    "/usr/sbin/nvram",
-    "/usr/bin/bputil",
-    "/usr/sbin/spctl",
-    "/usr/bin/systemextensionsctl",
 ];
 
 /// What to tell an admin when the client cannot be created.
@@ -90,8 +74,8 @@ pub struct EsHooks {
 
 pub struct EsSettings {
     pub interest: Box<dyn Interest + Send + Sync>,
-    /// Watched roots and the KextPolicy database, for inverted target-path muting.
-    pub watched_paths: Vec<String>,
+    /// What detection needs delivered, for inverted target-path muting.
+    pub watch: WatchList,
     /// With enforcement, AUTH_KEXTLOAD is answered from this snapshot.
     pub enforcement: Option<Arc<RwLock<EnforcementPolicy>>>,
 }
@@ -358,7 +342,7 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
             let macos = macos_version();
             version::set_runtime_version(macos.0, macos.1, macos.2);
             let enforce = settings.enforcement.is_some();
-            let watched = settings.watched_paths.clone();
+            let watch = settings.watch.clone();
             let state = Arc::new(HandlerState { settings, hooks });
             let clients = (|| -> Result<(Client<'static>, Client<'static>), String> {
                 let mut files = new_client(&state)?;
@@ -367,7 +351,7 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
                     files
                         .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
                         .map_err(|e| format!("invert muting: {e:?}"))?;
-                    for p in &watched {
+                    for p in &watch.prefixes {
                         files
                             .mute_path(
                                 OsStr::new(p),
@@ -375,7 +359,7 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
                             )
                             .map_err(|e| format!("watch {p}: {e:?}"))?;
                     }
-                    for p in TOOL_PATHS {
+                    for p in &watch.executables {
                         files
                             .mute_path(
                                 OsStr::new(p),
