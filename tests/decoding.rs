@@ -359,3 +359,35 @@ fn real_eslogger_lines_from_public_sources_decode_field_for_field() {
     // None of this everyday activity is an alert, at any severity.
     assert!(support::run_min(&text, "info").is_empty());
 }
+
+#[test]
+fn only_what_detection_needs_is_decoded() {
+    use kextwatch::detect::KextInterest;
+    use kextwatch::event::eslogger::{decode_line, Decoded};
+    let interest = KextInterest::new(&kextwatch::config::Config::default_config());
+    let zsh = support::eslogger::cast::terminal_zsh();
+    let mut c = support::eslogger::Capture::new(8);
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/bin/ls", "com.apple.ls"),
+        &["ls", "-l"],
+        "/",
+    );
+    c.exec(
+        &zsh,
+        &zsh.exec_into("/sbin/kextload", "com.apple.kextload"),
+        &["kextload", "/Library/Extensions/A.kext"],
+        "/",
+    );
+    c.write(&zsh, "/Users/alice/notes.txt");
+    c.write(&zsh, "/Library/Extensions/A.kext/Contents/Info.plist");
+    let kinds: Vec<&str> = c
+        .out
+        .lines()
+        .map(|l| match decode_line(l, &interest).unwrap() {
+            Decoded::Event(_) => "event",
+            Decoded::Skipped(_) => "skipped",
+        })
+        .collect();
+    assert_eq!(kinds, ["skipped", "event", "skipped", "event"]);
+}

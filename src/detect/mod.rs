@@ -98,6 +98,9 @@ pub struct Engine {
     below_min: u64,
 }
 
+/// Bundle identities kept; past it the map starts over (identities are re-read on the next event).
+const MAX_BUNDLES: usize = 16_384;
+
 /// How often (in event time) windows are swept.
 const SWEEP_NS: i64 = 1_000_000_000;
 
@@ -152,7 +155,7 @@ impl Engine {
     /// Remember a kext bundle's identity (read from disk by the caller: detection does no I/O).
     pub fn set_bundle_identity(&mut self, path: &str, id: &KextIdentity) {
         // Bounded: a flood of distinct bundles cannot grow memory without limit.
-        if self.bundles.len() >= 16_384 {
+        if self.bundles.len() >= MAX_BUNDLES {
             self.bundles.clear();
         }
         self.bundles.insert(
@@ -463,5 +466,113 @@ mod watch_tests {
         assert!(watch
             .prefixes
             .contains(&"/var/db/SystemPolicyConfiguration/KextPolicy".to_string()));
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use crate::kextpolicy::{Approval, LoadRecord};
+    use crate::signing::Signature;
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::default();
+        s.history.insert(
+            "/Library/Extensions/U.kext".into(),
+            LoadRecord {
+                path: "/Library/Extensions/U.kext".into(),
+                team_id: None,
+                bundle_id: Some("com.x.unsigned".into()),
+                boot_uuid: None,
+                created_at: None,
+                last_seen: Some("2026-11-20 10:00:00".into()),
+                flags: None,
+                cdhash: None,
+            },
+        );
+        s.approvals.insert(
+            (Some("AAAAAAAAAA".into()), Some("com.x.drv".into())),
+            Approval {
+                team_id: Some("AAAAAAAAAA".into()),
+                bundle_id: Some("com.x.drv".into()),
+                allowed: true,
+                developer_name: None,
+                flags: None,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn enforcement_decides_from_the_engines_allowlist_teams_and_fail_mode() {
+        let mut config = Config::default_config();
+        config.daemon.fail_closed = true;
+        config.allowlist.team_ids.insert("AAAAAAAAAA".into());
+        let mut engine = Engine::new(config);
+        engine.set_kext_policy(&snapshot());
+        let policy = engine.enforcement_policy();
+        assert!(policy.fail_closed);
+        assert!(policy.decide("com.x.drv").allow);
+        assert!(!policy.decide("com.x.unsigned").allow);
+        assert!(!policy.decide("com.x.never.seen").allow, "fail closed");
+    }
+
+    #[test]
+    fn a_reload_changes_the_next_verdict() {
+        let load = |engine: &mut Engine| {
+            let ev = Event {
+                time_ns: 1,
+                version: 8,
+                seq_num: None,
+                global_seq_num: None,
+                process: Process {
+                    executable: "/usr/libexec/kernelmanagerd".into(),
+                    signing_id: Some("com.apple.kernelmanagerd".into()),
+                    is_platform_binary: true,
+                    ..Process::default()
+                },
+                kind: EventKind::KextLoad {
+                    identifier: "com.x.drv".into(),
+                },
+            };
+            let mut out = Vec::new();
+            engine.process(&ev, &mut out);
+            out.first().map(|a| a.severity)
+        };
+        let mut engine = Engine::new(Config::default_config());
+        engine.set_kext_policy(&snapshot());
+        assert_eq!(load(&mut engine), Some(crate::alert::Severity::High));
+        let mut config = Config::default_config();
+        config.allowlist.team_ids.insert("AAAAAAAAAA".into());
+        engine.reload(config);
+        // Allowlisted and approved: info, below the default minimum severity.
+        assert_eq!(load(&mut engine), None);
+    }
+
+    #[test]
+    fn bundle_identities_are_remembered_up_to_the_bound_then_forgotten_together() {
+        let mut engine = Engine::new(Config::default_config());
+        let id = |n: usize| KextIdentity {
+            path: format!("/Library/Extensions/K{n}.kext"),
+            bundle_id: Some(format!("com.x.k{n}")),
+            signature: Signature::Developer,
+            version: None,
+            executable: None,
+            os_bundle_required: None,
+            team_id: Some("AAAAAAAAAA".into()),
+            cdhash: None,
+            arch: vec!["arm64e".into()],
+            validity: crate::signing::Validity::Unknown,
+            slices: Vec::new(),
+            error: None,
+        };
+        for n in 0..MAX_BUNDLES {
+            engine.set_bundle_identity(&format!("/Library/Extensions/K{n}.kext"), &id(n));
+        }
+        assert_eq!(engine.bundles.len(), MAX_BUNDLES);
+        assert!(engine.bundles.contains_key("/library/extensions/k0.kext"));
+        engine.set_bundle_identity("/Library/Extensions/New.kext", &id(MAX_BUNDLES));
+        assert_eq!(engine.bundles.len(), 1);
+        assert!(engine.bundles.contains_key("/library/extensions/new.kext"));
     }
 }
