@@ -317,6 +317,13 @@ impl std::fmt::Display for Summary {
                 thousands(e.below_min_severity)
             )?;
         }
+        if e.processes_forgotten > 0 {
+            write!(
+                f,
+                "; {} process images forgotten (lineage table full)",
+                thousands(e.processes_forgotten)
+            )?;
+        }
         writeln!(f)?;
         for k in &self.sinks {
             write!(f, "{}: {} written", k.name, thousands(k.written))?;

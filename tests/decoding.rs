@@ -50,7 +50,12 @@ fn process_attribution_is_complete() {
         (p.pid, p.ppid, p.auid, p.euid, p.asid),
         (4100, 4099, 501, 501, 100_017)
     );
-    assert_eq!(p.responsible_pid, Some(4099));
+    // No other process is responsible for the shell: ES names the process itself.
+    assert_eq!(
+        (p.responsible_pid, p.responsible_pidversion),
+        (Some(4100), Some(p.pidversion))
+    );
+    assert_eq!(p.parent_pidversion, Some(4099 * 7 + 100));
     assert_eq!(p.tty.as_deref(), Some("/dev/ttys003"));
     assert_eq!(p.signing_id.as_deref(), Some("com.apple.zsh"));
     assert_eq!(p.team_id, None);
@@ -212,9 +217,11 @@ fn irrelevant_events_are_skipped_by_type_not_decoded() {
     c.exit(&cast::slack());
     c.write(&cast::slack(), "/Users/alice/x");
     let (_, s) = run_with(c.out.as_bytes(), Config::default_config());
-    assert_eq!(s.input.decoded, 0);
-    assert_eq!(s.input.skipped(), 4);
+    // Fork and exit feed lineage; the open and the write elsewhere are skipped undecoded.
+    assert_eq!(s.input.decoded, 2);
+    assert_eq!(s.input.skipped(), 2);
     assert_eq!(s.input.skipped_by_type.get(&10), Some(&1));
+    assert_eq!(s.input.skipped_by_type.get(&33), Some(&1));
 }
 
 #[test]
@@ -302,6 +309,16 @@ fn real_eslogger_lines_from_public_sources_decode_field_for_field() {
     };
     let t = &exec.target;
     assert_eq!((t.pid, t.pidversion, t.ppid), (97391, 149092, 58916));
+    // The exec kept the pid and bumped the pidversion of the image before it.
+    assert_eq!((ev.process.pid, ev.process.pidversion), (97391, 149091));
+    assert_eq!(
+        (
+            t.parent_pidversion,
+            t.responsible_pid,
+            t.responsible_pidversion
+        ),
+        (Some(87724), Some(938), Some(2424))
+    );
     assert_eq!(t.executable, "/bin/connection-checker");
     assert_eq!(
         t.signing_id.as_deref(),
@@ -333,7 +350,21 @@ fn real_eslogger_lines_from_public_sources_decode_field_for_field() {
         (Some("net.mullvad.vpn"), Some("CKG9MXH72F"))
     );
     assert!(!p.is_unsigned_or_adhoc());
-    assert_eq!(ev.kind, EventKind::Fork { child_pid: 21497 });
+    assert_eq!(
+        (
+            p.parent_pidversion,
+            p.responsible_pid,
+            p.responsible_pidversion
+        ),
+        (Some(1029), Some(19745), Some(35165))
+    );
+    assert_eq!(
+        ev.kind,
+        EventKind::Fork {
+            child_pid: 21497,
+            child_pidversion: 38282
+        }
+    );
 
     // 4. exec (macOS 27 beta, version 11): launchd's xpcproxy turns into the service it starts.
     let ev = support::event(lines[3]);
@@ -381,13 +412,25 @@ fn only_what_detection_needs_is_decoded() {
     );
     c.write(&zsh, "/Users/alice/notes.txt");
     c.write(&zsh, "/Library/Extensions/A.kext/Contents/Info.plist");
-    let kinds: Vec<&str> = c
+    let kinds: Vec<String> = c
         .out
         .lines()
         .map(|l| match decode_line(l, &interest).unwrap() {
-            Decoded::Event(_) => "event",
-            Decoded::Skipped(_) => "skipped",
+            Decoded::Event(ev) => match ev.kind {
+                EventKind::Exec(e) => format!("exec {} {:?}", e.target.executable, e.args),
+                other => format!("{other:?}"),
+            },
+            Decoded::Skipped(_) => "skipped".into(),
         })
         .collect();
-    assert_eq!(kinds, ["skipped", "event", "skipped", "event"]);
+    // Every exec reaches lineage, but only a tool's arguments are decoded.
+    assert_eq!(
+        kinds,
+        [
+            "exec /bin/ls []",
+            r#"exec /sbin/kextload ["kextload", "/Library/Extensions/A.kext"]"#,
+            "skipped",
+            r#"Write { path: "/Library/Extensions/A.kext/Contents/Info.plist" }"#
+        ]
+    );
 }

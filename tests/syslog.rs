@@ -614,8 +614,8 @@ fn test_alert_proves_the_route_or_says_it_failed() {
 fn heartbeats_carry_counters() {
     let r = Rsyslog::start();
     let mut out = syslog_outputs(&sink(&format!("127.0.0.1:{}", r.tcp), ""), None);
-    // A known input: one kext load by a terminal user, one unrelated exec, one malformed line and
-    // a sequence gap of 5 before the last event.
+    // A known input: one kext load by a terminal user, one unrelated file open, one malformed line
+    // and a sequence gap of 5 before the last event.
     let mut c = Capture::new(9);
     let sudo = cast::sudo();
     c.exec(
@@ -626,7 +626,7 @@ fn heartbeats_carry_counters() {
     );
     c.out.push_str("{\"not\": \"an event\"\n");
     c.seq += 5;
-    c.in_terminal("/bin/ls", "com.apple.ls", &["ls"], "/tmp");
+    c.open(&cast::mdworker(), "/etc/hosts");
     let summary = support::run_with(c.out.as_bytes(), Config::default_config()).1;
     out.heartbeat(
         "2026-11-26T12:00:00Z",

@@ -180,6 +180,10 @@ pub struct UserId {
 pub struct Extra {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kext: Option<KextInfo>,
+    /// The process chain behind the action, acting process first, up to the initiator (or as far
+    /// as known): each hop's image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<LineageHop>,
     /// Every event behind the alert, oldest first, the triggering one last.
     pub evidence: Vec<Evidence>,
     /// Present on a follow-up alert that reports duplicates folded into an earlier one.
@@ -188,6 +192,17 @@ pub struct Extra {
     /// Set only on the synthetic alert of `kextwatch test-alert`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+}
+
+/// One process on an alert's lineage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineageHop {
+    pub pid: i32,
+    pub executable: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
 }
 
 /// Longest string from an event an alert carries, and most arguments: a 100 kB argument must not make
@@ -260,7 +275,7 @@ pub fn test_alert(timestamp: String, host: &str) -> Alert {
         process: None,
         file: None,
         user: None,
-        kextwatch: Extra { kext: None, evidence: Vec::new(), folded: None, test: true },
+        kextwatch: Extra { kext: None, lineage: Vec::new(), evidence: Vec::new(), folded: None, test: true },
     }
 }
 

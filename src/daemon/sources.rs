@@ -16,8 +16,10 @@ use crate::detect::KextInterest;
 use crate::source::replay::{EventDecoder, Line, LineReader, MAX_LINE};
 
 /// The events eslogger is asked for: those detection uses.
-pub const ESLOGGER_EVENTS: [&str; 11] = [
+pub const ESLOGGER_EVENTS: [&str; 13] = [
     "exec",
+    "fork",
+    "exit",
     "create",
     "write",
     "close",

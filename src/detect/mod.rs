@@ -4,6 +4,7 @@
 mod correlate;
 pub mod enforce;
 mod fold;
+pub mod lineage;
 pub mod path;
 pub mod policy;
 pub mod rules;
@@ -39,24 +40,20 @@ impl KextInterest {
     }
 }
 
-/// What a live source must deliver for detection, as paths: the one list the ES client's
-/// inverted muting is built from, so a tool or root added to detection is watched live too.
+/// The file paths a live source must deliver events for: the one list the ES file client's
+/// inverted muting is built from, so a root added to detection is watched live too. (Execs are
+/// not muted by path: lineage needs every one.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchList {
     /// Folders whose contents matter (file events under them): the watched roots and KextPolicy.
     pub prefixes: Vec<String>,
-    /// Executables whose exec matters: every kext and policy tool where macOS installs it.
-    pub executables: Vec<String>,
 }
 
 impl WatchList {
     pub fn new(config: &Config) -> WatchList {
         let mut prefixes = config.detection.watched_roots.clone();
         prefixes.push(config.kextpolicy.path.display().to_string());
-        WatchList {
-            prefixes,
-            executables: tools::system_paths().collect(),
-        }
+        WatchList { prefixes }
     }
 }
 
@@ -69,6 +66,11 @@ impl Interest for KextInterest {
         let n = path::normalize(p);
         self.roots.iter().any(|r| path::is_under(&n, r))
     }
+
+    /// Lineage: every exec (without arguments unless it is a tool), fork and exit.
+    fn lifecycle_matters(&self) -> bool {
+        true
+    }
 }
 
 /// Counters the engine keeps, for summaries and health.
@@ -80,6 +82,8 @@ pub struct EngineStats {
     pub folded: u64,
     pub signals_evicted: u64,
     pub unfolded_over_capacity: u64,
+    /// Process images the lineage table forgot to stay bounded.
+    pub processes_forgotten: u64,
 }
 
 pub struct Engine {
@@ -88,6 +92,8 @@ pub struct Engine {
     policy: Option<PolicyFacts>,
     /// Kext bundle identities read from disk, by `rules::bundle_key`.
     bundles: HashMap<String, BundleFacts>,
+    /// Process images, for lineage.
+    processes: lineage::ProcessTable,
     correlator: Correlator,
     folder: Folder,
     /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
@@ -112,6 +118,7 @@ impl Engine {
             config,
             policy: None,
             bundles: HashMap::new(),
+            processes: lineage::ProcessTable::default(),
             correlator: Correlator::new(window),
             folder: Folder::new(fold),
             now_ns: i64::MIN,
@@ -173,10 +180,12 @@ impl Engine {
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         self.events += 1;
         self.advance(ev.time_ns, out);
+        self.processes.observe(ev);
         let rules = Rules {
             config: &self.config,
             policy: self.policy.as_ref(),
             bundles: &self.bundles,
+            lineage: &self.processes,
         };
         let Some(finding) = rules.evaluate(ev) else {
             return;
@@ -269,6 +278,7 @@ impl Engine {
             folded: self.folder.folded,
             signals_evicted: self.correlator.evicted,
             unfolded_over_capacity: self.folder.unfolded_over_capacity,
+            processes_forgotten: self.processes.evicted,
         }
     }
 
@@ -429,6 +439,7 @@ fn alert_from(
         user,
         kextwatch: Extra {
             kext: f.kext,
+            lineage: f.lineage,
             evidence: all_evidence,
             folded: None,
             test: false,
@@ -447,18 +458,6 @@ mod watch_tests {
         let config = Config::default_config();
         let watch = WatchList::new(&config);
         let interest = KextInterest::new(&config);
-        assert_eq!(watch.executables.len(), 13);
-        for exe in &watch.executables {
-            assert!(interest.exec_matters(exe, None), "{exe}");
-            let tool = tools::Tool::identify(exe, None).unwrap();
-            let apple = Process {
-                executable: exe.clone(),
-                is_platform_binary: true,
-                ..Process::default()
-            };
-            // Where the list says the tool lives is where detection expects Apple's copy.
-            assert_eq!(tools::masquerade_reason(tool, &apple), None, "{exe}");
-        }
         for root in &config.detection.watched_roots {
             assert!(watch.prefixes.contains(root), "{root}");
             assert!(interest.path_matters(&format!("{root}/X.kext/Contents/Info.plist")));
@@ -466,6 +465,8 @@ mod watch_tests {
         assert!(watch
             .prefixes
             .contains(&"/var/db/SystemPolicyConfiguration/KextPolicy".to_string()));
+        // Every exec and the process lifecycle are wanted, so lineage sees each image.
+        assert!(interest.lifecycle_matters());
     }
 }
 

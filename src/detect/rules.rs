@@ -4,12 +4,13 @@
 //! at most `info` or `low`; each piece of context that makes it suspicious raises it and is written
 //! into `reasons`.
 
+use super::lineage::{Hop, Lineage, ProcessTable};
 use super::path::{bundle_under, normalize, resolve, unexpected_location};
 use super::tools::{
     self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
 };
 use super::verdict::Verdict;
-use crate::alert::{Evidence, FileInfo, KextInfo, Severity};
+use crate::alert::{Evidence, FileInfo, KextInfo, LineageHop, Severity};
 use crate::config::{Config, KextTrust};
 use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
 use crate::kextpolicy::PolicyFacts;
@@ -118,6 +119,8 @@ pub struct Finding {
     pub trusted: bool,
     /// Earlier events that correlation tied to this one.
     pub related: Vec<Evidence>,
+    /// The process chain behind the action, when lineage resolved one beyond the acting process.
+    pub lineage: Vec<LineageHop>,
 }
 
 impl Finding {
@@ -134,6 +137,7 @@ impl Finding {
             weakening: None,
             trusted: false,
             related: Vec::new(),
+            lineage: Vec::new(),
         }
     }
 
@@ -178,6 +182,15 @@ fn is_kext_shim(p: &Process) -> bool {
             tools::masquerade_reason(t, p).is_none()
         }
         _ => false,
+    }
+}
+
+fn hop(h: &Hop) -> LineageHop {
+    LineageHop {
+        pid: h.pid,
+        executable: h.executable.to_string(),
+        signing_id: h.signing_id.as_deref().map(Into::into),
+        team_id: h.team_id.as_deref().map(Into::into),
     }
 }
 
@@ -286,6 +299,8 @@ pub struct Rules<'a> {
     pub policy: Option<&'a PolicyFacts>,
     /// Bundle identities read from disk, by `bundle_key`.
     pub bundles: &'a HashMap<String, BundleFacts>,
+    /// Process images seen so far, for resolving who is behind an action.
+    pub lineage: &'a ProcessTable,
 }
 
 impl Rules<'_> {
@@ -337,26 +352,85 @@ impl Rules<'_> {
         }
     }
 
+    /// Who is behind `p`'s action: `p` itself when it is trusted or third-party code, else the
+    /// initiator lineage finds above it (see `lineage`). Sets `f.lineage` when the walk went past
+    /// `p`; an initiator that is unsigned or ad-hoc code comes back as the taint.
+    fn resolve_initiator(
+        &self,
+        f: &mut Finding,
+        p: &Process,
+    ) -> (Actor, Option<Process>, Option<String>) {
+        let own = self.actor(p);
+        if own != Actor::Other {
+            return (own, None, None);
+        }
+        let l = Lineage::resolve(self.lineage, p, |h| {
+            self.actor(&h.as_process()) != Actor::Other
+        });
+        if l.initiator == Some(0) {
+            // Third-party code acting itself: it is the initiator, with no one to vouch for it.
+            return (Actor::Other, None, None);
+        }
+        let end = l.initiator.map_or(l.chain.len(), |i| i + 1);
+        if end > 1 || l.responsible.is_some() {
+            f.lineage = l.chain[..end]
+                .iter()
+                .chain(l.responsible.as_ref())
+                .map(hop)
+                .collect();
+        }
+        let Some(init) = l.initiator() else {
+            return (Actor::Other, None, None);
+        };
+        let via = l.describe();
+        if let Some(t) = l.taint().filter(|t| t.pid != p.pid) {
+            let taint = format!(
+                "started by unsigned or ad-hoc code {} ({via})",
+                t.executable
+            );
+            return (Actor::Other, Some(t.as_process()), Some(taint));
+        }
+        let who = init.as_process();
+        let actor = self.actor(&who);
+        match actor {
+            Actor::System => f.reasons.push(format!(
+                "run on behalf of Apple's {} ({via})",
+                who.executable
+            )),
+            Actor::Allowlisted => f.reasons.push(format!(
+                "initiated by allowlisted management tool {} ({}) through {via}",
+                who.executable,
+                identity(&who)
+            )),
+            Actor::Other => {}
+        }
+        (actor, Some(who), None)
+    }
+
     /// Apply what the initiator tells: trusted actors mark the finding trusted; for others, `raise`
     /// says which context raises severity (the rest is only stated). An unsigned initiator always
     /// makes it at least high.
     fn initiator_context(&self, f: &mut Finding, p: &Process, raise: Raise) -> Actor {
-        let actor = self.actor(p);
+        let (actor, behind, taint) = self.resolve_initiator(f, p);
         match actor {
             Actor::System => f.trusted = true,
             Actor::Allowlisted => {
                 f.trusted = true;
-                f.reasons.push(format!(
-                    "initiated by allowlisted management tool {} ({})",
-                    p.executable,
-                    identity(p)
-                ));
+                if behind.is_none() {
+                    f.reasons.push(format!(
+                        "initiated by allowlisted management tool {} ({})",
+                        p.executable,
+                        identity(p)
+                    ));
+                }
             }
             Actor::Other => {
+                // Name the program behind the action when lineage found one, else the actor.
+                let named = behind.as_ref().unwrap_or(p);
                 let who = format!(
                     "initiator {} ({}) is not an allowlisted management tool",
-                    p.executable,
-                    identity(p)
+                    named.executable,
+                    identity(named)
                 );
                 let tty = p.tty.as_ref().map(|tty| {
                     format!(
@@ -379,6 +453,9 @@ impl Rules<'_> {
                         Severity::High,
                         format!("initiator {} is unsigned or ad-hoc signed", p.executable),
                     );
+                }
+                if let Some(t) = taint {
+                    f.floor(Severity::High, t);
                 }
             }
         }

@@ -21,27 +21,21 @@ pub enum Tool {
     Systemextensionsctl,
 }
 
-/// Each tool's name and the directory macOS installs it in.
-const TOOLS: [(&str, Tool, &str); 13] = [
-    ("kextload", Tool::Kextload, "/sbin"),
-    ("kextunload", Tool::Kextunload, "/sbin"),
-    ("kextutil", Tool::Kextutil, "/usr/bin"),
-    ("kmutil", Tool::Kmutil, "/usr/bin"),
-    ("kextcache", Tool::Kextcache, "/usr/sbin"),
-    ("kextstat", Tool::Kextstat, "/usr/sbin"),
-    ("kextfind", Tool::Kextfind, "/usr/sbin"),
-    ("kextlibs", Tool::Kextlibs, "/usr/sbin"),
-    ("csrutil", Tool::Csrutil, "/usr/bin"),
-    ("nvram", Tool::Nvram, "/usr/sbin"),
-    ("bputil", Tool::Bputil, "/usr/bin"),
-    ("spctl", Tool::Spctl, "/usr/sbin"),
-    ("systemextensionsctl", Tool::Systemextensionsctl, "/usr/bin"),
+const TOOLS: [(&str, Tool); 13] = [
+    ("kextload", Tool::Kextload),
+    ("kextunload", Tool::Kextunload),
+    ("kextutil", Tool::Kextutil),
+    ("kmutil", Tool::Kmutil),
+    ("kextcache", Tool::Kextcache),
+    ("kextstat", Tool::Kextstat),
+    ("kextfind", Tool::Kextfind),
+    ("kextlibs", Tool::Kextlibs),
+    ("csrutil", Tool::Csrutil),
+    ("nvram", Tool::Nvram),
+    ("bputil", Tool::Bputil),
+    ("spctl", Tool::Spctl),
+    ("systemextensionsctl", Tool::Systemextensionsctl),
 ];
-
-/// Where macOS installs every tool: the executables whose exec a live source must deliver.
-pub fn system_paths() -> impl Iterator<Item = String> {
-    TOOLS.iter().map(|(name, _, dir)| format!("{dir}/{name}"))
-}
 
 /// Directories Apple installs these tools in.
 const SYSTEM_DIRS: [&str; 4] = ["/sbin", "/usr/sbin", "/usr/bin", "/bin"];
@@ -50,19 +44,19 @@ impl Tool {
     pub fn name(self) -> &'static str {
         TOOLS
             .iter()
-            .find(|(_, t, _)| *t == self)
-            .map_or("?", |(n, _, _)| n)
+            .find(|(_, t)| *t == self)
+            .map_or("?", |(n, _)| n)
     }
 
     /// Identify a tool from an exec'd image's path (file name, any case) or Apple signing id.
     pub fn identify(path: &str, signing_id: Option<&str>) -> Option<Tool> {
         let file = path.rsplit('/').next().unwrap_or(path);
-        let by_name = TOOLS.iter().find(|(n, _, _)| file.eq_ignore_ascii_case(n));
+        let by_name = TOOLS.iter().find(|(n, _)| file.eq_ignore_ascii_case(n));
         let by_sid = || {
             let sid = signing_id?.strip_prefix("com.apple.")?;
-            TOOLS.iter().find(|(n, _, _)| sid == *n)
+            TOOLS.iter().find(|(n, _)| sid == *n)
         };
-        by_name.or_else(by_sid).map(|(_, t, _)| *t)
+        by_name.or_else(by_sid).map(|(_, t)| *t)
     }
 }
 

@@ -161,7 +161,16 @@ fn decode_kind(
             let target = &peek.body.target;
             let path = target.executable.as_ref().map(|f| &*f.path).unwrap_or("");
             if !interest.exec_matters(path, target.signing_id.as_deref()) {
-                return Ok(None);
+                if !interest.lifecycle_matters() {
+                    return Ok(None);
+                }
+                // Lineage needs every new image, but not its arguments.
+                let lite: Wrap<RawExecTarget> = serde_json::from_str(body)?;
+                return Ok(Some(EventKind::Exec(Exec {
+                    target: lite.body.target.into_process(),
+                    args: Vec::new(),
+                    cwd: None,
+                })));
             }
             let full: Wrap<RawExec> = serde_json::from_str(body)?;
             let exec = full.body;
@@ -256,8 +265,11 @@ fn decode_kind(
         }
         NOTIFY_FORK if interest.lifecycle_matters() => {
             let w: Wrap<RawFork> = serde_json::from_str(body)?;
-            let child_pid = w.body.child.audit_token.map(|t| t.pid).unwrap_or(-1);
-            Some(EventKind::Fork { child_pid })
+            let child = w.body.child.audit_token.unwrap_or_default();
+            Some(EventKind::Fork {
+                child_pid: child.pid,
+                child_pidversion: child.pidversion,
+            })
         }
         NOTIFY_EXIT if interest.lifecycle_matters() => {
             let w: Wrap<RawExit> = serde_json::from_str(body)?;
@@ -494,9 +506,17 @@ struct RawExec<'a> {
 }
 
 #[derive(Deserialize)]
+struct RawExecTarget<'a> {
+    #[serde(borrow)]
+    target: RawProcess<'a>,
+}
+
+#[derive(Deserialize)]
 struct RawProcess<'a> {
     #[serde(default)]
     audit_token: Option<AuditToken>,
+    #[serde(default)]
+    parent_audit_token: Option<AuditToken>,
     #[serde(default)]
     responsible_audit_token: Option<AuditToken>,
     #[serde(default)]
@@ -532,7 +552,9 @@ impl RawProcess<'_> {
             pidversion: token.pidversion,
             ppid: self.ppid.unwrap_or(0),
             original_ppid: self.original_ppid.unwrap_or(0),
+            parent_pidversion: self.parent_audit_token.map(|t| t.pidversion),
             responsible_pid: self.responsible_audit_token.map(|t| t.pid),
+            responsible_pidversion: self.responsible_audit_token.map(|t| t.pidversion),
             auid: token.auid,
             euid: token.euid,
             ruid: token.ruid,

@@ -38,8 +38,11 @@ pub struct Process {
     pub pidversion: u32,
     pub ppid: i32,
     pub original_ppid: i32,
+    /// pidversion from `parent_audit_token` (macOS 11+): with `ppid`, which image the parent was.
+    pub parent_pidversion: Option<u32>,
     /// pid from `responsible_audit_token` (the app responsible for a helper), if present.
     pub responsible_pid: Option<i32>,
+    pub responsible_pidversion: Option<u32>,
     /// Audit user id: the human who logged in (`NO_AUDIT_USER` when none).
     pub auid: u32,
     pub euid: u32,
@@ -126,8 +129,10 @@ pub enum EventKind {
     KextUnload {
         identifier: String,
     },
+    /// The child is an image of `process` with its own audit token.
     Fork {
         child_pid: i32,
+        child_pidversion: u32,
     },
     Exit {
         status: i32,

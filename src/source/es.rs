@@ -30,9 +30,8 @@ use crate::detect::WatchList;
 use crate::event::eslogger::Interest;
 use crate::event::{Event, EventKind, Exec, Process};
 
-/// Process and file events: the client with inverted target-path muting (macOS 13+).
-pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 9] = [
-    es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXEC,
+/// File events: the client with inverted target-path muting (macOS 13+).
+pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 8] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_CREATE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_WRITE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_CLOSE,
@@ -41,6 +40,14 @@ pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 9] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETMODE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETOWNER,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETEXTATTR,
+];
+
+/// Process lifecycle for lineage: every exec, fork and exit, so the process table knows each
+/// image. Its own client, without inverted muting (which would hide execs of other programs).
+pub const LIFECYCLE_SUBSCRIPTIONS: [es_event_type_t; 3] = [
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXEC,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_FORK,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXIT,
 ];
 
 /// Kext events carry no target path, so path muting must not touch them: a second client, without
@@ -96,7 +103,9 @@ fn process(p: &endpoint_sec::Process<'_>) -> Process {
         pidversion: t.pidversion() as u32,
         ppid: p.ppid(),
         original_ppid: p.original_ppid(),
+        parent_pidversion: p.parent_audit_token().map(|r| r.pidversion() as u32),
         responsible_pid: p.responsible_audit_token().map(|r| r.pid()),
+        responsible_pidversion: p.responsible_audit_token().map(|r| r.pidversion() as u32),
         auid: t.auid(),
         euid: t.euid(),
         ruid: t.ruid(),
@@ -134,13 +143,34 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
             let exe = target.executable().path().to_string_lossy();
             let sid = target.signing_id().to_str().filter(|s| !s.is_empty());
             if !interest.exec_matters(&exe, sid) {
-                return None;
+                if !interest.lifecycle_matters() {
+                    return None;
+                }
+                // Lineage needs every new image, but not its arguments.
+                return Some(event(
+                    msg,
+                    EventKind::Exec(Exec {
+                        target: process(&target),
+                        args: Vec::new(),
+                        cwd: None,
+                    }),
+                ));
             }
             EventKind::Exec(Exec {
                 target: process(&target),
                 args: e.args().map(lossy).collect(),
                 cwd: e.cwd().map(|f| lossy(f.path())),
             })
+        }
+        EsEvent::NotifyFork(e) if interest.lifecycle_matters() => {
+            let child = e.child().audit_token();
+            EventKind::Fork {
+                child_pid: child.pid(),
+                child_pidversion: child.pidversion() as u32,
+            }
+        }
+        EsEvent::NotifyExit(e) if interest.lifecycle_matters() => {
+            EventKind::Exit { status: e.stat() }
         }
         EsEvent::NotifyCreate(e) => {
             let path = match e.destination()? {
@@ -207,18 +237,22 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
         },
         _ => return None,
     };
+    Some(event(msg, kind))
+}
+
+fn event(msg: &Message, kind: EventKind) -> Event {
     let time_ns = msg
         .time()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    Some(Event {
+    Event {
         time_ns,
         version: msg.version(),
         seq_num: msg.seq_num(),
         global_seq_num: msg.global_seq_num(),
         process: process(&msg.process()),
         kind,
-    })
+    }
 }
 
 /// Can a client be created here (root, Full Disk Access, entitlement)? For `kextwatch doctor`.
@@ -344,46 +378,46 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
             let enforce = settings.enforcement.is_some();
             let watch = settings.watch.clone();
             let state = Arc::new(HandlerState { settings, hooks });
-            let clients = (|| -> Result<(Client<'static>, Client<'static>), String> {
-                let mut files = new_client(&state)?;
-                mute_self(&mut files)?;
-                if macos >= (13, 0, 0) {
+            let clients =
+                (|| -> Result<(Client<'static>, Client<'static>, Client<'static>), String> {
+                    let mut files = new_client(&state)?;
+                    mute_self(&mut files)?;
+                    if macos >= (13, 0, 0) {
+                        files
+                            .invert_muting(
+                                es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH,
+                            )
+                            .map_err(|e| format!("invert muting: {e:?}"))?;
+                        for p in &watch.prefixes {
+                            files
+                                .mute_path(
+                                    OsStr::new(p),
+                                    es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
+                                )
+                                .map_err(|e| format!("watch {p}: {e:?}"))?;
+                        }
+                    }
                     files
-                        .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
-                        .map_err(|e| format!("invert muting: {e:?}"))?;
-                    for p in &watch.prefixes {
-                        files
-                            .mute_path(
-                                OsStr::new(p),
-                                es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
-                            )
-                            .map_err(|e| format!("watch {p}: {e:?}"))?;
-                    }
-                    for p in &watch.executables {
-                        files
-                            .mute_path(
-                                OsStr::new(p),
-                                es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_LITERAL,
-                            )
-                            .map_err(|e| format!("watch {p}: {e:?}"))?;
-                    }
-                }
-                files
-                    .subscribe(&FILE_SUBSCRIPTIONS)
-                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                        .subscribe(&FILE_SUBSCRIPTIONS)
+                        .map_err(|e| format!("subscribe: {e:?}"))?;
 
-                let mut kexts = new_client(&state)?;
-                mute_self(&mut kexts)?;
-                kexts
-                    .subscribe(&KEXT_SUBSCRIPTIONS)
-                    .map_err(|e| format!("subscribe: {e:?}"))?;
-                if enforce {
+                    let mut kexts = new_client(&state)?;
+                    mute_self(&mut kexts)?;
                     kexts
-                        .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
-                        .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
-                }
-                Ok((files, kexts))
-            })();
+                        .subscribe(&KEXT_SUBSCRIPTIONS)
+                        .map_err(|e| format!("subscribe: {e:?}"))?;
+                    if enforce {
+                        kexts
+                            .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
+                            .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
+                    }
+                    let mut lifecycle = new_client(&state)?;
+                    mute_self(&mut lifecycle)?;
+                    lifecycle
+                        .subscribe(&LIFECYCLE_SUBSCRIPTIONS)
+                        .map_err(|e| format!("subscribe: {e:?}"))?;
+                    Ok((files, kexts, lifecycle))
+                })();
             let clients = match clients {
                 Ok(c) => {
                     let _ = ready_tx.send(Ok(()));

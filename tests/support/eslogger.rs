@@ -21,6 +21,8 @@ pub struct Proc {
     pub pid: i32,
     pub pidversion: u32,
     pub ppid: i32,
+    /// The parent image's pidversion (its `parent_audit_token`).
+    pub ppidversion: u32,
     pub auid: u32,
     pub euid: u32,
     pub asid: i32,
@@ -31,6 +33,11 @@ pub struct Proc {
     pub flags: u32,
     pub platform: bool,
     pub tty: Option<String>,
+}
+
+/// The pidversion a fixture process starts with (a fresh process from fork).
+fn pidversion_of(pid: i32) -> u32 {
+    (pid as u32).wrapping_mul(7) + 100
 }
 
 fn cdhash_for(s: &str) -> String {
@@ -53,8 +60,9 @@ impl Proc {
     pub fn apple(pid: i32, ppid: i32, exe: &str, signing_id: &str) -> Proc {
         Proc {
             pid,
-            pidversion: (pid as u32).wrapping_mul(7) + 100,
+            pidversion: pidversion_of(pid),
             ppid,
+            ppidversion: pidversion_of(ppid),
             auid: NO_AUID,
             euid: 0,
             asid: 100_000,
@@ -113,19 +121,30 @@ impl Proc {
         }
     }
 
-    fn token(&self, pid: i32, version: u32) -> Value {
+    fn token(&self, pid: i32, pidversion: u32, version: u32) -> Value {
         let (auid, euid) = (self.auid, self.euid);
         if version == 10 {
-            json!([auid, euid, 0, euid, 0, pid, self.asid, self.pidversion])
+            json!([auid, euid, 0, euid, 0, pid, self.asid, pidversion])
         } else {
             json!({"auid": auid, "euid": euid, "egid": 0, "ruid": euid, "rgid": 0, "pid": pid,
-                   "asid": self.asid, "pidversion": self.pidversion})
+                   "asid": self.asid, "pidversion": pidversion})
+        }
+    }
+
+    /// The child of a fork: an image of this process with a new pid, before it execs anything.
+    pub fn forked(&self, child_pid: i32) -> Proc {
+        Proc {
+            pid: child_pid,
+            pidversion: pidversion_of(child_pid),
+            ppid: self.pid,
+            ppidversion: self.pidversion,
+            ..self.clone()
         }
     }
 
     pub fn json(&self, version: u32) -> Value {
         let mut p = json!({
-            "audit_token": self.token(self.pid, version),
+            "audit_token": self.token(self.pid, self.pidversion, version),
             "ppid": self.ppid,
             "original_ppid": self.ppid,
             "group_id": self.pid,
@@ -139,8 +158,8 @@ impl Proc {
             "executable": file(&self.exe, 0o100755, 0),
             "tty": self.tty.as_ref().map(|t| file(t, 0o20620, self.auid)),
             "start_time": "2026-11-20T13:58:01.004512000Z",
-            "parent_audit_token": self.token(self.ppid, version),
-            "responsible_audit_token": self.token(self.ppid, version),
+            "parent_audit_token": self.token(self.ppid, self.ppidversion, version),
+            "responsible_audit_token": self.token(self.pid, self.pidversion, version),
         });
         if version >= 10 {
             p["cs_validation_category"] = json!(if self.platform { 1 } else { 3 });
@@ -330,12 +349,7 @@ impl Capture {
     /// What Apple's `kextload`, `kextutil` and `kextunload` do: fork, and the child (an image of the
     /// tool until it execs) runs `kmutil` with `args`.
     pub fn shim_runs_kmutil(&mut self, tool: &Proc, child_pid: i32, args: &[&str]) -> &mut Self {
-        let child = Proc {
-            pid: child_pid,
-            ppid: tool.pid,
-            pidversion: (child_pid as u32).wrapping_mul(7) + 100,
-            ..tool.clone()
-        };
+        let child = tool.forked(child_pid);
         self.fork(tool, &child);
         let kmutil = child.exec_into("/usr/bin/kmutil", "com.apple.kmutil");
         self.exec(&child, &kmutil, args, "/")
