@@ -123,6 +123,14 @@ impl Daemon {
             .success());
     }
 
+    /// SIGKILL (what an attacker forcing a restart does): no chance to save anything on the way out.
+    fn kill(mut self) -> tempfile::TempDir {
+        self.signal("KILL");
+        self.child.wait().unwrap();
+        std::fs::remove_file(&self.fifo).unwrap();
+        self.dir
+    }
+
     /// SIGTERM, and the exit code (within a bounded time).
     fn stop(mut self) -> (i32, tempfile::TempDir) {
         self.signal("TERM");
@@ -441,5 +449,53 @@ fn config_delivered_by_mdm_takes_precedence_and_reloads() {
     d.feed(&jamf_loads_virtualbox());
     wait_for(|| alerts_in(&out).len() == 1);
     let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_forced_restart_does_not_forget_a_staged_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kextwatch.toml"),
+        config_text(dir.path(), &file_output(dir.path())),
+    )
+    .unwrap();
+    let d = Daemon::launch(dir, &[]);
+    let mut c = Capture::new(8);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    d.feed(&c.out);
+    // Saved within a second of the change.
+    let saved = d.dir.path().join("state/staged-bundles.json");
+    wait_for(|| {
+        std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("/Library/Extensions/Evil.kext"))
+    });
+    let dir = d.kill();
+
+    // Restarted; the load comes three hours (of event time) later.
+    let d = Daemon::launch(dir, &[]);
+    let mut later = Capture::new(8);
+    later.now_ns = c.now_ns + 3 * 3_600_000_000_000;
+    let sudo = cast::sudo();
+    later.exec(
+        &sudo,
+        &sudo.exec_into("/sbin/kextload", "com.apple.kextload"),
+        &["kextload", "/Library/Extensions/Evil.kext"],
+        "/",
+    );
+    d.feed(&later.out);
+    let out = d.dir.path().to_path_buf();
+    wait_for(|| alerts_in(&out).iter().any(|a| a["rule"]["id"] == "KW-9001"));
+    let alerts = alerts_in(&out);
+    let load = alerts.iter().find(|a| a["rule"]["id"] == "KW-9001").unwrap();
+    assert!(
+        load["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("was staged by /bin/cp (pid 4100) 3 h earlier")),
+        "{load:#}"
+    );
+    let (code, _dir) = d.stop();
     assert_eq!(code, 0);
 }

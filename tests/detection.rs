@@ -382,12 +382,13 @@ fn copy_into_extensions_then_kextload_within_20s_is_one_correlated_alert() {
 }
 
 #[test]
-fn load_outside_the_correlation_window_is_not_correlated() {
+fn a_load_long_after_the_staging_is_tied_to_it_by_the_durable_memory() {
     let mut c = Capture::new(6);
     let zsh = cast::terminal_zsh();
     let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
     c.copy_bundle(&cp, "/Library/Extensions", "Evil");
-    c.after_ms(121_000);
+    // Three hours later: far outside the 120 s window, still one story.
+    c.after_ms(3 * 3_600_000);
     sudo_exec(
         &mut c,
         "/sbin/kextload",
@@ -395,8 +396,76 @@ fn load_outside_the_correlation_window_is_not_correlated() {
         &["kextload", "/Library/Extensions/Evil.kext"],
     );
     let alerts = run(&c.out);
-    assert!(alerts.iter().all(|a| rule(a) != "KW-9001"), "{alerts:#?}");
-    assert!(alerts.iter().any(|a| rule(a) == "KW-1001"));
+    let load = alerts.last().unwrap();
+    assert_eq!(
+        (rule(load), severity(load)),
+        ("KW-9001", "high"),
+        "{alerts:#?}"
+    );
+    let why = reasons(load);
+    assert!(
+        why.contains("/Library/Extensions/Evil.kext was staged by /bin/cp (pid 4100) 3 h earlier (9 changes since), beyond the correlation window"),
+        "{why}"
+    );
+    // The staging is the evidence, before the load itself.
+    let evidence = load["kextwatch"]["evidence"].as_array().unwrap();
+    assert_eq!(evidence[0]["executable"], "/bin/cp");
+    assert_eq!(evidence.last().unwrap()["executable"], "/sbin/kextload");
+
+    // Loaded once, forgotten: a second load of it is judged on its own.
+    sudo_exec(
+        &mut c,
+        "/sbin/kextload",
+        "com.apple.kextload",
+        &["kextload", "/Library/Extensions/Evil.kext"],
+    );
+    let alerts = run_min(&c.out, "info");
+    assert_eq!(rule(alerts.last().unwrap()), "KW-1001");
+}
+
+#[test]
+fn a_bundle_removed_before_any_load_is_forgotten() {
+    let mut c = Capture::new(8);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    c.after_ms(600_000);
+    let rm = cast::terminal_zsh().exec_into("/bin/rm", "com.apple.rm");
+    c.unlink(&rm, "/Library/Extensions/Evil.kext", "/Library/Extensions");
+    c.after_ms(600_000);
+    sudo_exec(
+        &mut c,
+        "/sbin/kextload",
+        "com.apple.kextload",
+        &["kextload", "/Library/Extensions/Evil.kext"],
+    );
+    let alerts = run(&c.out);
+    assert_eq!(rule(alerts.last().unwrap()), "KW-1001", "{alerts:#?}");
+}
+
+#[test]
+fn a_collection_rebuild_after_an_untrusted_staging_is_high() {
+    let mut c = Capture::new(8);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    c.after_ms(2 * 3_600_000);
+    // Even Apple's daemon rebuilding the auxiliary collection can pull the bundle in.
+    let kmd = cast::kernelmanagerd();
+    c.exec(
+        &kmd.forked(9000),
+        &kmd.forked(9000)
+            .exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "create", "-n", "aux", "-r", "/Library/Extensions"],
+        "/",
+    );
+    let alerts = run(&c.out);
+    let rebuild = alerts.last().unwrap();
+    assert_eq!(
+        (rule(rebuild), severity(rebuild)),
+        ("KW-1003", "high"),
+        "{alerts:#?}"
+    );
+    assert!(reasons(rebuild)
+        .contains("the rebuilt collection can include /Library/Extensions/Evil.kext"));
 }
 
 #[test]
@@ -1112,13 +1181,19 @@ fn the_correlation_window_is_exact_at_its_edges() {
             &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
         );
     };
+    // The window's own correlation says how many seconds earlier; the durable memory (which
+    // catches what the window misses) says it was beyond the window.
     let load_rule = |c: &Capture| {
         let (alerts, _) = run_engine(&c.out);
-        alerts
+        let a = alerts.iter().find(|a| a.event.action == "exec").unwrap();
+        if a.reasons
             .iter()
-            .find(|a| a.event.action == "exec")
-            .map(|a| a.rule.id)
-            .unwrap()
+            .any(|r| r.contains("beyond the correlation window"))
+        {
+            "memory"
+        } else {
+            a.rule.id
+        }
     };
     let cp = terminal_cp();
 
@@ -1137,7 +1212,7 @@ fn the_correlation_window_is_exact_at_its_edges() {
     c.in_terminal("/bin/ls", "com.apple.ls", &["ls"], "/tmp");
     c.now_ns += 700_000_000;
     load(&mut c);
-    assert_eq!(load_rule(&c), "KW-1001");
+    assert_eq!(load_rule(&c), "memory");
 
     // A load stamped 3 s before the staging (events can arrive out of order): what happened later
     // cannot explain it.

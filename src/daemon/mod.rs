@@ -14,6 +14,7 @@
 
 mod health;
 mod sources;
+mod staged_store;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +119,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             .spawn(move || sinks(outputs, alert_rx, health, heartbeat, &status_path))?
     };
     tracing::info!(source = %opts.source, config = %opts.config_path.display(), "kextwatch running");
+    let staged = staged_store::StagedStore::new(&state_dir, staged_store::boot_session());
     detection(
         config,
         &opts.config_path,
@@ -128,6 +130,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         &health,
         &stop,
         enforcement.as_deref(),
+        staged,
     );
     // The alert channel is closed: the sink thread drains and returns.
     let _ = sink_thread.join();
@@ -207,6 +210,7 @@ fn detection(
     health: &Health,
     stop: &AtomicBool,
     enforcement: Option<&std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>,
+    mut staged: staged_store::StagedStore,
 ) {
     // The enforcement snapshot follows the allowlist and the KextPolicy teams.
     let refresh = |engine: &Engine| {
@@ -217,6 +221,21 @@ fn detection(
         }
     };
     let mut engine = Engine::new(config);
+    let remembered = staged.load();
+    if !remembered.is_empty() {
+        tracing::info!(
+            bundles = remembered.len(),
+            "staged bundles remembered from before the restart"
+        );
+    }
+    engine.restore_staged_bundles(remembered);
+    // Saved when it changed, at most once a second: a forced restart loses at most that second.
+    let mut next_staged_save = Instant::now();
+    let mut save_staged = |engine: &Engine| {
+        if let Err(e) = staged.save_if_changed(engine.staged_bundles()) {
+            tracing::warn!(error = %e, "staged-bundle memory not saved");
+        }
+    };
     let mut enricher = BundleEnricher::new(Path::new("/")).ok();
     let mut out: Vec<Alert> = Vec::new();
     let deliver = |out: &mut Vec<Alert>| {
@@ -295,11 +314,16 @@ fn detection(
                 std::thread::sleep(wait);
             }
         }
+        if Instant::now() >= next_staged_save {
+            save_staged(&engine);
+            next_staged_save = Instant::now() + Duration::from_secs(1);
+        }
         if stopping.is_some_and(|t| t.elapsed() > DRAIN_DEADLINE) {
             tracing::warn!("stop: drain deadline reached with events still queued");
             break;
         }
     }
+    save_staged(&engine);
     engine.finish(&mut out);
     deliver(&mut out);
     health.set_engine(engine.stats());

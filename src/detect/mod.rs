@@ -9,6 +9,7 @@ pub mod path;
 pub mod policy;
 pub mod rules;
 pub mod sip;
+pub mod staged;
 pub mod tools;
 mod verdict;
 
@@ -84,6 +85,8 @@ pub struct EngineStats {
     pub unfolded_over_capacity: u64,
     /// Process images the lineage table forgot to stay bounded.
     pub processes_forgotten: u64,
+    /// Remembered stagings forgotten to stay bounded.
+    pub stagings_forgotten: u64,
 }
 
 pub struct Engine {
@@ -94,6 +97,8 @@ pub struct Engine {
     bundles: HashMap<String, BundleFacts>,
     /// Process images, for lineage.
     processes: lineage::ProcessTable,
+    /// Bundles staged and not yet loaded or removed, beyond the correlation window.
+    staged: staged::StagedMemory,
     correlator: Correlator,
     folder: Folder,
     /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
@@ -119,6 +124,7 @@ impl Engine {
             policy: None,
             bundles: HashMap::new(),
             processes: lineage::ProcessTable::default(),
+            staged: staged::StagedMemory::default(),
             correlator: Correlator::new(window),
             folder: Folder::new(fold),
             now_ns: i64::MIN,
@@ -257,6 +263,19 @@ impl Engine {
         self.findings += 1;
         self.correlator
             .correlate(&mut finding, time_ns, asid, &evidence);
+        let (bundles, allowlist) = (&self.bundles, &self.config.allowlist);
+        self.staged
+            .follow(&mut finding, time_ns, &evidence, |bundle| {
+                let b = bundles.get(&rules::bundle_key(bundle))?;
+                let allowlisted_signature = b.signature == crate::signing::Signature::Developer
+                    && allowlist
+                        .kext_trust(b.team_id.as_deref(), b.bundle_id.as_deref().unwrap_or(""))
+                        == crate::config::KextTrust::Allowlisted;
+                Some(staged::ReadBack {
+                    bundle_id: b.bundle_id.clone(),
+                    allowlisted_signature,
+                })
+            });
         if finding.severity < self.config.detection.min_severity {
             self.below_min += 1;
             return;
@@ -279,7 +298,18 @@ impl Engine {
             signals_evicted: self.correlator.evicted,
             unfolded_over_capacity: self.folder.unfolded_over_capacity,
             processes_forgotten: self.processes.evicted,
+            stagings_forgotten: self.staged.forgotten,
         }
+    }
+
+    /// Bundles staged and not yet loaded or removed (the daemon persists them across restarts).
+    pub fn staged_bundles(&self) -> Vec<staged::Staging> {
+        self.staged.export()
+    }
+
+    /// Remember stagings a previous run of this boot persisted.
+    pub fn restore_staged_bundles(&mut self, stagings: Vec<staged::Staging>) {
+        self.staged.restore(stagings);
     }
 
     /// Correlation signals and fold windows currently held (memory stays bounded by these).

@@ -96,6 +96,10 @@ pub enum Activity {
     Staged {
         bundle: String,
     },
+    /// A bundle deleted or moved out of a watched root (the bundle folder itself).
+    Removed {
+        bundle: String,
+    },
     /// A kext approval granted (KextPolicy).
     Approval,
 }
@@ -733,6 +737,10 @@ impl Rules<'_> {
         });
         if staged {
             f.activity = Some(Activity::Staged {
+                bundle: bundle.to_string(),
+            });
+        } else if bundle_key(path) == bundle_key(bundle) {
+            f.activity = Some(Activity::Removed {
                 bundle: bundle.to_string(),
             });
         }

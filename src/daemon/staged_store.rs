@@ -1,0 +1,200 @@
+//! Persisting detection's memory of staged kext bundles in `state_dir`, so a restart of kextwatch
+//! (which an attacker can force) does not forget a bundle staged before it. The memory is for one
+//! boot: a bundle staged before a reboot is either loaded at boot (KextPolicy records it) or not.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::staged::Staging;
+
+pub const FILE: &str = "staged-bundles.json";
+/// A state file bigger than this is not ours to read (4,096 stagings are well under it).
+const MAX_BYTES: u64 = 16 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    boot_session: Option<String>,
+    stagings: Vec<Staging>,
+}
+
+pub struct StagedStore {
+    path: PathBuf,
+    boot_session: Option<String>,
+    last_saved: Vec<Staging>,
+}
+
+/// This boot's identity: `kern.bootsessionuuid` on macOS, the kernel's boot id on Linux.
+pub fn boot_session() -> Option<String> {
+    #[cfg(target_os = "macos")]
+    {
+        let name = c"kern.bootsessionuuid";
+        let mut buf = [0u8; 64];
+        let mut len = buf.len();
+        // SAFETY: `buf` has `len` writable bytes; the name is NUL-terminated; no new value is set.
+        let r = unsafe {
+            libc::sysctlbyname(
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        let s = buf.get(..len)?;
+        let s = s.split(|b| *b == 0).next().unwrap_or(s);
+        Some(String::from_utf8_lossy(s).trim().to_string())
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+}
+
+impl StagedStore {
+    pub fn new(state_dir: &Path, boot_session: Option<String>) -> StagedStore {
+        StagedStore {
+            path: state_dir.join(FILE),
+            boot_session,
+            last_saved: Vec::new(),
+        }
+    }
+
+    /// What a previous run of this boot saved; nothing from another boot or an unreadable file
+    /// (which is logged, not fatal: the memory starts empty).
+    pub fn load(&mut self) -> Vec<Staging> {
+        let bytes = match read_bounded(&self.path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "staged-bundle memory not read");
+                return Vec::new();
+            }
+        };
+        let saved: Saved = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "staged-bundle memory not read");
+                return Vec::new();
+            }
+        };
+        if saved.boot_session.is_none() || saved.boot_session != self.boot_session {
+            tracing::info!("staged-bundle memory is from another boot: starting empty");
+            return Vec::new();
+        }
+        self.last_saved = saved.stagings.clone();
+        saved.stagings
+    }
+
+    /// Save `now` if it differs from what was last saved (write to a temporary file, then rename).
+    pub fn save_if_changed(&mut self, now: Vec<Staging>) -> std::io::Result<bool> {
+        if now == self.last_saved {
+            return Ok(false);
+        }
+        let saved = Saved {
+            boot_session: self.boot_session.clone(),
+            stagings: now,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        self.last_saved = saved.stagings;
+        Ok(true)
+    }
+}
+
+/// The file's bytes, `None` if it does not exist; refuses anything but a regular file of bounded
+/// size (a FIFO or /dev/zero planted there must not hang or exhaust the daemon).
+fn read_bounded(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)
+    };
+    #[cfg(not(unix))]
+    let file = std::fs::File::open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(std::io::Error::other("larger than 16 MiB"));
+    }
+    Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staging(bundle: &str) -> Staging {
+        Staging {
+            bundle: bundle.into(),
+            first_ns: 1,
+            last_ns: 2,
+            changes: 3,
+            timestamp: "2026-11-25T14:03:12Z".into(),
+            action: "create".into(),
+            pid: Some(4100),
+            executable: Some("/bin/cp".into()),
+            signing_id: Some("com.apple.cp".into()),
+            team_id: None,
+            user_id: Some("501".into()),
+        }
+    }
+
+    #[test]
+    fn a_restart_in_the_same_boot_remembers_and_another_boot_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = Some("B1".to_string());
+        let mut store = StagedStore::new(dir.path(), boot.clone());
+        assert!(store.load().is_empty());
+        let v = vec![staging("/Library/Extensions/Evil.kext")];
+        assert!(store.save_if_changed(v.clone()).unwrap());
+        assert!(
+            !store.save_if_changed(v.clone()).unwrap(),
+            "unchanged: not rewritten"
+        );
+
+        assert_eq!(StagedStore::new(dir.path(), boot).load(), v);
+        assert!(StagedStore::new(dir.path(), Some("B2".into()))
+            .load()
+            .is_empty());
+        assert!(StagedStore::new(dir.path(), None).load().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_or_planted_state_file_starts_the_memory_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = Some("B1".to_string());
+        std::fs::write(dir.path().join(FILE), b"{ not json").unwrap();
+        assert!(StagedStore::new(dir.path(), boot.clone()).load().is_empty());
+        #[cfg(unix)]
+        {
+            std::fs::remove_file(dir.path().join(FILE)).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", dir.path().join(FILE)).unwrap();
+            assert!(StagedStore::new(dir.path(), boot).load().is_empty());
+        }
+    }
+}

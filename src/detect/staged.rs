@@ -1,0 +1,270 @@
+//! Durable memory of staged kext bundles.
+//!
+//! The correlation window ties a load to a staging minutes earlier; an attacker who stages a bundle
+//! now and loads it an hour (or a reboot of kextwatch) later walks around it. Every bundle staged,
+//! modified, moved in or re-permissioned by an untrusted actor is remembered here until it is
+//! loaded or removed. A later load that names it, an approval, or a kext collection rebuild (which
+//! can include any bundle in the extension folders) escalates with the staging as evidence. The
+//! memory is bounded (least recently staged forgotten, counted) and the daemon persists it.
+
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use super::path::is_under;
+use super::rules::{Activity, Finding, STAGED_THEN_APPROVED, STAGED_THEN_LOADED};
+use crate::alert::{Evidence, Severity};
+
+/// Bundles remembered at most.
+pub const CAPACITY: usize = 4096;
+
+/// One remembered staging, in the form the daemon persists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staging {
+    /// The bundle's normalised path.
+    pub bundle: String,
+    /// Event times (ns) of the first and the latest change.
+    pub first_ns: i64,
+    pub last_ns: i64,
+    /// Changes seen to it.
+    pub changes: u64,
+    /// The first change: who staged it.
+    pub timestamp: String,
+    pub action: String,
+    pub pid: Option<i32>,
+    pub executable: Option<String>,
+    pub signing_id: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+impl Staging {
+    fn evidence(&self) -> Evidence {
+        Evidence {
+            timestamp: self.timestamp.clone(),
+            action: static_action(&self.action),
+            pid: self.pid,
+            executable: self.executable.clone(),
+            args: None,
+            path: Some(self.bundle.clone()),
+            kext_bundle_id: None,
+            team_id: self.team_id.clone(),
+            signing_id: self.signing_id.clone(),
+            user_id: self.user_id.clone(),
+            global_seq_num: None,
+        }
+    }
+}
+
+/// What was last read from a remembered bundle on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    pub bundle_id: Option<String>,
+    /// Signed with a Team ID the allowlist trusts.
+    pub allowlisted_signature: bool,
+}
+
+/// Evidence actions are static names; a restored one maps back to its name.
+fn static_action(a: &str) -> &'static str {
+    const ACTIONS: [&str; 9] = [
+        "create",
+        "write",
+        "close",
+        "rename",
+        "setmode",
+        "setowner",
+        "setextattr",
+        "unlink",
+        "exec",
+    ];
+    ACTIONS
+        .iter()
+        .find(|n| **n == a)
+        .copied()
+        .unwrap_or("staged")
+}
+
+pub struct StagedMemory {
+    bundles: LruCache<String, Staging>,
+    /// Stagings forgotten to stay within the bound.
+    pub forgotten: u64,
+}
+
+impl Default for StagedMemory {
+    fn default() -> Self {
+        StagedMemory::with_capacity(CAPACITY)
+    }
+}
+
+fn hours(ns: i64) -> String {
+    let mins = ns / 60_000_000_000;
+    match mins {
+        0..=119 => format!("{mins} min"),
+        _ => format!("{} h", mins / 60),
+    }
+}
+
+impl StagedMemory {
+    pub fn with_capacity(capacity: usize) -> StagedMemory {
+        StagedMemory {
+            bundles: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            forgotten: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bundles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bundles.is_empty()
+    }
+
+    /// What is remembered, oldest staging first (to persist).
+    pub fn export(&self) -> Vec<Staging> {
+        let mut v: Vec<Staging> = self.bundles.iter().map(|(_, s)| s.clone()).collect();
+        v.sort_by_key(|s| (s.first_ns, s.bundle.clone()));
+        v
+    }
+
+    /// Restore what a previous run persisted (same boot only: the caller checks).
+    pub fn restore(&mut self, stagings: Vec<Staging>) {
+        for s in stagings {
+            self.put(s);
+        }
+    }
+
+    fn put(&mut self, s: Staging) {
+        let key = s.bundle.to_ascii_lowercase();
+        if !self.bundles.contains(&key) && self.bundles.len() == self.bundles.cap().get() {
+            self.forgotten += 1;
+        }
+        self.bundles.put(key, s);
+    }
+
+    /// Escalate `f` with a remembered staging it acts on, then remember or forget what `f` does.
+    /// `read_back(bundle)` is what was last read from the bundle on disk, if anything, to match a
+    /// load that names only a bundle id and to know whether a trusted load's trust rests on it.
+    pub fn follow(
+        &mut self,
+        f: &mut Finding,
+        now: i64,
+        evidence: &Evidence,
+        read_back: impl Fn(&str) -> Option<ReadBack>,
+    ) {
+        let recent = f.rule == STAGED_THEN_LOADED || f.rule == STAGED_THEN_APPROVED;
+        match f.activity.clone() {
+            Some(Activity::Staged { bundle }) if !f.trusted => {
+                self.remember(&bundle, now, evidence)
+            }
+            Some(Activity::Removed { bundle }) => {
+                self.bundles.pop(&bundle.to_ascii_lowercase());
+            }
+            Some(Activity::Load { paths, bundle_ids }) => {
+                let hit = self
+                    .bundles
+                    .iter()
+                    // A staging stamped after the load cannot explain it.
+                    .filter(|(_, s)| s.first_ns <= now)
+                    .find(|(key, s)| {
+                        paths.iter().any(|p| is_under(&p.to_ascii_lowercase(), key))
+                            || read_back(&s.bundle)
+                                .and_then(|r| r.bundle_id)
+                                .is_some_and(|id| bundle_ids.contains(&id))
+                    })
+                    .map(|(k, s)| (k.clone(), s.clone()));
+                let Some((key, s)) = hit else { return };
+                // Loaded: remembered no longer (a new staging starts over).
+                self.bundles.pop(&key);
+                // A trusted load stays trusted only if its trust came from reading the bundle
+                // as it is now (an allowlisted team in its signature), not from a record of it.
+                let verified = read_back(&s.bundle).is_some_and(|r| r.allowlisted_signature);
+                if recent || (f.trusted && verified) {
+                    return;
+                }
+                self.escalate(f, &s, now, STAGED_THEN_LOADED, "was staged");
+            }
+            Some(Activity::Approval) if !recent => {
+                // The approval names a bundle id: the staging whose bundle says that id.
+                let Some(id) = f.kext.as_ref().map(|k| k.bundle_id.clone()) else {
+                    return;
+                };
+                let staged = self
+                    .bundles
+                    .iter()
+                    .map(|(_, s)| s)
+                    .find(|s| read_back(&s.bundle).and_then(|r| r.bundle_id) == Some(id.clone()))
+                    .cloned();
+                if let Some(s) = staged {
+                    self.escalate(f, &s, now, STAGED_THEN_APPROVED, "was staged");
+                }
+            }
+            Some(Activity::Rebuild) => {
+                if let Some(s) = self.latest() {
+                    f.trusted = false;
+                    f.severity = f.severity.max(Severity::High);
+                    f.reasons.push(format!(
+                        "the rebuilt collection can include {}, staged by {} {} earlier and not loaded since",
+                        s.bundle,
+                        s.evidence().actor(),
+                        hours(now.saturating_sub(s.first_ns))
+                    ));
+                    f.related.push(s.evidence());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn latest(&self) -> Option<Staging> {
+        self.bundles
+            .iter()
+            .max_by_key(|(_, s)| s.last_ns)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn escalate(
+        &self,
+        f: &mut Finding,
+        s: &Staging,
+        now: i64,
+        rule: super::rules::RuleDef,
+        verb: &str,
+    ) {
+        f.rule = rule;
+        f.trusted = false;
+        f.severity = f.severity.max(Severity::High);
+        f.reasons.push(format!(
+            "{} {verb} by {} {} earlier ({} change{} since), beyond the correlation window",
+            s.bundle,
+            s.evidence().actor(),
+            hours(now.saturating_sub(s.first_ns)),
+            s.changes,
+            if s.changes == 1 { "" } else { "s" }
+        ));
+        f.related.push(s.evidence());
+    }
+
+    fn remember(&mut self, bundle: &str, now: i64, e: &Evidence) {
+        let key = bundle.to_ascii_lowercase();
+        if let Some(s) = self.bundles.get_mut(&key) {
+            s.last_ns = s.last_ns.max(now);
+            s.changes += 1;
+            return;
+        }
+        self.put(Staging {
+            bundle: bundle.to_string(),
+            first_ns: now,
+            last_ns: now,
+            changes: 1,
+            timestamp: e.timestamp.clone(),
+            action: e.action.to_string(),
+            pid: e.pid,
+            executable: e.executable.clone(),
+            signing_id: e.signing_id.clone(),
+            team_id: e.team_id.clone(),
+            user_id: e.user_id.clone(),
+        });
+    }
+}
