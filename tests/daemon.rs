@@ -487,13 +487,15 @@ fn a_forced_restart_does_not_forget_a_staged_bundle() {
     let out = d.dir.path().to_path_buf();
     wait_for(|| alerts_in(&out).iter().any(|a| a["rule"]["id"] == "KW-9001"));
     let alerts = alerts_in(&out);
-    let load = alerts.iter().find(|a| a["rule"]["id"] == "KW-9001").unwrap();
+    let load = alerts
+        .iter()
+        .find(|a| a["rule"]["id"] == "KW-9001")
+        .unwrap();
     assert!(
-        load["reasons"]
-            .as_array()
+        load["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|r| r.as_str().unwrap().contains("was staged by /bin/cp (pid 4100) 3 h earlier")),
+            .contains("was staged by /bin/cp (pid 4100) 3 h earlier")),
         "{load:#}"
     );
     let (code, _dir) = d.stop();

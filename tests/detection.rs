@@ -1300,3 +1300,46 @@ fn a_kextload_and_the_kmutil_it_runs_are_one_alert() {
     assert_eq!(alerts[0]["process"]["executable"], "/usr/bin/kmutil");
     assert!(reasons(&alerts[0]).contains("initiator /tmp/kextload"));
 }
+
+#[test]
+fn an_api_load_right_after_unsigned_code_ran_as_root_is_tied_to_it() {
+    // sudo ./loader (ad hoc), which calls the IOKit API: no kext tool runs, kernelmanagerd loads.
+    let mut c = Capture::new(8);
+    let sudo = cast::sudo();
+    let loader = Proc {
+        exe: "/Users/alice/Downloads/loader".into(),
+        ..Proc::adhoc(4120, 4100, "/Users/alice/Downloads/loader")
+    }
+    .in_terminal(501, 0, "/dev/ttys003", 100_017);
+    let loader = Proc {
+        pidversion: sudo.pidversion + 1,
+        ppidversion: sudo.ppidversion,
+        ..loader
+    };
+    c.exec(&sudo, &loader, &["./loader"], "/Users/alice/Downloads");
+    c.after_ms(2_000);
+    c.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
+    let alerts = run(&c.out);
+    let load = alerts.last().unwrap();
+    assert_eq!((rule(load), severity(load)), ("KW-9004", "high"), "{alerts:#?}");
+    let why = reasons(load);
+    assert!(
+        why.contains("unsigned or ad-hoc code /Users/alice/Downloads/loader ran as root 2 s earlier"),
+        "{why}"
+    );
+    assert_eq!(load["kextwatch"]["evidence"][0]["executable"], "/Users/alice/Downloads/loader");
+
+    // Outside the window, or for a kext the allowlist trusts, nothing is tied.
+    let mut far = Capture::new(8);
+    far.exec(&sudo, &loader, &["./loader"], "/Users/alice/Downloads");
+    far.after_ms(121_000);
+    far.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
+    assert_eq!(rule(run(&far.out).last().unwrap()), "KW-3001");
+    // The same program run by the user (not root) is not a loader.
+    let mut user = Capture::new(8);
+    let as_user = Proc { euid: 501, ..loader.clone() };
+    user.exec(&sudo, &as_user, &["./loader"], "/Users/alice/Downloads");
+    user.after_ms(2_000);
+    user.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
+    assert_eq!(rule(run(&user.out).last().unwrap()), "KW-3001");
+}

@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 
 use super::path::is_under;
 use super::rules::{
-    Activity, Finding, KEXT_AFTER_WEAKENING, STAGED_THEN_APPROVED, STAGED_THEN_LOADED,
+    Activity, Finding, KEXT_AFTER_UNSIGNED_ROOT, KEXT_AFTER_WEAKENING, STAGED_THEN_APPROVED,
+    STAGED_THEN_LOADED,
 };
 use crate::alert::{Evidence, Severity};
 
@@ -19,8 +20,16 @@ const MAX_SIGNALS: usize = 4096;
 
 #[derive(Debug, Clone)]
 enum SignalKind {
-    Staged { bundle: String },
-    Weakened { what: String },
+    Staged {
+        bundle: String,
+    },
+    Weakened {
+        what: String,
+    },
+    /// Unsigned or ad-hoc code started as root: what an IOKit API load (no kext tool) looks like.
+    UnsignedRoot {
+        executable: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +133,32 @@ impl Correlator {
             }
         }
 
+        // A load event that no tool explains (no paths: the kernel's record of an API load) and no
+        // staging explains: unsigned code that just ran as root is the likely loader.
+        if let (Some(Activity::Load { paths, .. }), false) =
+            (&f.activity, f.rule == STAGED_THEN_LOADED)
+        {
+            let root = paths.is_empty().then(|| {
+                self.signals
+                    .iter()
+                    .rev()
+                    .filter(|s| in_window(s))
+                    .find_map(|s| match &s.kind {
+                        SignalKind::UnsignedRoot { executable } => Some((s, executable)),
+                        _ => None,
+                    })
+            });
+            if let Some(Some((s, exe))) = root {
+                f.rule = KEXT_AFTER_UNSIGNED_ROOT;
+                f.severity = f.severity.max(Severity::High);
+                f.reasons.push(format!(
+                    "unsigned or ad-hoc code {exe} ran as root {}",
+                    how_close(s)
+                ));
+                f.related.push(s.evidence.clone());
+            }
+        }
+
         if f.activity.is_some() {
             let weakened =
                 self.signals
@@ -163,13 +198,33 @@ impl Correlator {
         }
     }
 
+    /// Unsigned or ad-hoc code was started as root (an exec event).
+    pub fn unsigned_root_ran(&mut self, now: i64, asid: Option<i32>, evidence: &Evidence) {
+        let executable = evidence.executable.clone().unwrap_or_default();
+        self.remember(Signal {
+            time_ns: now,
+            asid,
+            kind: SignalKind::UnsignedRoot { executable },
+            evidence: evidence.clone(),
+        });
+    }
+
     fn remember(&mut self, signal: Signal) {
-        // Staging a bundle is many file events: keep one signal per bundle, refreshed.
-        if let SignalKind::Staged { bundle } = &signal.kind {
+        // Staging a bundle is many file events, and a root helper may run in a loop: keep one
+        // signal per bundle or executable, refreshed.
+        let same = |a: &SignalKind, b: &SignalKind| match (a, b) {
+            (SignalKind::Staged { bundle: x }, SignalKind::Staged { bundle: y }) => x == y,
+            (
+                SignalKind::UnsignedRoot { executable: x },
+                SignalKind::UnsignedRoot { executable: y },
+            ) => x == y,
+            _ => false,
+        };
+        if !matches!(signal.kind, SignalKind::Weakened { .. }) {
             if let Some(pos) = self
                 .signals
                 .iter()
-                .rposition(|s| matches!(&s.kind, SignalKind::Staged { bundle: b } if b == bundle))
+                .rposition(|s| same(&s.kind, &signal.kind))
             {
                 self.signals.remove(pos);
             }

@@ -187,6 +187,25 @@ impl Engine {
         self.events += 1;
         self.advance(ev.time_ns, out);
         self.processes.observe(ev);
+        if let EventKind::Exec(e) = &ev.kind {
+            if e.target.euid == 0 && e.target.is_unsigned_or_adhoc() {
+                let evidence = Evidence {
+                    timestamp: format_time(ev.time_ns),
+                    action: "exec",
+                    pid: Some(e.target.pid),
+                    executable: Some(e.target.executable.clone()),
+                    args: (!e.args.is_empty()).then(|| e.args.clone()),
+                    path: None,
+                    kext_bundle_id: None,
+                    team_id: e.target.team_id.clone(),
+                    signing_id: e.target.signing_id.clone(),
+                    user_id: Some(rules::user_label(&e.target)),
+                    global_seq_num: ev.global_seq_num,
+                };
+                self.correlator
+                    .unsigned_root_ran(ev.time_ns, Some(ev.process.asid), &evidence);
+            }
+        }
         let rules = Rules {
             config: &self.config,
             policy: self.policy.as_ref(),

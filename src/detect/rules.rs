@@ -63,6 +63,7 @@ rules! {
     DATABASE_UNAVAILABLE = "KW-5007", "KextPolicy database unavailable", [T_IMPAIR_DEFENSES];
     STAGED_THEN_LOADED = "KW-9001", "Kernel extension staged then loaded", [T_KEXT];
     STAGED_THEN_APPROVED = "KW-9003", "Kernel extension approved shortly after being staged", [T_KEXT, T_CODE_SIGNING_POLICY];
+    KEXT_AFTER_UNSIGNED_ROOT = "KW-9004", "Kext loaded shortly after unsigned code ran as root", [T_KEXT];
     KEXT_AFTER_WEAKENING = "KW-9002", "Kext activity after SIP or boot policy weakening", [T_KEXT, T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
 }
 
