@@ -1321,13 +1321,22 @@ fn an_api_load_right_after_unsigned_code_ran_as_root_is_tied_to_it() {
     c.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
     let alerts = run(&c.out);
     let load = alerts.last().unwrap();
-    assert_eq!((rule(load), severity(load)), ("KW-9004", "high"), "{alerts:#?}");
+    assert_eq!(
+        (rule(load), severity(load)),
+        ("KW-9004", "high"),
+        "{alerts:#?}"
+    );
     let why = reasons(load);
     assert!(
-        why.contains("unsigned or ad-hoc code /Users/alice/Downloads/loader ran as root 2 s earlier"),
+        why.contains(
+            "unsigned or ad-hoc code /Users/alice/Downloads/loader ran as root 2 s earlier"
+        ),
         "{why}"
     );
-    assert_eq!(load["kextwatch"]["evidence"][0]["executable"], "/Users/alice/Downloads/loader");
+    assert_eq!(
+        load["kextwatch"]["evidence"][0]["executable"],
+        "/Users/alice/Downloads/loader"
+    );
 
     // Outside the window, or for a kext the allowlist trusts, nothing is tied.
     let mut far = Capture::new(8);
@@ -1337,7 +1346,10 @@ fn an_api_load_right_after_unsigned_code_ran_as_root_is_tied_to_it() {
     assert_eq!(rule(run(&far.out).last().unwrap()), "KW-3001");
     // The same program run by the user (not root) is not a loader.
     let mut user = Capture::new(8);
-    let as_user = Proc { euid: 501, ..loader.clone() };
+    let as_user = Proc {
+        euid: 501,
+        ..loader.clone()
+    };
     user.exec(&sudo, &as_user, &["./loader"], "/Users/alice/Downloads");
     user.after_ms(2_000);
     user.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");

@@ -123,6 +123,7 @@ impl Correlator {
             }
             if let Some((s, bundle)) = named.or(if paths.is_empty() { any } else { None }) {
                 f.rule = rule;
+                f.staging_correlated = true;
                 f.severity = f.severity.max(Severity::High);
                 f.reasons.push(format!(
                     "{bundle} was staged by {} {}",

@@ -126,6 +126,8 @@ pub struct Finding {
     pub related: Vec<Evidence>,
     /// The process chain behind the action, when lineage resolved one beyond the acting process.
     pub lineage: Vec<LineageHop>,
+    /// Correlation already tied this to a staging inside its window.
+    pub staging_correlated: bool,
 }
 
 impl Finding {
@@ -143,6 +145,7 @@ impl Finding {
             trusted: false,
             related: Vec::new(),
             lineage: Vec::new(),
+            staging_correlated: false,
         }
     }
 

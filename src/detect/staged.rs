@@ -153,7 +153,7 @@ impl StagedMemory {
         evidence: &Evidence,
         read_back: impl Fn(&str) -> Option<ReadBack>,
     ) {
-        let recent = f.rule == STAGED_THEN_LOADED || f.rule == STAGED_THEN_APPROVED;
+        let recent = f.staging_correlated;
         match f.activity.clone() {
             Some(Activity::Staged { bundle }) if !f.trusted => {
                 self.remember(&bundle, now, evidence)
@@ -232,7 +232,11 @@ impl StagedMemory {
         rule: super::rules::RuleDef,
         verb: &str,
     ) {
-        f.rule = rule;
+        // A correlation rule already set (after weakening: critical) is stronger: keep it, and add
+        // the staging to its story.
+        if !f.rule.id.starts_with("KW-900") {
+            f.rule = rule;
+        }
         f.trusted = false;
         f.severity = f.severity.max(Severity::High);
         f.reasons.push(format!(
