@@ -540,17 +540,56 @@ mod engine_tests {
                 cdhash: None,
             },
         );
-        s.approvals.insert(
-            (Some("AAAAAAAAAA".into()), Some("com.x.drv".into())),
-            Approval {
-                team_id: Some("AAAAAAAAAA".into()),
-                bundle_id: Some("com.x.drv".into()),
-                allowed: true,
-                developer_name: None,
-                flags: None,
-            },
-        );
+        for bundle in ["com.x.drv", "com.x.drv2"] {
+            s.approvals.insert(
+                (Some("AAAAAAAAAA".into()), Some(bundle.into())),
+                Approval {
+                    team_id: Some("AAAAAAAAAA".into()),
+                    bundle_id: Some(bundle.into()),
+                    allowed: true,
+                    developer_name: None,
+                    flags: None,
+                },
+            );
+        }
         s
+    }
+
+    fn load_event(id: &str, time_ns: i64) -> Event {
+        Event {
+            time_ns,
+            version: 8,
+            seq_num: None,
+            global_seq_num: None,
+            process: Process {
+                executable: "/usr/libexec/kernelmanagerd".into(),
+                signing_id: Some("com.apple.kernelmanagerd".into()),
+                is_platform_binary: true,
+                ..Process::default()
+            },
+            kind: EventKind::KextLoad {
+                identifier: id.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn stats_count_events_findings_and_what_stayed_below_the_minimum() {
+        let mut engine = Engine::new(Config::default_config());
+        engine.set_kext_policy(&snapshot());
+        let mut out = Vec::new();
+        // An Apple kext (info: below the default minimum), two loads of an unlisted team's kext
+        // (the second folded), and a KextPolicy change.
+        engine.process(&load_event("com.apple.iokit.IOAVBFamily", 1), &mut out);
+        engine.process(&load_event("com.x.drv", 2), &mut out);
+        engine.process(&load_event("com.x.drv", 3), &mut out);
+        engine.process_sip(0, 4, &mut out);
+        let s = engine.stats();
+        assert_eq!(
+            (s.events, s.findings, s.below_min_severity, s.folded),
+            (4, 4, 2, 1)
+        );
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
@@ -569,34 +608,23 @@ mod engine_tests {
 
     #[test]
     fn a_reload_changes_the_next_verdict() {
-        let load = |engine: &mut Engine| {
-            let ev = Event {
-                time_ns: 1,
-                version: 8,
-                seq_num: None,
-                global_seq_num: None,
-                process: Process {
-                    executable: "/usr/libexec/kernelmanagerd".into(),
-                    signing_id: Some("com.apple.kernelmanagerd".into()),
-                    is_platform_binary: true,
-                    ..Process::default()
-                },
-                kind: EventKind::KextLoad {
-                    identifier: "com.x.drv".into(),
-                },
-            };
+        // Two kexts of one team, so folding cannot hide the second answer.
+        let load = |engine: &mut Engine, id: &str| {
             let mut out = Vec::new();
-            engine.process(&ev, &mut out);
+            engine.process(&load_event(id, 1), &mut out);
             out.first().map(|a| a.severity)
         };
         let mut engine = Engine::new(Config::default_config());
         engine.set_kext_policy(&snapshot());
-        assert_eq!(load(&mut engine), Some(crate::alert::Severity::High));
+        assert_eq!(
+            load(&mut engine, "com.x.drv"),
+            Some(crate::alert::Severity::High)
+        );
         let mut config = Config::default_config();
         config.allowlist.team_ids.insert("AAAAAAAAAA".into());
         engine.reload(config);
         // Allowlisted and approved: info, below the default minimum severity.
-        assert_eq!(load(&mut engine), None);
+        assert_eq!(load(&mut engine, "com.x.drv2"), None);
     }
 
     #[test]
