@@ -434,3 +434,32 @@ fn only_what_detection_needs_is_decoded() {
         ]
     );
 }
+
+#[test]
+fn the_events_asked_of_eslogger_are_the_ones_decoded_and_documented() {
+    use kextwatch::event::eslogger::event_type;
+    // Every event the daemon asks eslogger for is one the decoder knows by that name.
+    let known: Vec<&str> = (0..200).filter_map(event_type::name).collect();
+    for e in kextwatch::daemon::ESLOGGER_EVENTS {
+        assert!(known.contains(&e), "{e}");
+    }
+    // The README's capture command asks for the same events, so a replay sees what the daemon sees.
+    let readme = include_str!("../README.md");
+    let wanted = kextwatch::daemon::ESLOGGER_EVENTS.join(" ");
+    let commands: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("sudo eslogger "))
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    for c in commands {
+        let events: Vec<&str> = c
+            .split_whitespace()
+            .take_while(|w| !w.starts_with(['>', '|']))
+            .collect();
+        let mut a = events.clone();
+        let mut b: Vec<&str> = wanted.split(' ').collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "README: sudo eslogger {c}");
+    }
+}

@@ -1355,3 +1355,151 @@ fn an_api_load_right_after_unsigned_code_ran_as_root_is_tied_to_it() {
     user.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
     assert_eq!(rule(run(&user.out).last().unwrap()), "KW-3001");
 }
+
+#[test]
+fn metadata_changes_to_a_bundle_stage_it_and_are_named() {
+    let zsh = cast::terminal_zsh();
+    let b = "/Library/Extensions/Evil.kext";
+    type Act<'a> = Box<dyn Fn(&mut Capture) + 'a>;
+    let cases: Vec<(&str, Act)> = vec![
+        (
+            "quarantine removed",
+            Box::new(|c: &mut Capture| {
+                let xattr = zsh.exec_into("/usr/bin/xattr", "com.apple.xattr");
+                c.deleteextattr(&xattr, b, "com.apple.quarantine");
+            }),
+        ),
+        (
+            "file flags changed",
+            Box::new(|c: &mut Capture| {
+                let chflags = zsh.exec_into("/usr/bin/chflags", "com.apple.chflags");
+                c.setflags(&chflags, b, 0x8000);
+            }),
+        ),
+        (
+            "access control list changed",
+            Box::new(|c: &mut Capture| {
+                let chmod = zsh.exec_into("/bin/chmod", "com.apple.chmod");
+                c.setacl(&chmod, b);
+            }),
+        ),
+        (
+            "timestamps set",
+            Box::new(|c: &mut Capture| {
+                let touch = zsh.exec_into("/usr/bin/touch", "com.apple.touch");
+                c.utimes(&touch, &format!("{b}/Contents/MacOS/Evil"));
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|c: &mut Capture| {
+                let sh = zsh.exec_into("/bin/sh", "com.apple.sh");
+                c.truncate(&sh, &format!("{b}/Contents/Info.plist"));
+            }),
+        ),
+        (
+            "hard-linked in",
+            Box::new(|c: &mut Capture| {
+                let ln = zsh.exec_into("/bin/ln", "com.apple.ln");
+                c.link(
+                    &ln,
+                    "/private/tmp/Evil",
+                    &format!("{b}/Contents/MacOS"),
+                    "Evil",
+                );
+            }),
+        ),
+        (
+            "cloned in",
+            Box::new(|c: &mut Capture| {
+                let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+                c.clone_file(
+                    &cp,
+                    "/private/tmp/Evil.kext",
+                    "/Library/Extensions",
+                    "Evil.kext",
+                );
+            }),
+        ),
+    ];
+    for (verb, act) in cases {
+        let mut c = Capture::new(8);
+        act(&mut c);
+        // Each prepares the bundle: a load within the window is the staged-then-loaded story.
+        c.after_ms(5_000);
+        c.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
+        let alerts = run(&c.out);
+        assert_eq!(rule(&alerts[0]), "KW-2001", "{verb}: {alerts:#?}");
+        assert!(
+            reasons(&alerts[0]).contains(verb),
+            "{verb}: {}",
+            reasons(&alerts[0])
+        );
+        assert_eq!(rule(alerts.last().unwrap()), "KW-9001", "{verb}");
+    }
+}
+
+#[test]
+fn writes_to_kext_approvals_or_collections_outside_apples_daemons() {
+    let zsh = cast::terminal_zsh();
+    // sqlite3 run as root editing KextPolicy: approving a kext behind the user's back.
+    let sqlite = zsh.exec_into("/usr/bin/sqlite3", "com.apple.sqlite3");
+    let mut c = Capture::new(8);
+    c.write(
+        &sqlite,
+        "/private/var/db/SystemPolicyConfiguration/KextPolicy-wal",
+    );
+    c.write(&sqlite, "/var/db/SystemPolicyConfiguration/KextPolicy");
+    // A replaced auxiliary kernel collection, and kernelmanagerd's own state.
+    let cp = zsh.exec_into("/bin/cp", "com.apple.cp");
+    c.rename(
+        &cp,
+        "/private/tmp/aux.kc",
+        "/Library/KernelCollections",
+        "AuxiliaryKernelExtensions.kc",
+    );
+    c.write(
+        &cp,
+        "/private/var/db/KernelExtensionManagement/AuxKC/CurrentAuxKC/x",
+    );
+    // Apple's daemons writing the same places: their job.
+    c.write(
+        &Proc::apple(210, 1, "/usr/libexec/syspolicyd", "com.apple.syspolicyd"),
+        "/private/var/db/SystemPolicyConfiguration/KextPolicy-wal",
+    );
+    c.write(
+        &cast::kernelmanagerd(),
+        "/Library/KernelCollections/AuxiliaryKernelExtensions.kc",
+    );
+    // Reading is not writing.
+    c.open(
+        &sqlite,
+        "/private/var/db/SystemPolicyConfiguration/KextPolicy",
+    );
+    let alerts = run_min(&c.out, "info");
+    let got: Vec<(&str, &str, &str)> = alerts
+        .iter()
+        .map(|a| (rule(a), severity(a), a["file"]["path"].as_str().unwrap()))
+        .collect();
+    // The second KextPolicy write (through the /var symlink) is the same store: folded into the
+    // first, reported with its count when the input ends.
+    let want = [
+        (
+            "critical",
+            "/private/var/db/SystemPolicyConfiguration/KextPolicy-wal",
+        ),
+        (
+            "high",
+            "/Library/KernelCollections/AuxiliaryKernelExtensions.kc",
+        ),
+        (
+            "high",
+            "/private/var/db/KernelExtensionManagement/AuxKC/CurrentAuxKC/x",
+        ),
+        ("critical", "/var/db/SystemPolicyConfiguration/KextPolicy"),
+    ];
+    let want: Vec<(&str, &str, &str)> = want.iter().map(|(s, p)| ("KW-2002", *s, *p)).collect();
+    assert_eq!(got, want, "{alerts:#?}");
+    assert_eq!(alerts[3]["kextwatch"]["folded"]["count"], 2);
+    assert!(reasons(&alerts[0]).contains("only syspolicyd write it"));
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use health::{Health, Status, STATUS_FILE};
-pub use sources::SourceSpec;
+pub use sources::{SourceSpec, ESLOGGER_EVENTS};
 
 use crate::alert::Alert;
 use crate::config::Config;

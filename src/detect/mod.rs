@@ -54,6 +54,10 @@ impl WatchList {
     pub fn new(config: &Config) -> WatchList {
         let mut prefixes = config.detection.watched_roots.clone();
         prefixes.push(config.kextpolicy.path.display().to_string());
+        // ES reports real paths (/private/var, not /var): the stores are listed that way.
+        prefixes.extend(path::KEXT_STORES.iter().map(|s| s.path.to_string()));
+        prefixes.sort();
+        prefixes.dedup();
         WatchList { prefixes }
     }
 }
@@ -65,7 +69,7 @@ impl Interest for KextInterest {
 
     fn path_matters(&self, p: &str) -> bool {
         let n = path::normalize(p);
-        self.roots.iter().any(|r| path::is_under(&n, r))
+        self.roots.iter().any(|r| path::is_under(&n, r)) || path::kext_store(&n).is_some()
     }
 
     /// Lineage: every exec (without arguments unless it is a tool), fork and exit.

@@ -95,6 +95,51 @@ const UNEXPECTED_PREFIXES: [&str; 8] = [
     "/Volumes",
 ];
 
+/// Where macOS keeps what decides which kexts load: written only by Apple's daemons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KextStore {
+    /// The folder or database (a database also matches its `-wal`, `-shm` and `-journal`).
+    pub path: &'static str,
+    pub what: &'static str,
+    /// The database of consents: writing it is approving kexts behind the user's back.
+    pub consent: bool,
+}
+
+/// (`/Library/StagedExtensions` is a watched root instead: what lands there is a staged bundle.)
+pub const KEXT_STORES: [KextStore; 3] = [
+    KextStore {
+        path: "/private/var/db/SystemPolicyConfiguration/KextPolicy",
+        what: "the KextPolicy database (kext approvals and load history)",
+        consent: true,
+    },
+    KextStore {
+        path: "/Library/KernelCollections",
+        what: "the auxiliary kernel collection",
+        consent: false,
+    },
+    KextStore {
+        path: "/private/var/db/KernelExtensionManagement",
+        what: "kernelmanagerd's staging and collection state",
+        consent: false,
+    },
+];
+
+/// The store a (normalised) path belongs to. `/var` is matched as `/private/var`, its real path.
+pub fn kext_store(path: &str) -> Option<&'static KextStore> {
+    let real: Cow<str> = match path.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("/var/") => Cow::Owned(format!("/private{path}")),
+        _ => Cow::Borrowed(path),
+    };
+    KEXT_STORES.iter().find(|s| {
+        is_under(&real, s.path)
+            || ["-wal", "-shm", "-journal"].iter().any(|x| {
+                real.len() == s.path.len() + x.len()
+                    && starts_with_ignore_case(&real, s.path)
+                    && real[s.path.len()..].eq_ignore_ascii_case(x)
+            })
+    })
+}
+
 /// Why a (normalised) path is an unexpected place for a kext, if it is.
 pub fn unexpected_location(path: &str) -> Option<&'static str> {
     if UNEXPECTED_PREFIXES.iter().any(|p| is_under(path, p)) {

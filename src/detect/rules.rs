@@ -5,7 +5,7 @@
 //! into `reasons`.
 
 use super::lineage::{Hop, Lineage, ProcessTable};
-use super::path::{bundle_under, normalize, resolve, unexpected_location};
+use super::path::{bundle_under, kext_store, normalize, resolve, unexpected_location};
 use super::tools::{
     self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
 };
@@ -44,6 +44,7 @@ rules! {
     TOOL_UNLOAD = "KW-1002", "Kernel extension unload requested with a kext tool", [T_KEXT];
     TOOL_REBUILD = "KW-1003", "Kext collection or cache rebuilt", [T_KEXT];
     ROOT_CHANGE = "KW-2001", "Change under a kernel extension directory", [T_KEXT];
+    STORE_CHANGE = "KW-2002", "Kext policy or collection store changed outside Apple's daemons", [T_KEXT, T_IMPAIR_DEFENSES];
     KEXT_LOADED = "KW-3001", "Kernel extension loaded", [T_KEXT];
     KEXT_UNLOADED = "KW-3002", "Kernel extension unloaded", [T_KEXT];
     KEXT_LOAD_DECISION = "KW-3003", "Kernel extension load answered by enforcement", [T_KEXT];
@@ -249,12 +250,31 @@ fn file_change_target<'e>(
         EventKind::SetMode { path, .. } => ("permissions changed", path, None, true),
         EventKind::SetOwner { path, .. } => ("ownership changed", path, None, true),
         EventKind::SetExtattr { path, .. } => ("extended attribute set", path, None, true),
+        // Removing quarantine, unlocking with chflags, opening the ACL or backdating times
+        // prepares a bundle as much as writing it does.
+        EventKind::DeleteExtattr { path, name } if name == "com.apple.quarantine" => {
+            ("quarantine removed", path, None, true)
+        }
+        EventKind::DeleteExtattr { path, .. } => ("extended attribute removed", path, None, true),
+        EventKind::SetFlags { path, .. } => ("file flags changed", path, None, true),
+        EventKind::SetAcl { path } => ("access control list changed", path, None, true),
+        EventKind::Utimes { path } => ("timestamps set", path, None, true),
+        EventKind::Truncate { path } => ("truncated", path, None, true),
+        EventKind::Link {
+            source,
+            destination,
+        } => ("hard-linked in", destination, Some(source.as_str()), true),
+        EventKind::Clone {
+            source,
+            destination,
+        } => ("cloned in", destination, Some(source.as_str()), true),
         EventKind::Unlink { path } => ("deleted", path, None, false),
         EventKind::Rename {
             source,
             destination,
         } => {
-            if bundle_under(&normalize(destination), roots).is_some() {
+            let dest = normalize(destination);
+            if bundle_under(&dest, roots).is_some() || kext_store(&dest).is_some() {
                 ("moved in", destination, Some(source.as_str()), true)
             } else {
                 ("moved out", source, Some(destination.as_str()), false)
@@ -711,9 +731,41 @@ impl Rules<'_> {
         f
     }
 
+    /// A write to where macOS keeps kext approvals and collections, by anyone but Apple's daemons.
+    fn store_change(&self, ev: &Event, verb: &str, path: &str) -> Option<Finding> {
+        let norm = normalize(path);
+        let store = kext_store(&norm)?;
+        if is_system_actor(&ev.process) {
+            return None;
+        }
+        let (severity, whose) = if store.consent {
+            (Severity::Critical, "syspolicyd")
+        } else {
+            (Severity::High, "kernelmanagerd and kmutil")
+        };
+        let mut f = Finding::new(STORE_CHANGE, severity, store.path.to_string());
+        f.reasons.push(format!(
+            "{norm} ({}) {verb} by {} ({}); only {whose} write it",
+            store.what,
+            ev.process.executable,
+            identity(&ev.process)
+        ));
+        f.file = Some(FileInfo {
+            path: norm.into_owned(),
+            source_path: None,
+        });
+        // Who was behind it is stated; no initiator makes this trusted.
+        let _ = self.resolve_initiator(&mut f, &ev.process);
+        f.activity = store.consent.then_some(Activity::Approval);
+        Some(f)
+    }
+
     fn file_change(&self, ev: &Event) -> Option<Finding> {
         let roots = &self.config.detection.watched_roots;
         let (verb, path, source, staged) = file_change_target(&ev.kind, roots)?;
+        if let Some(f) = self.store_change(ev, verb, path) {
+            return Some(f);
+        }
         let norm = normalize(path);
         let (root, bundle) = bundle_under(&norm, roots)?;
         let mut f = Finding::new(ROOT_CHANGE, Severity::Low, bundle.to_string());

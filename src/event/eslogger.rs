@@ -31,6 +31,13 @@ pub mod event_type {
     pub const NOTIFY_SETOWNER: u32 = 30;
     pub const NOTIFY_UNLINK: u32 = 32;
     pub const NOTIFY_WRITE: u32 = 33;
+    pub const NOTIFY_LINK: u32 = 19;
+    pub const NOTIFY_SETFLAGS: u32 = 28;
+    pub const NOTIFY_TRUNCATE: u32 = 41;
+    pub const NOTIFY_UTIMES: u32 = 59;
+    pub const NOTIFY_CLONE: u32 = 61;
+    pub const NOTIFY_DELETEEXTATTR: u32 = 70;
+    pub const NOTIFY_SETACL: u32 = 82;
 
     /// A readable name for summaries, for the types kextwatch decodes or commonly sees.
     pub fn name(t: u32) -> Option<&'static str> {
@@ -52,6 +59,13 @@ pub mod event_type {
             NOTIFY_SETOWNER => "setowner",
             NOTIFY_UNLINK => "unlink",
             NOTIFY_WRITE => "write",
+            NOTIFY_LINK => "link",
+            NOTIFY_SETFLAGS => "setflags",
+            NOTIFY_TRUNCATE => "truncate",
+            NOTIFY_UTIMES => "utimes",
+            NOTIFY_CLONE => "clone",
+            NOTIFY_DELETEEXTATTR => "deleteextattr",
+            NOTIFY_SETACL => "setacl",
             _ => return None,
         })
     }
@@ -251,6 +265,58 @@ fn decode_kind(
                 }
             })
         }
+        NOTIFY_DELETEEXTATTR => {
+            let w: Wrap<RawSetExtattr> = serde_json::from_str(body)?;
+            let name = w.body.extattr.map(Cow::into_owned).unwrap_or_default();
+            path_kind(w.body.target.path, &|path| EventKind::DeleteExtattr {
+                path,
+                name: name.clone(),
+            })
+        }
+        NOTIFY_SETFLAGS => {
+            let w: Wrap<RawSetFlags> = serde_json::from_str(body)?;
+            let flags = w.body.flags.unwrap_or(0);
+            path_kind(w.body.target.path, &|path| EventKind::SetFlags {
+                path,
+                flags,
+            })
+        }
+        NOTIFY_SETACL => {
+            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
+            path_kind(w.body.target.path, &|path| EventKind::SetAcl { path })
+        }
+        NOTIFY_UTIMES => {
+            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
+            path_kind(w.body.target.path, &|path| EventKind::Utimes { path })
+        }
+        NOTIFY_TRUNCATE => {
+            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
+            path_kind(w.body.target.path, &|path| EventKind::Truncate { path })
+        }
+        NOTIFY_LINK | NOTIFY_CLONE => {
+            let w: Wrap<RawLinkOrClone> = serde_json::from_str(body)?;
+            let name = w
+                .body
+                .target_filename
+                .or(w.body.target_name)
+                .ok_or(DecodeError::Missing("target_filename"))?;
+            let destination = format!("{}/{name}", w.body.target_dir.path.trim_end_matches('/'));
+            let source = w.body.source.path;
+            (interest.path_matters(&source) || interest.path_matters(&destination)).then(|| {
+                let (source, destination) = (source.into_owned(), destination);
+                if ty == NOTIFY_LINK {
+                    EventKind::Link {
+                        source,
+                        destination,
+                    }
+                } else {
+                    EventKind::Clone {
+                        source,
+                        destination,
+                    }
+                }
+            })
+        }
         AUTH_KEXTLOAD | NOTIFY_KEXTLOAD => {
             let w: Wrap<RawKext> = serde_json::from_str(body)?;
             Some(EventKind::KextLoad {
@@ -421,6 +487,27 @@ impl<'a> RawRename<'a> {
 struct RawTarget<'a> {
     #[serde(borrow)]
     target: RawFile<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawSetFlags<'a> {
+    #[serde(borrow)]
+    target: RawFile<'a>,
+    #[serde(default)]
+    flags: Option<u32>,
+}
+
+/// `link` names the new file `target_filename`, `clone` names it `target_name`.
+#[derive(Deserialize)]
+struct RawLinkOrClone<'a> {
+    #[serde(borrow)]
+    source: RawFile<'a>,
+    #[serde(borrow)]
+    target_dir: RawFile<'a>,
+    #[serde(default, borrow)]
+    target_filename: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    target_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]

@@ -117,6 +117,37 @@ pub enum EventKind {
         path: String,
         name: String,
     },
+    /// An extended attribute removed (`xattr -d com.apple.quarantine`).
+    DeleteExtattr {
+        path: String,
+        name: String,
+    },
+    /// File flags changed (`chflags`).
+    SetFlags {
+        path: String,
+        flags: u32,
+    },
+    /// The access control list set or cleared.
+    SetAcl {
+        path: String,
+    },
+    /// Access/modification times set (`touch -t`: timestomping).
+    Utimes {
+        path: String,
+    },
+    Truncate {
+        path: String,
+    },
+    /// A hard link to `source` made at `destination`.
+    Link {
+        source: String,
+        destination: String,
+    },
+    /// A copy-on-write clone of `source` made at `destination`.
+    Clone {
+        source: String,
+        destination: String,
+    },
     KextLoad {
         identifier: String,
     },
@@ -160,6 +191,13 @@ impl EventKind {
             EventKind::SetMode { .. } => "setmode",
             EventKind::SetOwner { .. } => "setowner",
             EventKind::SetExtattr { .. } => "setextattr",
+            EventKind::DeleteExtattr { .. } => "deleteextattr",
+            EventKind::SetFlags { .. } => "setflags",
+            EventKind::SetAcl { .. } => "setacl",
+            EventKind::Utimes { .. } => "utimes",
+            EventKind::Truncate { .. } => "truncate",
+            EventKind::Link { .. } => "link",
+            EventKind::Clone { .. } => "clone",
             EventKind::KextLoad { .. } => "kextload",
             EventKind::KextLoadDecision { .. } => "kextload-decision",
             EventKind::KextUnload { .. } => "kextunload",

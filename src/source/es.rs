@@ -31,7 +31,14 @@ use crate::event::eslogger::Interest;
 use crate::event::{Event, EventKind, Exec, Process};
 
 /// File events: the client with inverted target-path muting (macOS 13+).
-pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 8] = [
+pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 15] = [
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_DELETEEXTATTR,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETFLAGS,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETACL,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_UTIMES,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_TRUNCATE,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_LINK,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_CLONE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_CREATE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_WRITE,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_CLOSE,
@@ -229,6 +236,45 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
             path: wanted(e.target().path())?,
             name: lossy(e.extattr()),
         },
+        EsEvent::NotifyDeleteExtAttr(e) => EventKind::DeleteExtattr {
+            path: wanted(e.target().path())?,
+            name: lossy(e.extattr()),
+        },
+        EsEvent::NotifySetFlags(e) => EventKind::SetFlags {
+            path: wanted(e.target().path())?,
+            flags: e.flags(),
+        },
+        EsEvent::NotifySetAcl(e) => EventKind::SetAcl {
+            path: wanted(e.target().path())?,
+        },
+        EsEvent::NotifyUTimes(e) => EventKind::Utimes {
+            path: wanted(e.target().path())?,
+        },
+        EsEvent::NotifyTruncate(e) => EventKind::Truncate {
+            path: wanted(e.target().path())?,
+        },
+        EsEvent::NotifyLink(e) => {
+            let destination = join(e.target_dir().path(), e.target_filename());
+            let source = lossy(e.source().path());
+            if !interest.path_matters(&destination) && !interest.path_matters(&source) {
+                return None;
+            }
+            EventKind::Link {
+                source,
+                destination,
+            }
+        }
+        EsEvent::NotifyClone(e) => {
+            let destination = join(e.target_dir().path(), e.target_name());
+            let source = lossy(e.source().path());
+            if !interest.path_matters(&destination) && !interest.path_matters(&source) {
+                return None;
+            }
+            EventKind::Clone {
+                source,
+                destination,
+            }
+        }
         EsEvent::NotifyKextLoad(e) => EventKind::KextLoad {
             identifier: lossy(e.identifier()),
         },

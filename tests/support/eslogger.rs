@@ -324,6 +324,57 @@ impl Capture {
         )
     }
 
+    /// `xattr -d NAME PATH`.
+    pub fn deleteextattr(&mut self, p: &Proc, path: &str, name: &str) -> &mut Self {
+        let body = json!({"target": file(path, 0o40755, 0), "extattr": name});
+        self.message(70, p, "deleteextattr", body)
+    }
+
+    /// `chflags`: `flags` as st_flags (0x2 UF_IMMUTABLE, 0x8000 UF_HIDDEN, 0x20000 SF_IMMUTABLE).
+    pub fn setflags(&mut self, p: &Proc, path: &str, flags: u32) -> &mut Self {
+        self.message(
+            28,
+            p,
+            "setflags",
+            json!({"target": file(path, 0o40755, 0), "flags": flags}),
+        )
+    }
+
+    pub fn setacl(&mut self, p: &Proc, path: &str) -> &mut Self {
+        let body = json!({"target": file(path, 0o40755, 0), "set_or_clear": 0, "acl": null});
+        self.message(82, p, "setacl", body)
+    }
+
+    /// `touch -t`: both times set to a date in the past.
+    pub fn utimes(&mut self, p: &Proc, path: &str) -> &mut Self {
+        let t = "2019-03-14T10:00:00.000000000Z";
+        let body = json!({"target": file(path, 0o100644, 0), "atime": t, "mtime": t});
+        self.message(59, p, "utimes", body)
+    }
+
+    pub fn truncate(&mut self, p: &Proc, path: &str) -> &mut Self {
+        self.message(
+            41,
+            p,
+            "truncate",
+            json!({"target": file(path, 0o100644, 0)}),
+        )
+    }
+
+    /// `ln SOURCE DIR/NAME`.
+    pub fn link(&mut self, p: &Proc, source: &str, dir: &str, name: &str) -> &mut Self {
+        let body = json!({"source": file(source, 0o100644, 0), "target_dir": file(dir, 0o40755, 0),
+            "target_filename": name});
+        self.message(19, p, "link", body)
+    }
+
+    /// `cp -c` (clonefile) of SOURCE to DIR/NAME.
+    pub fn clone_file(&mut self, p: &Proc, source: &str, dir: &str, name: &str) -> &mut Self {
+        let body = json!({"source": file(source, 0o40755, 0), "target_dir": file(dir, 0o40755, 0),
+            "target_name": name});
+        self.message(61, p, "clone", body)
+    }
+
     pub fn setextattr(&mut self, p: &Proc, path: &str, name: &str) -> &mut Self {
         self.message(
             27,
