@@ -720,3 +720,66 @@ fn the_strongest_known_hash_is_the_code_directory_that_counts() {
     assert_eq!(best(&["sha1", "sha512"]), Some("sha1"));
     assert_eq!(best(&[]), None);
 }
+
+#[test]
+fn size_limits_hold_at_their_exact_edges() {
+    use kextwatch::signing::{MAX_EXECUTABLE_BYTES, MAX_PLIST_BYTES};
+    assert_eq!(
+        (MAX_PLIST_BYTES, MAX_EXECUTABLE_BYTES),
+        (1 << 20, 256 << 20)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle("Developer", dir.path());
+    let plist = bundle.join("Contents/Info.plist");
+    let original = std::fs::read(&plist).unwrap();
+    // A valid Info.plist padded with trailing whitespace to exactly the limit is read whole...
+    let mut padded = original.clone();
+    padded.resize(MAX_PLIST_BYTES as usize, b'\n');
+    std::fs::write(&plist, &padded).unwrap();
+    let k = read_identity(&bundle);
+    assert_eq!(k.error, None);
+    assert_eq!(
+        k.bundle_id.as_deref(),
+        Some("com.example.kextwatch.developer")
+    );
+    // ...and one byte more is refused.
+    padded.push(b'\n');
+    std::fs::write(&plist, &padded).unwrap();
+    assert!(read_identity(&bundle)
+        .error
+        .unwrap()
+        .contains("exceeds the 1048576 byte limit"));
+    std::fs::write(&plist, &original).unwrap();
+
+    // An executable of a few MB (signature offsets unchanged, zeros after) is read...
+    let exe = bundle.join("Contents/MacOS/Developer");
+    let f = std::fs::OpenOptions::new().write(true).open(&exe).unwrap();
+    f.set_len(4 << 20).unwrap();
+    assert_eq!(read_identity(&bundle).signature, Signature::Developer);
+    // ...one over 256 MiB (sparse: no disk used) is refused before reading.
+    f.set_len(MAX_EXECUTABLE_BYTES + 1).unwrap();
+    let k = read_identity(&bundle);
+    assert_eq!(k.signature, Signature::Invalid);
+    assert!(
+        k.error
+            .as_deref()
+            .unwrap()
+            .contains("exceeds the 268435456 byte limit"),
+        "{:?}",
+        k.error
+    );
+}
+
+#[test]
+fn the_cache_keeps_many_bundles_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = copy_bundle("Developer", dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let b = copy_bundle("Unsigned", other.path());
+    let mut cache = IdentityCache::new();
+    for _ in 0..3 {
+        cache.lookup(&a);
+        cache.lookup(&b);
+    }
+    assert_eq!((cache.misses, cache.hits), (2, 4));
+}

@@ -132,3 +132,19 @@ fn thin<'a>(data: &'a [u8], fat_arch: Option<String>) -> Result<Slice<'a>, MachE
         signature,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architectures_are_named_with_capability_bits_masked() {
+        // arm64e binaries set CPU_SUBTYPE_PTRAUTH_ABI (0x80000000) in the subtype.
+        assert_eq!(arch_name(0x0100_000c, 0x8000_0002), "arm64e");
+        assert_eq!(arch_name(0x0100_000c, 0x0000_0002), "arm64e");
+        assert_eq!(arch_name(0x0100_000c, 0), "arm64");
+        // x86_64 with CPU_SUBTYPE_LIB64 (0x80000000) set, as older dylibs have.
+        assert_eq!(arch_name(0x0100_0007, 0x8000_0003), "x86_64");
+        assert_eq!(arch_name(0x0000_0012, 0x0100_0005), "cpu0x12/0x5");
+    }
+}
