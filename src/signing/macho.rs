@@ -43,15 +43,13 @@ pub fn arch_name(cputype: u32, cpusubtype: u32) -> String {
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(s.try_into().ok()?))
 }
 
 fn be64(b: &[u8], at: usize) -> Option<u64> {
-    let s = b.get(at..at + 8)?;
-    Some(u64::from_be_bytes([
-        s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
-    ]))
+    let s = b.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(s.try_into().ok()?))
 }
 
 /// Every slice of a thin or universal Mach-O file.
