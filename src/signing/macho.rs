@@ -135,6 +135,26 @@ fn thin<'a>(data: &'a [u8], fat_arch: Option<String>) -> Result<Slice<'a>, MachE
 mod tests {
     use super::*;
 
+    fn fat(n: u32) -> Vec<u8> {
+        let mut b = FAT_MAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&n.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn architecture_counts_are_bounded_at_both_ends() {
+        let count_error = |n: u32| match slices(&fat(n)) {
+            Err(MachError::Fat(m)) => m,
+            other => panic!("{n}: {other:?}"),
+        };
+        assert_eq!(count_error(0), "0 architectures");
+        assert_eq!(count_error(65), "65 architectures");
+        assert_eq!(count_error(u32::MAX), "4294967295 architectures");
+        // 1 and 64 are plausible counts: what fails then is the missing entry.
+        assert_eq!(count_error(1), "entry 0 is truncated");
+        assert_eq!(count_error(64), "entry 0 is truncated");
+    }
+
     #[test]
     fn architectures_are_named_with_capability_bits_masked() {
         // arm64e binaries set CPU_SUBTYPE_PTRAUTH_ABI (0x80000000) in the subtype.
