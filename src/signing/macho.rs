@@ -141,6 +141,57 @@ mod tests {
         b
     }
 
+    /// A thin x86_64 kext executable (developer-signed fixture).
+    const THIN: &[u8] =
+        include_bytes!("../../tests/fixtures/kexts/Developer.kext/Contents/MacOS/Developer");
+
+    /// A universal file with one entry claiming (`cputype`, `cpusubtype`) for `slice`, placed at
+    /// `offset` (at least the end of the header table: 28).
+    fn wrap(cputype: u32, cpusubtype: u32, offset: u32, slice: &[u8]) -> Vec<u8> {
+        let mut b = fat(1);
+        for v in [cputype, cpusubtype, offset, slice.len() as u32, 0] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.resize(offset as usize, 0);
+        b.extend_from_slice(slice);
+        b
+    }
+
+    #[test]
+    fn each_entry_is_read_from_its_own_fields() {
+        // The entry's subtype names the slice (arm64e), not the thin header inside it.
+        let file = wrap(0x0100_000c, 2, 4096, THIN);
+        let s = slices(&file).unwrap();
+        assert_eq!(s[0].arch, "arm64e");
+        assert!(s[0].signature.is_some());
+    }
+
+    #[test]
+    fn a_slice_may_start_right_after_the_header_table_and_not_inside_it() {
+        assert_eq!(
+            slices(&wrap(0x0100_0007, 3, 28, THIN)).unwrap()[0].arch,
+            "x86_64"
+        );
+        for inside in [8, 20, 27] {
+            match slices(&wrap(0x0100_0007, 3, inside, THIN)) {
+                Err(MachError::Fat(m)) => assert!(m.contains("lies outside the file"), "{m}"),
+                other => panic!("{inside}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_slice_is_a_slice_error_and_foreign_bytes_are_not_mach_o() {
+        match slices(&wrap(0x0100_0007, 3, 4096, &THIN[..64])) {
+            Err(MachError::Slice { arch, .. }) => assert_eq!(arch, "x86_64"),
+            other => panic!("{other:?}"),
+        }
+        match slices(&wrap(0x0100_0007, 3, 4096, b"#!/bin/sh\necho not a kext\n")) {
+            Err(MachError::NotMachO(magic)) => assert_eq!(magic, 0x2321_2f62),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn architecture_counts_are_bounded_at_both_ends() {
         let count_error = |n: u32| match slices(&fat(n)) {
