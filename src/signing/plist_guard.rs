@@ -120,3 +120,226 @@ pub fn check(b: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Objects of a hand-built binary plist; references are object indexes.
+    enum Obj {
+        Str(&'static str),
+        Array(Vec<usize>),
+        Dict(Vec<(usize, usize)>),
+    }
+
+    /// A minimal `bplist00` writer (the format Apple documents in CFBinaryPList.c), so each test
+    /// can aim at one field; `plist` (an independent parser) confirms the well-formed ones.
+    fn bplist(objs: &[Obj], ref_size: usize) -> Vec<u8> {
+        let mut b = b"bplist00".to_vec();
+        let mut offsets = Vec::new();
+        let count = |b: &mut Vec<u8>, kind: u8, n: usize| {
+            if n < 15 {
+                b.push(kind << 4 | n as u8);
+            } else {
+                b.push(kind << 4 | 0x0f);
+                b.push(0x11); // a 2-byte integer follows
+                b.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        };
+        let r = |b: &mut Vec<u8>, v: usize| b.extend_from_slice(&v.to_be_bytes()[8 - ref_size..]);
+        for o in objs {
+            offsets.push(b.len());
+            match o {
+                Obj::Str(s) => {
+                    count(&mut b, 0x5, s.len());
+                    b.extend_from_slice(s.as_bytes());
+                }
+                Obj::Array(items) => {
+                    count(&mut b, 0xA, items.len());
+                    items.iter().for_each(|i| r(&mut b, *i));
+                }
+                Obj::Dict(pairs) => {
+                    count(&mut b, 0xD, pairs.len());
+                    pairs.iter().for_each(|(k, _)| r(&mut b, *k));
+                    pairs.iter().for_each(|(_, v)| r(&mut b, *v));
+                }
+            }
+        }
+        let table = b.len();
+        let offset_size = if table < 256 { 1 } else { 2 };
+        for o in &offsets {
+            b.extend_from_slice(&o.to_be_bytes()[8 - offset_size..]);
+        }
+        b.extend_from_slice(&[0; 6]);
+        b.push(offset_size as u8);
+        b.push(ref_size as u8);
+        for v in [objs.len(), 0, table] {
+            b.extend_from_slice(&(v as u64).to_be_bytes());
+        }
+        b
+    }
+
+    /// An Info.plist-like dictionary with `keys` string entries (values distinct strings).
+    fn info_plist(keys: usize) -> Vec<Obj> {
+        const WORDS: [&str; 40] = [
+            "CFBundleIdentifier",
+            "CFBundleName",
+            "CFBundleVersion",
+            "OSBundleRequired",
+            "IOKitPersonalities",
+            "IOClass",
+            "IOProviderClass",
+            "IOMatchCategory",
+            "CFBundleExecutable",
+            "CFBundlePackageType",
+            "KEXT",
+            "Root",
+            "1.0.0",
+            "com.example.driver",
+            "Driver",
+            "IOResources",
+            "IOKit",
+            "arm64e",
+            "x86_64",
+            "OSBundleLibraries",
+            "com.apple.kpi.iokit",
+            "com.apple.kpi.libkern",
+            "19.0",
+            "Console",
+            "Local-Root",
+            "Network-Root",
+            "Safe Boot",
+            "DTCompiler",
+            "DTPlatformName",
+            "macosx",
+            "DTSDKName",
+            "macosx14.0",
+            "BuildMachineOSBuild",
+            "23A344",
+            "LSMinimumSystemVersion",
+            "11.0",
+            "NSHumanReadableCopyright",
+            "Example Inc.",
+            "CFBundleSignature",
+            "????",
+        ];
+        let mut objs = vec![Obj::Dict(
+            (0..keys).map(|i| (1 + 2 * i, 2 + 2 * i)).collect(),
+        )];
+        for i in 0..2 * keys {
+            objs.push(Obj::Str(WORDS[i % WORDS.len()]));
+        }
+        objs
+    }
+
+    #[test]
+    fn real_shapes_pass_and_parse() {
+        // 3 keys (count in the marker), 20 keys (count as a following integer), 150 keys (301
+        // objects: two-byte references and offsets).
+        for (keys, ref_size) in [(3, 1), (20, 1), (150, 2)] {
+            let b = bplist(&info_plist(keys), ref_size);
+            assert_eq!(check(&b), Ok(()), "{keys} keys");
+            let v: plist::Value = plist::from_bytes(&b).unwrap();
+            let d = v.as_dictionary().unwrap();
+            assert_eq!(
+                d.len(),
+                keys.min(20),
+                "{keys} keys (repeated words collapse past 20)"
+            );
+            assert_eq!(
+                d.get("CFBundleIdentifier").and_then(|v| v.as_string()),
+                Some("CFBundleName")
+            );
+        }
+    }
+
+    /// `outer` references to one array of `inner` references to one string: 1 + outer * (1 + inner)
+    /// objects when expanded.
+    fn shared(outer: usize, inner: usize) -> Vec<u8> {
+        bplist(
+            &[
+                Obj::Array(vec![1; outer]),
+                Obj::Array(vec![2; inner]),
+                Obj::Str("x"),
+            ],
+            1,
+        )
+    }
+
+    #[test]
+    fn the_expansion_bound_is_exact() {
+        // 1 + 369 * 271 = 100,000: allowed. 1 + 1000 * 100 = 100,001: refused.
+        assert_eq!(check(&shared(369, 270)), Ok(()));
+        assert!(plist::from_bytes::<plist::Value>(&shared(369, 270)).is_ok());
+        assert_eq!(
+            check(&shared(1000, 99)),
+            Err("binary plist expands to more than 100000 objects".to_string())
+        );
+    }
+
+    fn with_trailer(mut b: Vec<u8>, at: usize, value: &[u8]) -> Vec<u8> {
+        let t = b.len() - 32;
+        b[t + at..t + at + value.len()].copy_from_slice(value);
+        b
+    }
+
+    #[test]
+    fn every_inconsistent_trailer_field_is_refused() {
+        let good = bplist(&info_plist(3), 1);
+        let len = good.len() as u64;
+        let inconsistent = Err("binary plist trailer is inconsistent".to_string());
+        for (at, value) in [
+            (6, vec![0]),                          // offset size 0
+            (6, vec![9]),                          // offset size 9
+            (7, vec![0]),                          // reference size 0
+            (7, vec![9]),                          // reference size 9
+            (8, 0u64.to_be_bytes().to_vec()),      // no objects
+            (8, (len + 1).to_be_bytes().to_vec()), // more objects than bytes
+            (16, 7u64.to_be_bytes().to_vec()),     // top object past the last
+        ] {
+            assert_eq!(
+                check(&with_trailer(good.clone(), at, &value)),
+                inconsistent,
+                "{at} {value:?}"
+            );
+        }
+        // As many objects as bytes is not yet inconsistent: the offset table then runs out.
+        assert_eq!(
+            check(&with_trailer(good.clone(), 8, &len.to_be_bytes())),
+            Err("binary plist offset table outside the file".to_string())
+        );
+        // The shortest file with a trailer is 40 bytes; it has no room for an object.
+        let mut tiny = b"bplist00".to_vec();
+        tiny.extend_from_slice(&[0; 32]);
+        assert_eq!(check(&tiny), inconsistent);
+        assert_eq!(
+            check(&tiny[..39]),
+            Err("binary plist too short".to_string())
+        );
+    }
+
+    #[test]
+    fn bad_references_and_counts_are_refused() {
+        // A reference to object 3 of 3 (indexes run 0..=2).
+        let b = bplist(&[Obj::Array(vec![1, 3]), Obj::Str("a"), Obj::Str("b")], 1);
+        assert_eq!(check(&b), Err("object reference out of range".to_string()));
+        // A container whose long count is not introduced by an integer marker.
+        let mut b = bplist(&info_plist(20), 1);
+        b[9] = 0x50;
+        assert_eq!(check(&b), Err("bad object count".to_string()));
+        // A count whose references would need exactly the file's length: not yet too many, but
+        // the references themselves run past the end.
+        let mut b = bplist(&[Obj::Array(vec![1; 20]), Obj::Str("a")], 1);
+        let n = b.len() as u16;
+        b[10..12].copy_from_slice(&n.to_be_bytes());
+        assert_eq!(check(&b), Err("truncated object references".to_string()));
+        b[10..12].copy_from_slice(&(n + 1).to_be_bytes());
+        assert_eq!(check(&b), Err("object count exceeds the file".to_string()));
+        // A cycle: an array that contains itself.
+        let b = bplist(&[Obj::Array(vec![0])], 1);
+        assert_eq!(
+            check(&b),
+            Err("binary plist object graph has a cycle".to_string())
+        );
+    }
+}
