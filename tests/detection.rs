@@ -1503,3 +1503,36 @@ fn writes_to_kext_approvals_or_collections_outside_apples_daemons() {
     assert_eq!(alerts[3]["kextwatch"]["folded"]["count"], 2);
     assert!(reasons(&alerts[0]).contains("only syspolicyd write it"));
 }
+
+#[test]
+fn sqlite3_naming_the_kextpolicy_database_is_high_and_other_uses_are_nothing() {
+    let mut c = Capture::new(8);
+    sudo_exec(
+        &mut c,
+        "/usr/bin/sqlite3",
+        "com.apple.sqlite3",
+        &[
+            "sqlite3",
+            "/var/db/SystemPolicyConfiguration/KextPolicy",
+            "INSERT INTO kext_policy VALUES ('ABCDE12345','com.evil.rootkit',1,'Evil',1)",
+        ],
+    );
+    sudo_exec(
+        &mut c,
+        "/usr/bin/sqlite3",
+        "com.apple.sqlite3",
+        &[
+            "sqlite3",
+            "/Users/alice/Library/Messages/chat.db",
+            ".tables",
+        ],
+    );
+    let alerts = run_min(&c.out, "info");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        (rule(&alerts[0]), severity(&alerts[0])),
+        ("KW-4004", "high")
+    );
+    assert!(reasons(&alerts[0])
+        .contains("opens the KextPolicy database, which only syspolicyd maintains"));
+}

@@ -574,6 +574,7 @@ impl Rules<'_> {
             }
             Invocation::Kext(cmd) => self.kext_command(ev, exec, tool, cmd),
             Invocation::PolicyChange(change) => self.policy_change(ev, change),
+            Invocation::Unrelated => return None,
         };
         if let Some(m) = masquerade {
             f.trusted = false;
@@ -683,7 +684,7 @@ impl Rules<'_> {
             PolicyArea::Sip => SIP_CHANGE,
             PolicyArea::Nvram => NVRAM_CHANGE,
             PolicyArea::BootPolicy => BOOT_POLICY_CHANGE,
-            PolicyArea::KextConsent => KEXT_CONSENT_CHANGE,
+            PolicyArea::KextConsent | PolicyArea::KextPolicyStore => KEXT_CONSENT_CHANGE,
             PolicyArea::Gatekeeper => GATEKEEPER_CHANGE,
             PolicyArea::SystemExtensions => SYSEXT_CHANGE,
         };
@@ -695,6 +696,10 @@ impl Rules<'_> {
         let mut f = Finding::new(rule, base, change.what.clone());
         f.reasons.push(match (change.weakens, change.area) {
             (Weakening::None, _) => format!("{} restores or tightens protection", change.what),
+            (_, PolicyArea::KextPolicyStore) => format!(
+                "{} opens the KextPolicy database, which only syspolicyd maintains: kext approvals read or edited behind the user's back",
+                change.what
+            ),
             (_, PolicyArea::Sip) | (_, PolicyArea::KextConsent) => format!(
                 "{} weakens protection (it only takes effect from recoveryOS; the attempt itself is the signal)",
                 change.what

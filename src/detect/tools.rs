@@ -19,9 +19,11 @@ pub enum Tool {
     Bputil,
     Spctl,
     Systemextensionsctl,
+    /// Only when it names the KextPolicy database.
+    Sqlite3,
 }
 
-const TOOLS: [(&str, Tool); 13] = [
+const TOOLS: [(&str, Tool); 14] = [
     ("kextload", Tool::Kextload),
     ("kextunload", Tool::Kextunload),
     ("kextutil", Tool::Kextutil),
@@ -35,6 +37,7 @@ const TOOLS: [(&str, Tool); 13] = [
     ("bputil", Tool::Bputil),
     ("spctl", Tool::Spctl),
     ("systemextensionsctl", Tool::Systemextensionsctl),
+    ("sqlite3", Tool::Sqlite3),
 ];
 
 /// Directories Apple installs these tools in.
@@ -89,6 +92,8 @@ pub enum Invocation {
     Kext(KextCommand),
     /// Weakening SIP, boot policy, kext consent, Gatekeeper or system-extension policy.
     PolicyChange(PolicyChange),
+    /// A general tool (sqlite3) used for something else.
+    Unrelated,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +139,8 @@ pub enum PolicyArea {
     Nvram,
     BootPolicy,
     KextConsent,
+    /// The KextPolicy database itself, opened by a general tool.
+    KextPolicyStore,
     Gatekeeper,
     SystemExtensions,
 }
@@ -167,6 +174,24 @@ pub fn classify(tool: Tool, args: &[String]) -> Invocation {
         Tool::Bputil => bputil(&words),
         Tool::Spctl => spctl(rest, &words),
         Tool::Systemextensionsctl => sysext(&words),
+        Tool::Sqlite3 => sqlite3(rest),
+    }
+}
+
+/// sqlite3 naming the KextPolicy database: kext approvals read or edited outside syspolicyd (the
+/// database is SIP-protected; only root with Full Disk Access gets this far).
+fn sqlite3(rest: &[String]) -> Invocation {
+    let db = rest.iter().find(|a| {
+        let n = super::path::normalize(a).to_ascii_lowercase();
+        n.ends_with("/systempolicyconfiguration/kextpolicy") || n == "kextpolicy"
+    });
+    match db {
+        Some(db) => change(
+            PolicyArea::KextPolicyStore,
+            format!("sqlite3 {db}"),
+            Weakening::Full,
+        ),
+        None => Invocation::Unrelated,
     }
 }
 
