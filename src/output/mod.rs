@@ -50,7 +50,6 @@ impl WriterSink {
 pub struct Outputs {
     writers: Vec<WriterSink>,
     syslog: Vec<SyslogSink>,
-    pub written: u64,
 }
 
 impl Outputs {
@@ -60,7 +59,6 @@ impl Outputs {
         let mut outputs = Outputs {
             writers: Vec::new(),
             syslog: Vec::new(),
-            written: 0,
         };
         let mut spool_file: Option<Option<PathBuf>> = None;
         for spec in specs {
@@ -97,7 +95,6 @@ impl Outputs {
         Outputs {
             writers,
             syslog: Vec::new(),
-            written: 0,
         }
     }
 
@@ -111,7 +108,6 @@ impl Outputs {
         for s in &mut self.syslog {
             s.alert(alert)?;
         }
-        self.written += 1;
         Ok(())
     }
 

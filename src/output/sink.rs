@@ -74,10 +74,6 @@ impl SyslogSink {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn stats(&self) -> SinkStats {
         let (depth, bytes) = self.spool.depth();
         SinkStats {
