@@ -1536,3 +1536,34 @@ fn sqlite3_naming_the_kextpolicy_database_is_high_and_other_uses_are_nothing() {
     assert!(reasons(&alerts[0])
         .contains("opens the KextPolicy database, which only syspolicyd maintains"));
 }
+
+#[test]
+fn alerts_describe_the_code_signature_of_the_actor() {
+    let mut c = Capture::new(8);
+    let dropper = Proc::adhoc(6100, 1, "/private/tmp/.x/updater");
+    c.rename(
+        &dropper,
+        "/private/tmp/.x/E.kext",
+        "/Library/Extensions",
+        "E.kext",
+    );
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.create(&cp, "/Library/Extensions", "F.kext");
+    let unsigned = Proc {
+        flags: 0,
+        signing_id: None,
+        ..Proc::adhoc(6200, 1, "/private/tmp/.y/dropper")
+    };
+    c.create(&unsigned, "/Library/Extensions", "G.kext");
+    let alerts = run(&c.out);
+    let sig = |a: &serde_json::Value| a["process"]["code_signature"].clone();
+    assert_eq!(sig(&alerts[2])["valid"], false);
+    assert_eq!(sig(&alerts[2])["adhoc"], false);
+    assert_eq!(sig(&alerts[0])["adhoc"], true);
+    assert_eq!(sig(&alerts[0])["valid"], true);
+    assert_eq!(sig(&alerts[0])["platform_binary"], false);
+    assert_eq!(sig(&alerts[1])["adhoc"], false);
+    assert_eq!(sig(&alerts[1])["valid"], true);
+    assert_eq!(sig(&alerts[1])["platform_binary"], true);
+    assert_eq!(sig(&alerts[1])["signing_id"], "com.apple.cp");
+}

@@ -182,6 +182,48 @@ mod tests {
         );
         assert_eq!(normalize("/"), "/");
         assert_eq!(normalize("rel/x"), "rel/x");
+        // Each trick alone (a fast path skips clean paths, so every trigger must be seen).
+        for (tricky, clean) in [
+            ("/Library//Extensions", "/Library/Extensions"),
+            ("/Library/./Extensions", "/Library/Extensions"),
+            ("/Library/X/../Extensions", "/Library/Extensions"),
+            ("/Library/Extensions/.", "/Library/Extensions"),
+            ("/Library/Extensions/A.kext/..", "/Library/Extensions"),
+            ("/Library/Extensions/", "/Library/Extensions"),
+            (
+                "/system/volumes/data/Library/Extensions",
+                "/Library/Extensions",
+            ),
+        ] {
+            assert_eq!(normalize(tricky), clean, "{tricky}");
+        }
+    }
+
+    #[test]
+    fn kext_stores_match_their_database_files_and_real_paths() {
+        let db = "/private/var/db/SystemPolicyConfiguration/KextPolicy";
+        for p in [
+            db.to_string(),
+            format!("{db}-wal"),
+            format!("{db}-SHM"),
+            format!("{db}-journal"),
+            "/var/db/SystemPolicyConfiguration/KextPolicy".to_string(),
+            "/VAR/db/SystemPolicyConfiguration/KextPolicy-wal".to_string(),
+        ] {
+            assert!(kext_store(&p).is_some_and(|s| s.consent), "{p}");
+        }
+        for p in [
+            format!("{db}-backup"),
+            format!("{db}.old"),
+            "/private/var/db/SystemPolicyConfiguration/KextPolicyX".to_string(),
+            "/private/var/db/SystemPolicyConfiguration".to_string(),
+            "/variant/db/SystemPolicyConfiguration/KextPolicy".to_string(),
+        ] {
+            assert!(kext_store(&p).is_none(), "{p}");
+        }
+        let kc = kext_store("/Library/KernelCollections/AuxiliaryKernelExtensions.kc").unwrap();
+        assert!(!kc.consent);
+        assert!(kext_store("/Library/KernelCollectionsOld/x").is_none());
     }
 
     #[test]
