@@ -375,6 +375,25 @@ mod tests {
     }
 
     #[test]
+    fn events_out_of_order_link_up_once_the_earlier_ones_arrive() {
+        let mut t = ProcessTable::default();
+        let agent = proc(300, 10, 1, 1, "/usr/local/jamf/bin/jamf", false);
+        let (fork_child, child) = fork(&agent, 400, 20);
+        let (exec_sh, sh) = exec(&child, "/bin/sh", true);
+        let (fork_sh, sh_child) = fork(&sh, 401, 30);
+        // The last event first: only what it carries is known.
+        t.observe(&fork_sh);
+        assert_eq!(Lineage::resolve(&t, &sh_child, |_| false).initiator(), None);
+        for e in [&exec_sh, &fork_child] {
+            t.observe(e);
+        }
+        // jamf itself is known once any event of it arrives.
+        t.observe(&ev(agent.clone(), EventKind::Exit { status: 0 }));
+        let l = Lineage::resolve(&t, &sh_child, |_| false);
+        assert_eq!(l.initiator().map(|h| h.pid), Some(300));
+    }
+
+    #[test]
     fn an_exec_bumps_pidversion_so_the_old_image_stays_distinct() {
         let mut t = ProcessTable::default();
         let zsh = proc(500, 7, 1, 1, "/bin/zsh", true);
