@@ -475,10 +475,16 @@ fn full_spool_evicts_oldest_and_counts() {
     assert_eq!(s.spool_depth + s.spool_evicted, 100);
     assert_eq!(s.written, 0);
     // Which ones went: the oldest. Back up, the receiver gets exactly the newest, in order.
+    // Every alert went through the spool (the first one failed, the rest queued behind it).
+    assert_eq!(s.spooled, 100, "{s:?}");
+    assert!(s.failures >= 1, "{s:?}");
     r.resume();
     out.finish(WAIT).unwrap();
-    assert_eq!(out.report().1[0].spool_depth, 0);
+    let after = out.report().1.remove(0);
+    assert_eq!(after.spool_depth, 0);
     let first_kept = s.spool_evicted;
+    // Written once each: the survivors, nothing more (a lost connection would resend).
+    assert_eq!(after.written, 100 - first_kept, "{after:?}");
     let lines = wait_seqs(&r, first_kept..100);
     let seqs: Vec<u64> = lines
         .iter()
