@@ -177,3 +177,27 @@ impl Spool {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_stops_exactly_at_the_cap_and_keeps_the_newest() {
+        let mut s = Spool::open(None, "siem", 300).unwrap();
+        let msg = |i: u8| vec![i; 100];
+        s.push_back(&[msg(1), msg(2), msg(3)]).unwrap();
+        // 300 bytes is the cap itself: nothing goes.
+        assert_eq!((s.depth(), s.evicted()), ((3, 300), 0));
+        assert!(!s.is_empty());
+        s.push_back(&[msg(4)]).unwrap();
+        // 400 > 300: the oldest one goes, and only it.
+        assert_eq!((s.depth(), s.evicted()), ((3, 300), 1));
+        let kept: Vec<u8> = s.peek(10).unwrap().iter().map(|(_, m)| m[0]).collect();
+        assert_eq!(kept, [2, 3, 4]);
+        let last = s.peek(10).unwrap().last().unwrap().0;
+        s.remove_through(last).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(s.depth(), (0, 0));
+    }
+}
