@@ -61,7 +61,6 @@ pub struct Transport {
     unconfirmed_bytes: usize,
     written: u64,
     pub truncated: u64,
-    pub connects: u64,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> TransportError {
@@ -184,7 +183,6 @@ impl Transport {
             unconfirmed_bytes: 0,
             written: 0,
             truncated: 0,
-            connects: 0,
         })
     }
 
@@ -194,7 +192,6 @@ impl Transport {
             .to_socket_addrs()
             .map_err(io_err(format!("resolve {addr}")))?
             .collect();
-        self.connects += 1;
         if self.spec.transport == SyslogTransport::Udp {
             let bind = if addrs.first().is_some_and(|a| a.is_ipv6()) {
                 "[::]:0"
