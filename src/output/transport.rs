@@ -245,8 +245,8 @@ impl Transport {
     }
 
     /// Frame a message for the stream transports (RFC 6587).
-    fn frame(&self, msg: &[u8]) -> Vec<u8> {
-        match self.spec.framing {
+    fn frame(framing: Framing, msg: &[u8]) -> Vec<u8> {
+        match framing {
             Framing::OctetCounting => {
                 let mut f = format!("{} ", msg.len()).into_bytes();
                 f.extend_from_slice(msg);
@@ -293,10 +293,7 @@ impl Transport {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }
-        let framed = match self.spec.transport {
-            SyslogTransport::Udp => Vec::new(),
-            _ => self.frame(msg),
-        };
+        let framing = self.spec.framing;
         let result = match self.conn.as_mut() {
             Some(Conn::Udp(s)) => {
                 let max = self.spec.max_datagram_bytes;
@@ -316,8 +313,10 @@ impl Transport {
             }
             Some(conn) => {
                 let res = match conn {
-                    Conn::Tcp(s) => s.write_all(&framed),
-                    Conn::Tls(s) => s.write_all(&framed).and_then(|_| s.flush()),
+                    Conn::Tcp(s) => s.write_all(&Self::frame(framing, msg)),
+                    Conn::Tls(s) => s
+                        .write_all(&Self::frame(framing, msg))
+                        .and_then(|_| s.flush()),
                     Conn::Udp(_) => Ok(()),
                 };
                 self.written += 1;
