@@ -52,13 +52,61 @@ impl Conn {
     }
 }
 
+/// A message too long for one datagram, cut on a UTF-8 boundary to fit `max` with a marker.
+fn truncate_datagram(msg: &[u8], max: usize) -> std::borrow::Cow<'_, [u8]> {
+    if msg.len() <= max {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut cut = max.saturating_sub(TRUNCATION_MARKER.len());
+    // Back over UTF-8 continuation bytes (10xxxxxx) to the start of the character.
+    while cut > 0 && (msg[cut] & 0xc0) == 0x80 {
+        cut -= 1;
+    }
+    let mut d = msg[..cut].to_vec();
+    d.extend_from_slice(TRUNCATION_MARKER);
+    std::borrow::Cow::Owned(d)
+}
+
+/// What was written on the current connection and may not have arrived, bounded in bytes (the
+/// oldest go first: a receiver that took that much without closing has them).
+struct ResendWindow {
+    messages: VecDeque<Vec<u8>>,
+    bytes: usize,
+    max: usize,
+}
+
+impl ResendWindow {
+    fn new(max: usize) -> ResendWindow {
+        ResendWindow {
+            messages: VecDeque::new(),
+            bytes: 0,
+            max,
+        }
+    }
+
+    fn push(&mut self, msg: &[u8]) {
+        self.bytes += msg.len();
+        self.messages.push_back(msg.to_vec());
+        while self.bytes > self.max {
+            let Some(m) = self.messages.pop_front() else {
+                break;
+            };
+            self.bytes -= m.len();
+        }
+    }
+
+    fn take(&mut self) -> Vec<Vec<u8>> {
+        self.bytes = 0;
+        self.messages.drain(..).collect()
+    }
+}
+
 pub struct Transport {
     spec: SyslogSpec,
     tls: Option<Arc<ClientConfig>>,
     conn: Option<Conn>,
     /// Messages written on the current connection, oldest first, for resending after a failure.
-    unconfirmed: VecDeque<Vec<u8>>,
-    unconfirmed_bytes: usize,
+    unconfirmed: ResendWindow,
     written: u64,
     pub truncated: u64,
 }
@@ -179,8 +227,7 @@ impl Transport {
             spec: spec.clone(),
             tls,
             conn: None,
-            unconfirmed: VecDeque::new(),
-            unconfirmed_bytes: 0,
+            unconfirmed: ResendWindow::new(RESEND_WINDOW),
             written: 0,
             truncated: 0,
         })
@@ -296,20 +343,11 @@ impl Transport {
         let framing = self.spec.framing;
         let result = match self.conn.as_mut() {
             Some(Conn::Udp(s)) => {
-                let max = self.spec.max_datagram_bytes;
-                if msg.len() > max {
+                let d = truncate_datagram(msg, self.spec.max_datagram_bytes);
+                if d.len() != msg.len() {
                     self.truncated += 1;
-                    let mut cut = max.saturating_sub(TRUNCATION_MARKER.len());
-                    // Cut on a UTF-8 boundary.
-                    while cut > 0 && (msg[cut] & 0xc0) == 0x80 {
-                        cut -= 1;
-                    }
-                    let mut d = msg[..cut].to_vec();
-                    d.extend_from_slice(TRUNCATION_MARKER);
-                    s.send(&d).map(|_| ())
-                } else {
-                    s.send(msg).map(|_| ())
                 }
+                s.send(&d).map(|_| ())
             }
             Some(conn) => {
                 let res = match conn {
@@ -336,19 +374,12 @@ impl Transport {
     }
 
     fn remember(&mut self, msg: &[u8]) {
-        self.unconfirmed_bytes += msg.len();
-        self.unconfirmed.push_back(msg.to_vec());
-        while self.unconfirmed_bytes > RESEND_WINDOW {
-            if let Some(m) = self.unconfirmed.pop_front() {
-                self.unconfirmed_bytes -= m.len();
-            }
-        }
+        self.unconfirmed.push(msg);
     }
 
     /// After a failure: the messages written on the dead connection, oldest first.
     pub fn take_unconfirmed(&mut self) -> Vec<Vec<u8>> {
-        self.unconfirmed_bytes = 0;
-        self.unconfirmed.drain(..).collect()
+        self.unconfirmed.take()
     }
 
     /// Check the connection is still alive (a receiver that went away is found before the next
@@ -378,5 +409,47 @@ impl Transport {
             s.conn.send_close_notify();
             let _ = s.conn.complete_io(&mut s.sock);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_cut_to_fit_on_a_character_boundary() {
+        let m = TRUNCATION_MARKER.len();
+        let exact = vec![b'a'; 100];
+        assert_eq!(&*truncate_datagram(&exact, 100), &exact[..]);
+        let over = vec![b'a'; 101];
+        let d = truncate_datagram(&over, 100);
+        assert_eq!(d.len(), 100);
+        assert!(d.ends_with(TRUNCATION_MARKER));
+        // "é" is two bytes; a cut that would split it backs up to before it.
+        let mut text = vec![b'a'; 100 - m - 1];
+        text.extend_from_slice("é".as_bytes());
+        text.extend_from_slice(&[b'b'; 50]);
+        let d = truncate_datagram(&text, 100);
+        assert_eq!(d.len(), 100 - 1);
+        assert!(std::str::from_utf8(&d).is_ok());
+        assert_eq!(&d[..d.len() - m], &text[..100 - m - 1]);
+    }
+
+    #[test]
+    fn the_resend_window_keeps_the_newest_within_its_bytes() {
+        let mut w = ResendWindow::new(300);
+        for i in 1..=3u8 {
+            w.push(&[i; 100]);
+        }
+        // Exactly at the bound: all kept.
+        assert_eq!(w.bytes, 300);
+        w.push(&[4; 100]);
+        assert_eq!(w.bytes, 300);
+        let kept: Vec<u8> = w.take().iter().map(|m| m[0]).collect();
+        assert_eq!(kept, [2, 3, 4]);
+        assert_eq!((w.bytes, w.take().len()), (0, 0));
+        // One message larger than the window is not kept at all.
+        w.push(&[9; 301]);
+        assert_eq!((w.bytes, w.take().len()), (0, 0));
     }
 }
