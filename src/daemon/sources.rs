@@ -16,10 +16,9 @@ use crate::detect::KextInterest;
 use crate::source::replay::{EventDecoder, Line, LineReader, MAX_LINE};
 
 /// The events eslogger is asked for: those detection uses.
-pub const ESLOGGER_EVENTS: [&str; 20] = [
+pub const ESLOGGER_EVENTS: [&str; 19] = [
     "exec",
     "fork",
-    "exit",
     "deleteextattr",
     "setflags",
     "setacl",

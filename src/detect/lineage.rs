@@ -1,7 +1,7 @@
 //! Process lineage: which program is really behind an action.
 //!
-//! A bounded table of process images keyed by audit token (pid, pidversion) is fed by exec, fork
-//! and exit events, and seeded from every decoded event's process and parent token, so a capture
+//! A bounded table of process images keyed by audit token (pid, pidversion) is fed by exec and
+//! fork events, and seeded from every decoded event's process and parent token, so a capture
 //! started mid-way still links what it can. An exec keeps the pid and bumps the pidversion, and the
 //! `process` of an exec event is the image before it: the new image's parent is the old one's.
 //!

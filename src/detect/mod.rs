@@ -72,7 +72,7 @@ impl Interest for KextInterest {
         self.roots.iter().any(|r| path::is_under(&n, r)) || path::kext_store(&n).is_some()
     }
 
-    /// Lineage: every exec (without arguments unless it is a tool), fork and exit.
+    /// Lineage: every exec (without arguments unless it is a tool) and fork.
     fn lifecycle_matters(&self) -> bool {
         true
     }

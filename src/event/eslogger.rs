@@ -77,8 +77,13 @@ pub trait Interest {
     fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool;
     /// Can a change to this path matter?
     fn path_matters(&self, path: &str) -> bool;
-    /// Are fork and exit events wanted?
+    /// Are every exec and fork wanted (process lineage)?
     fn lifecycle_matters(&self) -> bool {
+        false
+    }
+    /// Are exit events wanted? (Lineage keeps images after exit: a child's event may still name
+    /// its exited parent, so an exit tells it nothing.)
+    fn exits_matter(&self) -> bool {
         false
     }
 }
@@ -94,6 +99,9 @@ impl Interest for AllEvents {
         true
     }
     fn lifecycle_matters(&self) -> bool {
+        true
+    }
+    fn exits_matter(&self) -> bool {
         true
     }
 }
@@ -337,7 +345,7 @@ fn decode_kind(
                 child_pidversion: child.pidversion,
             })
         }
-        NOTIFY_EXIT if interest.lifecycle_matters() => {
+        NOTIFY_EXIT if interest.exits_matter() => {
             let w: Wrap<RawExit> = serde_json::from_str(body)?;
             Some(EventKind::Exit {
                 status: w.body.stat.unwrap_or(0),

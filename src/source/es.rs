@@ -49,12 +49,11 @@ pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 15] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETEXTATTR,
 ];
 
-/// Process lifecycle for lineage: every exec, fork and exit, so the process table knows each
-/// image. Its own client, without inverted muting (which would hide execs of other programs).
-pub const LIFECYCLE_SUBSCRIPTIONS: [es_event_type_t; 3] = [
+/// Process lifecycle for lineage: every exec and fork, so the process table knows each image
+/// (exits are not needed: images are kept after exit, bounded by the table). Its own client, without inverted muting (which would hide execs of other programs).
+pub const LIFECYCLE_SUBSCRIPTIONS: [es_event_type_t; 2] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXEC,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_FORK,
-    es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXIT,
 ];
 
 /// Kext events carry no target path, so path muting must not touch them: a second client, without
