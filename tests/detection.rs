@@ -1370,6 +1370,13 @@ fn metadata_changes_to_a_bundle_stage_it_and_are_named() {
             }),
         ),
         (
+            "extended attribute removed",
+            Box::new(|c: &mut Capture| {
+                let xattr = zsh.exec_into("/usr/bin/xattr", "com.apple.xattr");
+                c.deleteextattr(&xattr, b, "com.apple.FinderInfo");
+            }),
+        ),
+        (
             "file flags changed",
             Box::new(|c: &mut Capture| {
                 let chflags = zsh.exec_into("/usr/bin/chflags", "com.apple.chflags");
@@ -1430,10 +1437,13 @@ fn metadata_changes_to_a_bundle_stage_it_and_are_named() {
         c.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
         let alerts = run(&c.out);
         assert_eq!(rule(&alerts[0]), "KW-2001", "{verb}: {alerts:#?}");
-        assert!(
-            reasons(&alerts[0]).contains(verb),
-            "{verb}: {}",
-            reasons(&alerts[0])
+        let why = reasons(&alerts[0]);
+        assert!(why.contains(verb), "{verb}: {why}");
+        // Quarantine removal is named as such; another attribute is not called quarantine.
+        assert_eq!(
+            why.contains("quarantine removed"),
+            verb == "quarantine removed",
+            "{why}"
         );
         assert_eq!(rule(alerts.last().unwrap()), "KW-9001", "{verb}");
     }
