@@ -444,6 +444,23 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
     // The unsigned bundle is critical; the developer one's team is not allowlisted: high.
     assert_eq!(severities(&["--bundles-root", &root]), ["critical", "high"]);
 
+    // A load by path reads the bundle too: the Team ID verdict on the developer kext.
+    let mut load = Capture::new(9);
+    let sudo = cast::sudo();
+    load.exec(
+        &sudo,
+        &sudo.exec_into("/sbin/kextload", "com.apple.kextload"),
+        &["kextload", "/Library/Extensions/Developer.kext"],
+        "/",
+    );
+    let out = kextwatch(
+        &["replay", "-", "-q", "--bundles-root", &root],
+        Some(load.out.as_bytes()),
+    );
+    let alert: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(alert["severity"], "high", "{alert:#}");
+    assert_eq!(alert["kextwatch"]["kext"]["team_id"], "K3XW9TESTQ");
+
     // Allowlisting the team lowers the developer kext's staging below the default minimum.
     let cfg = dir.path().join("k.toml");
     std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"K3XW9TESTQ\"]\n").unwrap();

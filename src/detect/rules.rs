@@ -361,7 +361,7 @@ impl Rules<'_> {
                 }
                 Some(f)
             }
-            EventKind::Fork { .. } | EventKind::Exit { .. } => None,
+            // Fork and exit feed lineage only: `file_change` finds no path in them.
             _ => self.file_change(ev),
         }
     }
