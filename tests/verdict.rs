@@ -24,6 +24,7 @@ struct Mac {
     /// (path on the Mac, bundle read from this path)
     bundles: Vec<(String, PathBuf)>,
     policy: Option<kextpolicy::Snapshot>,
+    tampered: Vec<String>,
     _dir: tempfile::TempDir,
     db: PathBuf,
 }
@@ -35,6 +36,7 @@ impl Mac {
             config: Config::default_config(),
             bundles: Vec::new(),
             policy: None,
+            tampered: Vec::new(),
             db: dir.path().join("KextPolicy"),
             _dir: dir,
         }
@@ -48,6 +50,13 @@ impl Mac {
     fn bundle(mut self, mac_path: &str, fixture_name: &str) -> Mac {
         self.bundles.push((mac_path.into(), fixture(fixture_name)));
         self
+    }
+
+    /// A bundle whose signature Security.framework rejected (what macOS reports for code
+    /// changed after signing; `read_identity` cannot tell off a Mac).
+    fn tampered(mut self, mac_path: &str, fixture_name: &str) -> Mac {
+        self.tampered.push(mac_path.to_string());
+        self.bundle(mac_path, fixture_name)
     }
 
     /// A KextPolicy with the realistic rows, plus whatever `more` writes.
@@ -67,7 +76,12 @@ impl Mac {
             engine.set_kext_policy(p);
         }
         for (mac_path, real) in &self.bundles {
-            engine.set_bundle_identity(mac_path, &kextwatch::signing::read_identity(real));
+            let mut id = kextwatch::signing::read_identity(real);
+            if self.tampered.contains(mac_path) {
+                // errSecCSSignatureFailed
+                id.validity = kextwatch::signing::Validity::Invalid(-67061);
+            }
+            engine.set_bundle_identity(mac_path, &id);
         }
         let mut out = Vec::new();
         for line in capture.out.lines() {
@@ -333,4 +347,30 @@ fn a_tool_load_gets_the_same_verdict_as_the_load_event() {
         why.contains("who signed /Library/Extensions/Other.kext is unknown"),
         "{why}"
     );
+}
+
+#[test]
+fn a_trojanized_allowlisted_bundle_is_critical_on_staging_and_load() {
+    // The allowlisted, approved developer kext, but its code no longer matches its signature.
+    let mac = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .tampered("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|c| fx::approve(c, DEVELOPER_TEAM, DEVELOPER_ID, "Example", true));
+    let alerts = mac.alerts(&load_event(DEVELOPER_ID));
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "critical");
+    assert!(
+        why.contains("does not verify (Security.framework status -67061): its code was changed after signing"),
+        "{why}"
+    );
+    // Writing into it is critical at once, before any load.
+    let mut c = Capture::new(9);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.write(
+        &cp,
+        "/Library/Extensions/Developer.kext/Contents/MacOS/Developer",
+    );
+    let alerts = mac.alerts(&c);
+    let (rule, severity, _) = only(&alerts);
+    assert_eq!((rule, severity), ("KW-2001", "critical"));
 }

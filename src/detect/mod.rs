@@ -182,6 +182,10 @@ impl Engine {
                 signature: id.signature,
                 team_id: id.team_id.clone(),
                 bundle_id: id.bundle_id.clone(),
+                rejected: match id.validity {
+                    crate::signing::Validity::Invalid(status) => Some(status),
+                    _ => None,
+                },
             },
         );
     }
@@ -291,6 +295,7 @@ impl Engine {
             .follow(&mut finding, time_ns, &evidence, |bundle| {
                 let b = bundles.get(&rules::bundle_key(bundle))?;
                 let allowlisted_signature = b.signature == crate::signing::Signature::Developer
+                    && b.rejected.is_none()
                     && allowlist
                         .kext_trust(b.team_id.as_deref(), b.bundle_id.as_deref().unwrap_or(""))
                         == crate::config::KextTrust::Allowlisted;

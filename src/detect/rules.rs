@@ -228,6 +228,9 @@ pub struct BundleFacts {
     pub signature: Signature,
     pub team_id: Option<String>,
     pub bundle_id: Option<String>,
+    /// Security.framework rejected the signature (the OSStatus): the code was changed after
+    /// signing. Only known on macOS; `None` elsewhere or when it verified.
+    pub rejected: Option<i32>,
 }
 
 /// The key a bundle path is known by: normalised, ASCII lower-case (APFS ignores case).
@@ -514,6 +517,17 @@ impl Rules<'_> {
                 Severity::Critical,
                 format!("kext bundle {path} claims the Apple bundle id {id} outside /System"),
             );
+        }
+        if let Some(status) = b.rejected {
+            f.trusted = false;
+            f.floor(
+                Severity::Critical,
+                format!(
+                    "the signature of the kext bundle {path} does not verify (Security.framework status {status}): its code was changed after signing"
+                ),
+            );
+            // Whoever signed it once no longer stands behind this code: no allowlist lowering.
+            return;
         }
         match (b.signature, &b.team_id) {
             (s, _) if s.lacks_identity() => {

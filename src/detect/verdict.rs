@@ -6,6 +6,7 @@
 //! | What is known                                            | Severity at least |
 //! |----------------------------------------------------------|-------------------|
 //! | unsigned, ad-hoc or broken signature; recorded unsigned  | critical          |
+//! | signature that does not verify (code changed, macOS)     | critical          |
 //! | `com.apple.*` id with a Team ID, or from outside /System | critical          |
 //! | team on disk differs from the team KextPolicy recorded   | critical          |
 //! | Team ID not allowlisted                                  | high              |
@@ -92,6 +93,16 @@ impl Rules<'_> {
                 format!(
                     "kext bundle {p} is {} (no developer identity)",
                     b.signature.as_str()
+                ),
+            );
+            return Verdict::Untrusted;
+        }
+        // Signed, but the code no longer matches its signature: modified after signing.
+        if let Some((p, status)) = disk.and_then(|(p, b)| b.rejected.map(|s| (p, s))) {
+            f.floor(
+                Severity::Critical,
+                format!(
+                    "the signature of the kext bundle {p} does not verify (Security.framework status {status}): its code was changed after signing"
                 ),
             );
             return Verdict::Untrusted;
