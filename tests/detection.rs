@@ -1577,3 +1577,89 @@ fn alerts_describe_the_code_signature_of_the_actor() {
     assert_eq!(sig(&alerts[1])["platform_binary"], true);
     assert_eq!(sig(&alerts[1])["signing_id"], "com.apple.cp");
 }
+
+#[test]
+fn an_unload_from_a_terminal_is_raised_only_for_kexts_the_allowlist_does_not_name() {
+    let unload = |id: &str| {
+        let mut c = Capture::new(8);
+        sudo_exec(
+            &mut c,
+            "/sbin/kextunload",
+            "com.apple.kextunload",
+            &["kextunload", "-b", id],
+        );
+        let alerts = run_min(&c.out, "info");
+        (severity(&alerts[0]).to_string(), reasons(&alerts[0]))
+    };
+    // Untrusted initiator and terminal: medium; a kext nobody allowlisted: one step more.
+    let (sev, why) = unload("com.unknown.driver");
+    assert_eq!(sev, "high", "{why}");
+    assert!(
+        why.contains("kext com.unknown.driver is not in the allowlist"),
+        "{why}"
+    );
+    for listed in ["org.virtualbox.kext.VBoxDrv", "com.apple.driver.AppleHV"] {
+        let (sev, why) = unload(listed);
+        assert_eq!(sev, "medium", "{listed}: {why}");
+        assert!(!why.contains("is not in the allowlist"), "{why}");
+    }
+    // The allowlisted manager unloading an unknown kext is not raised for it either.
+    let mut c = Capture::new(8);
+    let jamf = cast::jamf();
+    c.exec(
+        &jamf,
+        &jamf.exec_into("/sbin/kextunload", "com.apple.kextunload"),
+        &["kextunload", "-b", "com.unknown.driver"],
+        "/",
+    );
+    let alerts = run_min(&c.out, "info");
+    assert_eq!(severity(&alerts[0]), "info", "{}", reasons(&alerts[0]));
+}
+
+#[test]
+fn the_allowlisted_manager_lowers_each_policy_change_exactly_one_step() {
+    let severity_of = |by_jamf: bool, exe: &str, sid: &str, args: &[&str]| {
+        let mut c = Capture::new(8);
+        if by_jamf {
+            let jamf = cast::jamf();
+            c.exec(&jamf, &jamf.exec_into(exe, sid), args, "/");
+        } else {
+            sudo_exec(&mut c, exe, sid, args);
+        }
+        let alerts = run_min(&c.out, "info");
+        severity(&alerts[0]).to_string()
+    };
+    for (exe, sid, args, from_terminal, from_jamf) in [
+        // Consent for a team nobody allowlisted.
+        (
+            "/usr/sbin/spctl",
+            "com.apple.spctl",
+            &["spctl", "kext-consent", "add", "ABCDE12345"][..],
+            "high",
+            "medium",
+        ),
+        // A partial weakening.
+        (
+            "/usr/bin/csrutil",
+            "com.apple.csrutil",
+            &["csrutil", "clear"][..],
+            "medium",
+            "low",
+        ),
+        // Restoring: info either way, never lowered below what it is.
+        (
+            "/usr/sbin/nvram",
+            "com.apple.nvram",
+            &["nvram", "-d", "boot-args"][..],
+            "info",
+            "info",
+        ),
+    ] {
+        assert_eq!(
+            severity_of(false, exe, sid, args),
+            from_terminal,
+            "{args:?}"
+        );
+        assert_eq!(severity_of(true, exe, sid, args), from_jamf, "{args:?}");
+    }
+}

@@ -45,6 +45,16 @@ impl Severity {
             Severity::High | Severity::Critical => Severity::Critical,
         }
     }
+
+    /// One step less severe, saturating at info.
+    pub fn lowered(self) -> Severity {
+        match self {
+            Severity::Info | Severity::Low => Severity::Info,
+            Severity::Medium => Severity::Low,
+            Severity::High => Severity::Medium,
+            Severity::Critical => Severity::High,
+        }
+    }
 }
 
 impl std::str::FromStr for Severity {
@@ -326,4 +336,19 @@ pub struct Folded {
     pub count: u64,
     pub first: String,
     pub last: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_step_one_level_and_saturate() {
+        use Severity::*;
+        let all = [Info, Low, Medium, High, Critical];
+        let up: Vec<Severity> = all.iter().map(|s| s.raised()).collect();
+        let down: Vec<Severity> = all.iter().map(|s| s.lowered()).collect();
+        assert_eq!(up, [Low, Medium, High, Critical, Critical]);
+        assert_eq!(down, [Info, Info, Low, Medium, High]);
+    }
 }

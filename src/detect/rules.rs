@@ -544,12 +544,7 @@ impl Rules<'_> {
                 let bundle_id = b.bundle_id.as_deref().unwrap_or("");
                 if self.config.allowlist.kext_trust(Some(team), bundle_id) == KextTrust::Allowlisted
                 {
-                    f.severity = match f.severity {
-                        Severity::Critical => Severity::High,
-                        Severity::High => Severity::Medium,
-                        Severity::Medium => Severity::Low,
-                        _ => Severity::Info,
-                    };
+                    f.severity = f.severity.lowered();
                     f.reasons.push(format!(
                         "kext bundle {path} is signed by allowlisted team {team}"
                     ));
@@ -735,12 +730,8 @@ impl Rules<'_> {
         // The weakening itself sets severity; who ran it is stated, not added.
         match self.initiator_context(&mut f, &ev.process, Raise::Nothing) {
             Actor::Allowlisted if f.severity > Severity::Low => {
-                // Trusted managers do change policy; keep it visible, one step lower.
-                f.severity = match f.severity {
-                    Severity::Critical => Severity::High,
-                    Severity::High => Severity::Medium,
-                    _ => Severity::Low,
-                };
+                // Trusted managers do change policy; keep it visible (never below low), one step lower.
+                f.severity = f.severity.lowered();
             }
             _ => {}
         }
