@@ -125,42 +125,55 @@ impl ProcessTable {
         self.nodes.put(key, node);
     }
 
-    fn remember(&mut self, p: &Process) {
+    /// Remember the image `p`, whose parent is `parent` when `p` does not name one. A token names
+    /// one image for its whole life (an exec bumps the pidversion), so the same image seen again is
+    /// only marked recent and, if its parent was unknown, told it: no allocation per event. A
+    /// different image under a known token (a capture that breaks the rule) replaces it.
+    fn remember(&mut self, p: &Process, parent: Option<Token>) {
+        let key = token(p);
+        let parent = parent_token(p).or(parent);
+        if let Some(known) = self.nodes.get_mut(&key) {
+            if *known.hop.executable == *p.executable
+                && known.hop.signing_id.as_deref() == p.signing_id.as_deref()
+            {
+                known.parent = parent.or(known.parent);
+                return;
+            }
+        }
         let node = Node {
             hop: Hop::of(p),
-            parent: parent_token(p),
+            parent,
             responsible: responsible_token(p),
         };
-        self.insert(token(p), node);
+        self.insert(key, node);
     }
 
     /// Learn from one event: its process, and the image an exec or fork creates.
     pub fn observe(&mut self, ev: &Event) {
-        self.remember(&ev.process);
+        self.remember(&ev.process, None);
         match &ev.kind {
-            EventKind::Exec(exec) => {
-                let mut target = exec.target.clone();
-                // The new image's parent is the old image's parent (eslogger and ES say so too,
-                // but a minimal process object may lack the token).
-                if target.parent_pidversion.is_none() {
-                    target.ppid = ev.process.ppid;
-                    target.parent_pidversion = ev.process.parent_pidversion;
-                }
-                self.remember(&target);
-            }
+            // The new image's parent is the old image's parent (eslogger and ES say so too, but a
+            // minimal process object may lack the token).
+            EventKind::Exec(exec) => self.remember(&exec.target, parent_token(&ev.process)),
             EventKind::Fork {
                 child_pid,
                 child_pidversion,
             } => {
+                let key = (*child_pid, *child_pidversion);
+                // The child is an image of the parent: share its strings.
+                let hop = match self.nodes.peek(&token(&ev.process)) {
+                    Some(parent) => parent.hop.clone(),
+                    None => Hop::of(&ev.process),
+                };
                 let node = Node {
                     hop: Hop {
                         pid: *child_pid,
-                        ..Hop::of(&ev.process)
+                        ..hop
                     },
                     parent: Some(token(&ev.process)),
                     responsible: responsible_token(&ev.process),
                 };
-                self.insert((*child_pid, *child_pidversion), node);
+                self.insert(key, node);
             }
             // Kept after exit: a child's event may still name it as parent. The bound evicts it.
             _ => {}
