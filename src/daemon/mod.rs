@@ -231,9 +231,15 @@ fn detection(
     engine.restore_staged_bundles(remembered);
     // Saved when it changed, at most once a second: a forced restart loses at most that second.
     let mut next_staged_save = Instant::now();
+    let mut saved_generation = engine.staged_generation();
     let mut save_staged = |engine: &Engine| {
-        if let Err(e) = staged.save_if_changed(engine.staged_bundles()) {
-            tracing::warn!(error = %e, "staged-bundle memory not saved");
+        // Exported (a copy of every staging) only when something changed since the last save.
+        if engine.staged_generation() == saved_generation {
+            return;
+        }
+        match staged.save_if_changed(engine.staged_bundles()) {
+            Ok(_) => saved_generation = engine.staged_generation(),
+            Err(e) => tracing::warn!(error = %e, "staged-bundle memory not saved"),
         }
     };
     let mut enricher = BundleEnricher::new(Path::new("/")).ok();

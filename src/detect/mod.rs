@@ -335,6 +335,11 @@ impl Engine {
         self.staged.export()
     }
 
+    /// Changes to the staged-bundle memory so far: persist it only when this moved.
+    pub fn staged_generation(&self) -> u64 {
+        self.staged.generation
+    }
+
     /// Remember stagings a previous run of this boot persisted.
     pub fn restore_staged_bundles(&mut self, stagings: Vec<staged::Staging>) {
         self.staged.restore(stagings);

@@ -89,6 +89,8 @@ pub struct StagedMemory {
     bundles: LruCache<String, Staging>,
     /// Stagings forgotten to stay within the bound.
     pub forgotten: u64,
+    /// Bumped by every change, so a persister saves only when something changed.
+    pub generation: u64,
 }
 
 impl Default for StagedMemory {
@@ -110,6 +112,7 @@ impl StagedMemory {
         StagedMemory {
             bundles: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
             forgotten: 0,
+            generation: 0,
         }
     }
 
@@ -141,6 +144,7 @@ impl StagedMemory {
             self.forgotten += 1;
         }
         self.bundles.put(key, s);
+        self.generation += 1;
     }
 
     /// Escalate `f` with a remembered staging it acts on, then remember or forget what `f` does.
@@ -159,7 +163,8 @@ impl StagedMemory {
                 self.remember(&bundle, now, evidence)
             }
             Some(Activity::Removed { bundle }) => {
-                self.bundles.pop(&bundle.to_ascii_lowercase());
+                let removed = self.bundles.pop(&bundle.to_ascii_lowercase()).is_some();
+                self.generation += u64::from(removed);
             }
             Some(Activity::Load { paths, bundle_ids }) => {
                 let hit = self
@@ -177,6 +182,7 @@ impl StagedMemory {
                 let Some((key, s)) = hit else { return };
                 // Loaded: remembered no longer (a new staging starts over).
                 self.bundles.pop(&key);
+                self.generation += 1;
                 // A trusted load stays trusted only if its trust came from reading the bundle
                 // as it is now (an allowlisted team in its signature), not from a record of it.
                 let verified = read_back(&s.bundle).is_some_and(|r| r.allowlisted_signature);
@@ -255,6 +261,7 @@ impl StagedMemory {
         if let Some(s) = self.bundles.get_mut(&key) {
             s.last_ns = s.last_ns.max(now);
             s.changes += 1;
+            self.generation += 1;
             return;
         }
         self.put(Staging {
