@@ -13,7 +13,9 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use super::path::is_under;
-use super::rules::{Activity, Finding, STAGED_THEN_APPROVED, STAGED_THEN_LOADED};
+use super::rules::{
+    bundle_key, Activity, Finding, RuleDef, STAGED_THEN_APPROVED, STAGED_THEN_LOADED,
+};
 use crate::alert::{Evidence, Severity};
 
 /// Bundles remembered at most.
@@ -55,6 +57,14 @@ impl Staging {
             global_seq_num: None,
         }
     }
+}
+
+/// A remembered staging makes `f` untrusted and at least high, with `reason` and its evidence.
+fn tell(f: &mut Finding, s: &Staging, reason: String) {
+    f.trusted = false;
+    f.severity = f.severity.max(Severity::High);
+    f.reasons.push(reason);
+    f.related.push(s.evidence());
 }
 
 /// What was last read from a remembered bundle on disk.
@@ -139,7 +149,7 @@ impl StagedMemory {
     }
 
     fn put(&mut self, s: Staging) {
-        let key = s.bundle.to_ascii_lowercase();
+        let key = bundle_key(&s.bundle);
         if !self.bundles.contains(&key) && self.bundles.len() == self.bundles.cap().get() {
             self.forgotten += 1;
         }
@@ -163,7 +173,7 @@ impl StagedMemory {
                 self.remember(&bundle, now, evidence)
             }
             Some(Activity::Removed { bundle }) => {
-                let removed = self.bundles.pop(&bundle.to_ascii_lowercase()).is_some();
+                let removed = self.bundles.pop(&bundle_key(&bundle)).is_some();
                 self.generation += u64::from(removed);
             }
             Some(Activity::Load { paths, bundle_ids }) => {
@@ -173,7 +183,7 @@ impl StagedMemory {
                     // A staging stamped after the load cannot explain it.
                     .filter(|(_, s)| s.first_ns <= now)
                     .find(|(key, s)| {
-                        paths.iter().any(|p| is_under(&p.to_ascii_lowercase(), key))
+                        paths.iter().any(|p| is_under(p, key))
                             || read_back(&s.bundle)
                                 .and_then(|r| r.bundle_id)
                                 .is_some_and(|id| bundle_ids.contains(&id))
@@ -189,7 +199,7 @@ impl StagedMemory {
                 if recent || (f.trusted && verified) {
                     return;
                 }
-                self.escalate(f, &s, now, STAGED_THEN_LOADED, "was staged");
+                self.escalate(f, &s, now, STAGED_THEN_LOADED);
             }
             Some(Activity::Approval) if !recent => {
                 // The approval names a bundle id: the staging whose bundle says that id.
@@ -203,20 +213,18 @@ impl StagedMemory {
                     .find(|s| read_back(&s.bundle).and_then(|r| r.bundle_id) == Some(id.clone()))
                     .cloned();
                 if let Some(s) = staged {
-                    self.escalate(f, &s, now, STAGED_THEN_APPROVED, "was staged");
+                    self.escalate(f, &s, now, STAGED_THEN_APPROVED);
                 }
             }
             Some(Activity::Rebuild) => {
                 if let Some(s) = self.latest() {
-                    f.trusted = false;
-                    f.severity = f.severity.max(Severity::High);
-                    f.reasons.push(format!(
+                    let reason = format!(
                         "the rebuilt collection can include {}, staged by {} {} earlier and not loaded since",
                         s.bundle,
                         s.evidence().actor(),
                         hours(now.saturating_sub(s.first_ns))
-                    ));
-                    f.related.push(s.evidence());
+                    );
+                    tell(f, &s, reason);
                 }
             }
             _ => {}
@@ -230,35 +238,25 @@ impl StagedMemory {
             .map(|(_, s)| s.clone())
     }
 
-    fn escalate(
-        &self,
-        f: &mut Finding,
-        s: &Staging,
-        now: i64,
-        rule: super::rules::RuleDef,
-        verb: &str,
-    ) {
+    fn escalate(&self, f: &mut Finding, s: &Staging, now: i64, rule: RuleDef) {
         // A correlation rule already set (after weakening: critical) is stronger: keep it, and add
         // the staging to its story.
         if !f.rule.id.starts_with("KW-900") {
             f.rule = rule;
         }
-        f.trusted = false;
-        f.severity = f.severity.max(Severity::High);
-        f.reasons.push(format!(
-            "{} {verb} by {} {} earlier ({} change{} since), beyond the correlation window",
+        let reason = format!(
+            "{} was staged by {} {} earlier ({} change{} since), beyond the correlation window",
             s.bundle,
             s.evidence().actor(),
             hours(now.saturating_sub(s.first_ns)),
             s.changes,
             if s.changes == 1 { "" } else { "s" }
-        ));
-        f.related.push(s.evidence());
+        );
+        tell(f, s, reason);
     }
 
     fn remember(&mut self, bundle: &str, now: i64, e: &Evidence) {
-        let key = bundle.to_ascii_lowercase();
-        if let Some(s) = self.bundles.get_mut(&key) {
+        if let Some(s) = self.bundles.get_mut(&bundle_key(bundle)) {
             s.last_ns = s.last_ns.max(now);
             s.changes += 1;
             self.generation += 1;
