@@ -215,9 +215,17 @@ fn decode_kind(
                 .ok_or(DecodeError::Missing("create.destination"))?;
             path_kind(path, &|path| EventKind::Create { path })
         }
-        NOTIFY_WRITE => {
+        NOTIFY_WRITE | NOTIFY_UNLINK | NOTIFY_SETACL | NOTIFY_UTIMES | NOTIFY_TRUNCATE => {
+            // Events whose body is only the file they touched.
             let w: Wrap<RawTarget> = serde_json::from_str(body)?;
-            path_kind(w.body.target.path, &|path| EventKind::Write { path })
+            let make: fn(String) -> EventKind = match ty {
+                NOTIFY_WRITE => |path| EventKind::Write { path },
+                NOTIFY_UNLINK => |path| EventKind::Unlink { path },
+                NOTIFY_SETACL => |path| EventKind::SetAcl { path },
+                NOTIFY_UTIMES => |path| EventKind::Utimes { path },
+                _ => |path| EventKind::Truncate { path },
+            };
+            path_kind(w.body.target.path, &make)
         }
         NOTIFY_CLOSE => {
             let w: Wrap<RawClose> = serde_json::from_str(body)?;
@@ -226,10 +234,6 @@ fn decode_kind(
                 path,
                 modified,
             })
-        }
-        NOTIFY_UNLINK => {
-            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
-            path_kind(w.body.target.path, &|path| EventKind::Unlink { path })
         }
         NOTIFY_SETMODE => {
             let w: Wrap<RawSetMode> = serde_json::from_str(body)?;
@@ -251,12 +255,16 @@ fn decode_kind(
                 gid,
             })
         }
-        NOTIFY_SETEXTATTR => {
+        NOTIFY_SETEXTATTR | NOTIFY_DELETEEXTATTR => {
             let w: Wrap<RawSetExtattr> = serde_json::from_str(body)?;
             let name = w.body.extattr.map(Cow::into_owned).unwrap_or_default();
-            path_kind(w.body.target.path, &|path| EventKind::SetExtattr {
-                path,
-                name: name.clone(),
+            path_kind(w.body.target.path, &|path| {
+                let name = name.clone();
+                if ty == NOTIFY_SETEXTATTR {
+                    EventKind::SetExtattr { path, name }
+                } else {
+                    EventKind::DeleteExtattr { path, name }
+                }
             })
         }
         NOTIFY_RENAME => {
@@ -273,14 +281,6 @@ fn decode_kind(
                 }
             })
         }
-        NOTIFY_DELETEEXTATTR => {
-            let w: Wrap<RawSetExtattr> = serde_json::from_str(body)?;
-            let name = w.body.extattr.map(Cow::into_owned).unwrap_or_default();
-            path_kind(w.body.target.path, &|path| EventKind::DeleteExtattr {
-                path,
-                name: name.clone(),
-            })
-        }
         NOTIFY_SETFLAGS => {
             let w: Wrap<RawSetFlags> = serde_json::from_str(body)?;
             let flags = w.body.flags.unwrap_or(0);
@@ -288,18 +288,6 @@ fn decode_kind(
                 path,
                 flags,
             })
-        }
-        NOTIFY_SETACL => {
-            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
-            path_kind(w.body.target.path, &|path| EventKind::SetAcl { path })
-        }
-        NOTIFY_UTIMES => {
-            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
-            path_kind(w.body.target.path, &|path| EventKind::Utimes { path })
-        }
-        NOTIFY_TRUNCATE => {
-            let w: Wrap<RawTarget> = serde_json::from_str(body)?;
-            path_kind(w.body.target.path, &|path| EventKind::Truncate { path })
         }
         NOTIFY_LINK | NOTIFY_CLONE => {
             let w: Wrap<RawLinkOrClone> = serde_json::from_str(body)?;

@@ -131,6 +131,19 @@ fn process(p: &endpoint_sec::Process<'_>) -> Process {
     }
 }
 
+/// A link or clone of `source` as `dir/name`: (source, destination) when either side matters.
+fn copy_in(
+    interest: &dyn Interest,
+    source: &endpoint_sec::File<'_>,
+    dir: &OsStr,
+    name: &OsStr,
+) -> Option<(String, String)> {
+    let destination = join(dir, name);
+    let source = lossy(source.path());
+    (interest.path_matters(&destination) || interest.path_matters(&source))
+        .then_some((source, destination))
+}
+
 fn join(dir: &OsStr, name: &OsStr) -> String {
     format!("{}/{}", lossy(dir).trim_end_matches('/'), lossy(name))
 }
@@ -253,22 +266,24 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
             path: wanted(e.target().path())?,
         },
         EsEvent::NotifyLink(e) => {
-            let destination = join(e.target_dir().path(), e.target_filename());
-            let source = lossy(e.source().path());
-            if !interest.path_matters(&destination) && !interest.path_matters(&source) {
-                return None;
-            }
+            let (source, destination) = copy_in(
+                interest,
+                &e.source(),
+                e.target_dir().path(),
+                e.target_filename(),
+            )?;
             EventKind::Link {
                 source,
                 destination,
             }
         }
         EsEvent::NotifyClone(e) => {
-            let destination = join(e.target_dir().path(), e.target_name());
-            let source = lossy(e.source().path());
-            if !interest.path_matters(&destination) && !interest.path_matters(&source) {
-                return None;
-            }
+            let (source, destination) = copy_in(
+                interest,
+                &e.source(),
+                e.target_dir().path(),
+                e.target_name(),
+            )?;
             EventKind::Clone {
                 source,
                 destination,
