@@ -78,7 +78,6 @@ impl Correlator {
         if f.trusted {
             return;
         }
-        let in_window = |s: &Signal| s.time_ns <= now && now - s.time_ns <= self.window_ns;
         let how_close = |s: &Signal| {
             let secs = (now - s.time_ns) / 1_000_000_000;
             // Session 0 (or a missing one) is no login session: nothing in common to report.
@@ -107,7 +106,7 @@ impl Correlator {
                 .signals
                 .iter()
                 .rev()
-                .filter(|s| in_window(s))
+                .filter(|s| self.in_window(s, now))
                 .filter_map(|s| match &s.kind {
                     SignalKind::Staged { bundle } => Some((s, bundle)),
                     _ => None,
@@ -136,18 +135,12 @@ impl Correlator {
 
         // A load event that no tool explains (no paths: the kernel's record of an API load) and no
         // staging explains: unsigned code that just ran as root is the likely loader.
-        if let (Some(Activity::Load { paths, .. }), false) =
-            (&f.activity, f.rule == STAGED_THEN_LOADED)
-        {
+        if let (Some(Activity::Load { paths, .. }), false) = (&f.activity, f.staging_correlated) {
             let root = paths.is_empty().then(|| {
-                self.signals
-                    .iter()
-                    .rev()
-                    .filter(|s| in_window(s))
-                    .find_map(|s| match &s.kind {
-                        SignalKind::UnsignedRoot { executable } => Some((s, executable)),
-                        _ => None,
-                    })
+                self.latest_in_window(now, |k| match k {
+                    SignalKind::UnsignedRoot { executable } => Some(executable),
+                    _ => None,
+                })
             });
             if let Some(Some((s, exe))) = root {
                 f.rule = KEXT_AFTER_UNSIGNED_ROOT;
@@ -161,15 +154,10 @@ impl Correlator {
         }
 
         if f.activity.is_some() {
-            let weakened =
-                self.signals
-                    .iter()
-                    .rev()
-                    .filter(|s| in_window(s))
-                    .find_map(|s| match &s.kind {
-                        SignalKind::Weakened { what } => Some((s, what)),
-                        _ => None,
-                    });
+            let weakened = self.latest_in_window(now, |k| match k {
+                SignalKind::Weakened { what } => Some(what),
+                _ => None,
+            });
             if let Some((s, what)) = weakened {
                 f.rule = KEXT_AFTER_WEAKENING;
                 f.severity = Severity::Critical;
@@ -197,6 +185,24 @@ impl Correlator {
                 evidence: evidence.clone(),
             });
         }
+    }
+
+    /// Raised at or before `now`, and no more than the window before it.
+    fn in_window(&self, s: &Signal, now: i64) -> bool {
+        s.time_ns <= now && now - s.time_ns <= self.window_ns
+    }
+
+    /// The most recent signal inside the window before `now` that `pick` accepts.
+    fn latest_in_window<'s, T>(
+        &'s self,
+        now: i64,
+        pick: impl Fn(&'s SignalKind) -> Option<T>,
+    ) -> Option<(&'s Signal, T)> {
+        self.signals
+            .iter()
+            .rev()
+            .filter(|s| self.in_window(s, now))
+            .find_map(|s| pick(&s.kind).map(|t| (s, t)))
     }
 
     /// Unsigned or ad-hoc code was started as root (an exec event).
