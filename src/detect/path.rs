@@ -126,17 +126,20 @@ pub const KEXT_STORES: [KextStore; 3] = [
 
 /// The store a (normalised) path belongs to. `/var` is matched as `/private/var`, its real path.
 pub fn kext_store(path: &str) -> Option<&'static KextStore> {
-    let real: Cow<str> = match path.get(..5) {
-        Some(p) if p.eq_ignore_ascii_case("/var/") => Cow::Owned(format!("/private{path}")),
-        _ => Cow::Borrowed(path),
+    // Compared without the `/private` of `/private/var`, so the `/var` symlink matches too. No
+    // allocation: this runs for every file event the decoder sees.
+    let strip = |p: &'static str| p.strip_prefix("/private").unwrap_or(p);
+    let path = match path.get(..13) {
+        Some(p) if p.eq_ignore_ascii_case("/private/var/") => &path[8..],
+        _ => path,
     };
     KEXT_STORES.iter().find(|s| {
-        is_under(&real, s.path)
-            || ["-wal", "-shm", "-journal"].iter().any(|x| {
-                real.len() == s.path.len() + x.len()
-                    && starts_with_ignore_case(&real, s.path)
-                    && real[s.path.len()..].eq_ignore_ascii_case(x)
-            })
+        let store = strip(s.path);
+        is_under(path, store)
+            || (starts_with_ignore_case(path, store)
+                && ["-wal", "-shm", "-journal"]
+                    .iter()
+                    .any(|x| path.as_bytes()[store.len()..].eq_ignore_ascii_case(x.as_bytes())))
     })
 }
 
