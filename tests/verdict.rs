@@ -8,7 +8,7 @@ use kextwatch::detect::Engine;
 use kextwatch::kextpolicy;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use support::eslogger::{cast, Capture};
+use support::eslogger::{cast, Capture, Proc};
 use support::kextpolicy as fx;
 
 const DEVELOPER_TEAM: &str = "K3XW9TESTQ";
@@ -373,4 +373,78 @@ fn a_trojanized_allowlisted_bundle_is_critical_on_staging_and_load() {
     let alerts = mac.alerts(&c);
     let (rule, severity, _) = only(&alerts);
     assert_eq!((rule, severity), ("KW-2001", "critical"));
+}
+
+#[test]
+fn a_load_by_anything_but_the_kext_daemon_is_raised_whatever_the_verdict() {
+    let loader = || {
+        let mut c = Capture::new(9);
+        c.kextload(
+            &Proc::adhoc(6000, 1, "/Users/alice/.local/loader"),
+            DEVELOPER_ID,
+        );
+        c
+    };
+    // Allowlisted and approved: info when kernelmanagerd loads it, one step up otherwise.
+    let allowlisted = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(|c| fx::approve(c, DEVELOPER_TEAM, DEVELOPER_ID, "Example", true));
+    let alerts1 = allowlisted.alerts(&load_event(DEVELOPER_ID));
+    let (_, severity, why) = only(&alerts1);
+    assert_eq!(severity, "info", "{why}");
+    let alerts2 = allowlisted.alerts(&loader());
+    let (rule, severity, why) = only(&alerts2);
+    assert_eq!((rule, severity), ("KW-3001", "low"), "{why}");
+    assert!(
+        why.contains("loaded by /Users/alice/.local/loader (")
+            && why.contains("not by the system kext daemon"),
+        "{why}"
+    );
+    // An unlisted team is high already; an odd loader makes it critical.
+    let unlisted = Mac::new().bundle("/Library/Extensions/Developer.kext", "Developer");
+    let alerts3 = unlisted.alerts(&loader());
+    let (_, severity, why) = only(&alerts3);
+    assert_eq!(severity, "critical", "{why}");
+}
+
+#[test]
+fn an_allowlisted_vendor_bundle_is_quieter_when_an_admin_stages_it_but_not_when_a_dropper_does() {
+    let mac = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer");
+    // An admin copies it in from a terminal: medium for an interactive copy, lowered to low.
+    let mut c = Capture::new(9);
+    let cp = cast::sudo().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Developer");
+    let alerts4 = mac.alerts(&c);
+    let (rule, severity, why) = staging(&alerts4);
+    assert_eq!((rule, severity), ("KW-2001", "low"), "{why}");
+    assert!(
+        why.contains(&format!(
+            "kext bundle /Library/Extensions/Developer.kext is signed by allowlisted team {DEVELOPER_TEAM}"
+        )) && !why.contains("does not excuse"),
+        "{why}"
+    );
+    // An ad-hoc dropper brings the same vendor-signed kext along: the allowlist does not lower it.
+    let mut c = Capture::new(9);
+    let dropper = Proc::adhoc(5100, 1, "/private/tmp/.x/installer");
+    c.copy_bundle(&dropper, "/Library/Extensions", "Developer");
+    let alerts5 = mac.alerts(&c);
+    let (rule, severity, why) = staging(&alerts5);
+    assert_eq!((rule, severity), ("KW-2001", "high"), "{why}");
+    assert!(
+        why.contains(&format!(
+            "is signed by allowlisted team {DEVELOPER_TEAM}, which does not excuse how it arrived"
+        )),
+        "{why}"
+    );
+}
+
+/// The staging alert of a `cp -R` (its follow-up, folding the other file events, says the same).
+fn staging(alerts: &[Value]) -> (&str, &str, String) {
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[1]["kextwatch"]["folded"]["count"], 9, "{alerts:#?}");
+    assert_eq!(alerts[0]["severity"], alerts[1]["severity"]);
+    only(&alerts[..1])
 }

@@ -544,9 +544,20 @@ impl Rules<'_> {
                 let bundle_id = b.bundle_id.as_deref().unwrap_or("");
                 if self.config.allowlist.kext_trust(Some(team), bundle_id) == KextTrust::Allowlisted
                 {
-                    f.severity = f.severity.lowered();
+                    // The allowlist vouches for the vendor's code, not for how it arrived: a
+                    // vendor-signed kext dropped by unsigned code or moved in from /tmp (a vulnerable
+                    // driver brought along) keeps its high severity.
+                    let lowered = f.severity < Severity::High;
+                    if lowered {
+                        f.severity = f.severity.lowered();
+                    }
                     f.reasons.push(format!(
-                        "kext bundle {path} is signed by allowlisted team {team}"
+                        "kext bundle {path} is signed by allowlisted team {team}{}",
+                        if lowered {
+                            ""
+                        } else {
+                            ", which does not excuse how it arrived"
+                        }
                     ));
                 } else {
                     f.trusted = false;
@@ -817,28 +828,23 @@ impl Rules<'_> {
         let mut f = Finding::new(KEXT_LOADED, Severity::Info, id.to_string());
         let loader_trusted = self.actor(&ev.process) != Actor::Other;
         // The kernel loads for whoever asked; the load event names no initiator to vouch for it.
-        match self.load_verdict(&mut f, None, Some(id), false) {
-            Verdict::Allowlisted | Verdict::Apple if loader_trusted => {
-                f.trusted = true;
-                return f;
-            }
-            Verdict::Allowlisted => f.trusted = true,
-            _ => {}
+        let verdict = self.load_verdict(&mut f, None, Some(id), false);
+        if loader_trusted && matches!(verdict, Verdict::Allowlisted | Verdict::Apple) {
+            f.trusted = true;
+            return f;
         }
         if !loader_trusted {
-            f.trusted = false;
             f.raise(format!(
                 "loaded by {} ({}), not by the system kext daemon",
                 ev.process.executable,
                 identity(&ev.process)
             ));
         }
-        if !f.trusted {
-            f.activity = Some(Activity::Load {
-                paths: Vec::new(),
-                bundle_ids: vec![id.to_string()],
-            });
-        }
+        // Untrusted from here on: a correlation signal.
+        f.activity = Some(Activity::Load {
+            paths: Vec::new(),
+            bundle_ids: vec![id.to_string()],
+        });
         f
     }
 
