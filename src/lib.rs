@@ -9,6 +9,7 @@ pub mod detect;
 pub mod doctor;
 pub mod enrich;
 pub mod event;
+pub mod files;
 pub mod inventory;
 pub mod kextpolicy;
 pub mod output;

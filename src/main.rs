@@ -326,8 +326,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config_toml = match &config {
                 Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                    kextwatch::files::read_regular_text(
+                        p,
+                        kextwatch::config::MAX_CONFIG_BYTES,
+                        kextwatch::files::Links::Follow,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
                 ),
                 None => None,
             };

@@ -469,3 +469,38 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
         ["critical", "low"]
     );
 }
+
+#[test]
+fn inventory_survives_a_kext_built_to_crash_a_parser() {
+    // Before the nesting bound, this Info.plist overflowed the stack and killed `inventory`.
+    let dir = tempfile::tempdir().unwrap();
+    let contents = dir.path().join("Deep.kext/Contents");
+    std::fs::create_dir_all(contents.join("MacOS")).unwrap();
+    let deep = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict><key>CFBundleIdentifier</key><string>com.example.deep</string><key>IOKitPersonalities</key>{}<dict/>{}</dict></plist>\n",
+        "<array>".repeat(69_000),
+        "</array>".repeat(69_000)
+    );
+    std::fs::write(contents.join("Info.plist"), deep).unwrap();
+    let out = kextwatch(
+        &[
+            "inventory",
+            dir.path().to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(out.status.code().is_some(), "killed by a signal: {out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("1 kexts (1 with errors)"), "{err}");
+    let kext: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(kext["signature"], "invalid");
+    assert!(
+        kext["error"]
+            .as_str()
+            .unwrap()
+            .contains("plist nests deeper than 64 levels"),
+        "{kext}"
+    );
+}

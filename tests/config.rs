@@ -163,6 +163,57 @@ fn unreadable_file_is_a_clear_error() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn a_fifo_a_device_or_a_huge_file_as_config_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |p: &std::path::Path| Config::load(p).unwrap_err().to_string();
+    // A FIFO nobody writes to: a blocking open would hang the SIGHUP reload for good.
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(
+        load(&fifo).ends_with("cannot read: not a regular file (a FIFO)"),
+        "{}",
+        load(&fifo)
+    );
+    // A symlink to /dev/zero once grew the daemon without bound.
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    assert!(load(&zero).ends_with("cannot read: not a regular file (a device)"));
+    // Larger than any real config: refused before it is read.
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+    assert!(
+        load(&big).ends_with("cannot read: 1048577 bytes exceeds the 1048576 byte limit"),
+        "{}",
+        load(&big)
+    );
+    // Nesting that would exhaust a recursive parser is refused with its position.
+    let deep = format!("x = {}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+    let e = Config::parse(&deep, "deep.toml").unwrap_err().to_string();
+    assert!(
+        e.starts_with("deep.toml:1:") && e.contains("recursion"),
+        "{e}"
+    );
+}
+
+#[test]
+fn managed_preferences_too_deep_for_a_parser_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let managed = dir.path().join("com.kextwatch.plist");
+    let plist = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict><key>ConfigTOML</key><string></string><key>X</key>{}<true/>{}</dict></plist>\n",
+        "<array>".repeat(69_000),
+        "</array>".repeat(69_000)
+    );
+    std::fs::write(&managed, plist).unwrap();
+    let e = Config::load_managed_or_file(&managed, std::path::Path::new("/nonexistent"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("plist nests deeper than 64 levels"), "{e}");
+}
+
 /// `[[output]]` of type syslog with `extra` lines after the address.
 fn syslog(extra: &str) -> String {
     format!("[[output]]\ntype = \"syslog\"\naddress = \"siem.example:6514\"\n{extra}\n")

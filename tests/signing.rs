@@ -783,3 +783,97 @@ fn the_cache_keeps_many_bundles_at_once() {
     }
     assert_eq!((cache.misses, cache.hits), (2, 4));
 }
+
+/// An Info.plist whose `IOKitPersonalities` nests `levels` arrays: small enough to pass the size
+/// cap, deep enough to overflow the stack of a recursive parser.
+fn deep_info_plist(levels: usize) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+	<key>CFBundleIdentifier</key>
+	<string>com.example.deep</string>
+	<key>CFBundleExecutable</key>
+	<string>Developer</string>
+	<key>IOKitPersonalities</key>
+	{}<string>x</string>{}
+</dict>
+</plist>
+"#,
+        "<array>".repeat(levels),
+        "</array>".repeat(levels)
+    )
+}
+
+#[test]
+fn a_bundle_built_to_crash_a_parser_reads_as_invalid_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle("Developer", dir.path());
+    let plist = deep_info_plist(69_000);
+    assert!(plist.len() < kextwatch::signing::MAX_PLIST_BYTES as usize);
+    std::fs::write(bundle.join("Contents/Info.plist"), plist).unwrap();
+    let id = read_identity(&bundle);
+    assert_eq!(id.signature, Signature::Invalid);
+    assert_eq!((id.bundle_id, id.team_id), (None, None));
+    let error = id.error.unwrap();
+    assert!(
+        error.starts_with("Info.plist: ") && error.contains("plist nests deeper than 64 levels"),
+        "{error}"
+    );
+    // A real kext's nesting (a few levels) still reads.
+    std::fs::write(bundle.join("Contents/Info.plist"), deep_info_plist(8)).unwrap();
+    let id = read_identity(&bundle);
+    assert_eq!(
+        id.bundle_id.as_deref(),
+        Some("com.example.deep"),
+        "{:?}",
+        id.error
+    );
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_planted_as_info_plist_or_executable_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Extensions");
+    std::fs::create_dir(&root).unwrap();
+    // No writer ever opens these FIFOs: a blocking open would hang here for good.
+    let plist = copy_bundle("Developer", &root);
+    mkfifo(&plist.join("Contents/Info.plist"));
+    let id = read_identity(&plist);
+    assert_eq!(id.signature, Signature::Invalid);
+    assert!(
+        id.error
+            .as_deref()
+            .unwrap()
+            .ends_with("Info.plist: not a regular file (a FIFO)"),
+        "{:?}",
+        id.error
+    );
+    let other = root.join("Other");
+    std::fs::create_dir(&other).unwrap();
+    let exe = copy_bundle("Unsigned", &other);
+    mkfifo(&exe.join("Contents/MacOS/Unsigned"));
+    let id = read_identity(&exe);
+    assert_eq!(id.signature, Signature::Invalid);
+    assert!(
+        id.error
+            .as_deref()
+            .unwrap()
+            .ends_with("MacOS/Unsigned: not a regular file (a FIFO)"),
+        "{:?}",
+        id.error
+    );
+    // The inventory goes on past both and lists them as invalid.
+    let (kexts, _) = inventory(&[root], &mut IdentityCache::new());
+    assert_eq!(kexts.len(), 2);
+    assert!(kexts.iter().all(|k| k.signature == Signature::Invalid));
+}

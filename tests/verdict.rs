@@ -47,8 +47,12 @@ impl Mac {
         self
     }
 
-    fn bundle(mut self, mac_path: &str, fixture_name: &str) -> Mac {
-        self.bundles.push((mac_path.into(), fixture(fixture_name)));
+    fn bundle(self, mac_path: &str, fixture_name: &str) -> Mac {
+        self.bundle_from(mac_path, fixture(fixture_name))
+    }
+
+    fn bundle_from(mut self, mac_path: &str, real: PathBuf) -> Mac {
+        self.bundles.push((mac_path.into(), real));
         self
     }
 
@@ -447,4 +451,43 @@ fn staging(alerts: &[Value]) -> (&str, &str, String) {
     assert_eq!(alerts[1]["kextwatch"]["folded"]["count"], 9, "{alerts:#?}");
     assert_eq!(alerts[0]["severity"], alerts[1]["severity"]);
     only(&alerts[..1])
+}
+
+#[test]
+fn a_kext_built_to_crash_a_parser_is_critical_when_staged_and_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("Deep.kext");
+    copy_dir(&fixture("Developer"), &bundle);
+    let deep = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict><key>CFBundleIdentifier</key><string>{DEVELOPER_ID}</string><key>IOKitPersonalities</key>{}<dict/>{}</dict></plist>\n",
+        "<array>".repeat(69_000),
+        "</array>".repeat(69_000)
+    );
+    std::fs::write(bundle.join("Contents/Info.plist"), deep).unwrap();
+    // Even with the developer's team allowlisted, an unreadable bundle vouches for nothing.
+    let mac = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle_from("/Library/Extensions/Deep.kext", bundle);
+    let mut c = Capture::new(9);
+    let cp = cast::sudo().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Deep");
+    let alerts = mac.alerts(&c);
+    let (rule, severity, why) = staging(&alerts);
+    assert_eq!((rule, severity), ("KW-2001", "critical"), "{why}");
+    assert!(
+        why.contains("kext bundle /Library/Extensions/Deep.kext is invalid (no developer identity): Info.plist: ")
+            && why.contains("plist nests deeper than 64 levels"),
+        "{why}"
+    );
+    let mut c = Capture::new(9);
+    c.exec(
+        &cast::sudo(),
+        &cast::sudo().exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+        &["kmutil", "load", "-p", "/Library/Extensions/Deep.kext"],
+        "/",
+    );
+    let alerts = mac.alerts(&c);
+    let (_, severity, why) = only(&alerts);
+    assert_eq!(severity, "critical", "{why}");
+    assert!(why.contains("plist nests deeper than 64 levels"), "{why}");
 }

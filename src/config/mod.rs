@@ -14,9 +14,12 @@ use std::time::Duration;
 
 use crate::alert::Severity;
 use crate::detect::path::normalize;
+use crate::files::Links;
 
 /// The shipped default configuration, also used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/kextwatch.toml");
+/// A config or managed-preferences file larger than this is refused: real ones are a few KB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,13 +249,15 @@ impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: origin.clone(),
-            line: 0,
-            column: 0,
-            key: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = crate::files::read_regular_text(path, MAX_CONFIG_BYTES, Links::Follow).map_err(
+            |e| ConfigError {
+                origin: origin.clone(),
+                line: 0,
+                column: 0,
+                key: None,
+                message: format!("cannot read: {e}"),
+            },
+        )?;
         Config::parse(&text, &origin)
     }
 
@@ -271,7 +276,11 @@ impl Config {
                 key: None,
                 message,
             };
-            let value = plist::Value::from_file(managed).map_err(|e| err(e.to_string()))?;
+            let bytes = crate::files::read_regular(managed, MAX_CONFIG_BYTES, Links::Follow)
+                .map_err(|e| err(format!("cannot read: {e}")))?;
+            crate::signing::check_plist(&bytes).map_err(err)?;
+            let value = plist::Value::from_reader(std::io::Cursor::new(bytes))
+                .map_err(|e| err(e.to_string()))?;
             if let Some(text) = value
                 .as_dictionary()
                 .and_then(|d| d.get("ConfigTOML"))

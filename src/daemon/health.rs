@@ -151,7 +151,10 @@ impl Status {
     }
 
     pub fn read(path: &Path) -> Result<Status, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Our own file, in a folder only root writes: a symlink, a FIFO or a huge file there was
+        // planted, and must neither hang `kextwatch status` nor be followed.
+        let text = crate::files::read_regular_text(path, 1 << 20, crate::files::Links::Refuse)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -186,6 +186,7 @@ impl Engine {
                     crate::signing::Validity::Invalid(status) => Some(status),
                     _ => None,
                 },
+                problem: id.error.clone(),
             },
         );
     }

@@ -231,6 +231,25 @@ pub struct BundleFacts {
     /// Security.framework rejected the signature (the OSStatus): the code was changed after
     /// signing. Only known on macOS; `None` elsewhere or when it verified.
     pub rejected: Option<i32>,
+    /// Why the bundle could not be read, when it could not (e.g. an Info.plist built to crash a
+    /// parser): the reason it counts as invalid.
+    pub problem: Option<String>,
+}
+
+impl BundleFacts {
+    /// The reason this bundle has no developer identity, if it has none.
+    pub(crate) fn no_identity(&self, path: &str) -> Option<String> {
+        if !self.signature.lacks_identity() {
+            return None;
+        }
+        let what = self.signature.as_str();
+        Some(match self.problem.as_deref() {
+            Some(problem) if self.signature == Signature::Invalid => {
+                format!("kext bundle {path} is {what} (no developer identity): {problem}")
+            }
+            _ => format!("kext bundle {path} is {what} (no developer identity)"),
+        })
+    }
 }
 
 /// The key a bundle path is known by: normalised, ASCII lower-case (APFS ignores case).
@@ -529,47 +548,37 @@ impl Rules<'_> {
             // Whoever signed it once no longer stands behind this code: no allowlist lowering.
             return;
         }
-        match (b.signature, &b.team_id) {
-            (s, _) if s.lacks_identity() => {
-                f.trusted = false;
-                f.floor(
-                    Severity::Critical,
-                    format!(
-                        "kext bundle {path} is {} (no developer identity)",
-                        s.as_str()
-                    ),
-                );
+        if let Some(reason) = b.no_identity(path) {
+            f.trusted = false;
+            f.floor(Severity::Critical, reason);
+            return;
+        }
+        let (Signature::Developer, Some(team)) = (b.signature, &b.team_id) else {
+            return;
+        };
+        let bundle_id = b.bundle_id.as_deref().unwrap_or("");
+        if self.config.allowlist.kext_trust(Some(team), bundle_id) == KextTrust::Allowlisted {
+            // The allowlist vouches for the vendor's code, not for how it arrived: a vendor-signed
+            // kext dropped by unsigned code or moved in from /tmp (a vulnerable driver brought
+            // along) keeps its high severity.
+            let lowered = f.severity < Severity::High;
+            if lowered {
+                f.severity = f.severity.lowered();
             }
-            (Signature::Developer, Some(team)) => {
-                let bundle_id = b.bundle_id.as_deref().unwrap_or("");
-                if self.config.allowlist.kext_trust(Some(team), bundle_id) == KextTrust::Allowlisted
-                {
-                    // The allowlist vouches for the vendor's code, not for how it arrived: a
-                    // vendor-signed kext dropped by unsigned code or moved in from /tmp (a vulnerable
-                    // driver brought along) keeps its high severity.
-                    let lowered = f.severity < Severity::High;
-                    if lowered {
-                        f.severity = f.severity.lowered();
-                    }
-                    f.reasons.push(format!(
-                        "kext bundle {path} is signed by allowlisted team {team}{}",
-                        if lowered {
-                            ""
-                        } else {
-                            ", which does not excuse how it arrived"
-                        }
-                    ));
-                } else {
-                    f.trusted = false;
-                    f.floor(
-                        Severity::High,
-                        format!(
-                            "kext bundle {path} is signed by team {team}, which is not allowlisted"
-                        ),
-                    );
-                }
-            }
-            _ => {}
+            let excuse = if lowered {
+                ""
+            } else {
+                ", which does not excuse how it arrived"
+            };
+            f.reasons.push(format!(
+                "kext bundle {path} is signed by allowlisted team {team}{excuse}"
+            ));
+        } else {
+            f.trusted = false;
+            f.floor(
+                Severity::High,
+                format!("kext bundle {path} is signed by team {team}, which is not allowlisted"),
+            );
         }
     }
 

@@ -87,14 +87,8 @@ impl Rules<'_> {
         let name = id.or(path).unwrap_or("the kext");
 
         // No identity at all.
-        if let Some((p, b)) = disk.filter(|(_, b)| b.signature.lacks_identity()) {
-            f.floor(
-                Severity::Critical,
-                format!(
-                    "kext bundle {p} is {} (no developer identity)",
-                    b.signature.as_str()
-                ),
-            );
+        if let Some(reason) = disk.and_then(|(p, b)| b.no_identity(p)) {
+            f.floor(Severity::Critical, reason);
             return Verdict::Untrusted;
         }
         // Signed, but the code no longer matches its signature: modified after signing.

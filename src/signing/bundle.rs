@@ -1,7 +1,6 @@
 //! A kext bundle on disk: `Contents/Info.plist`, the executable under `Contents/MacOS/`, and its
 //! signature. Every path is checked to stay inside the bundle, and every read is size-bounded.
 
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -57,35 +56,19 @@ fn inside(bundle: &Path, rel: &Path) -> Result<PathBuf, BundleError> {
     }
 }
 
-/// Read at most `limit` bytes of a regular file, refusing larger ones.
+/// Read at most `limit` bytes of a regular file, refusing larger ones and anything else (a FIFO
+/// planted as Info.plist must not hang the reader).
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, BundleError> {
-    let io = |e: std::io::Error| BundleError::Io(format!("{}: {e}", path.display()));
-    let f = std::fs::File::open(path).map_err(io)?;
-    let meta = f.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(BundleError::Io(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
-    }
-    if meta.len() > limit {
-        return Err(BundleError::TooLarge {
+    use crate::files::{read_regular, Links, ReadError};
+    // Symlinks were resolved (and kept inside the bundle) by `inside`.
+    read_regular(path, limit, Links::Follow).map_err(|e| match e {
+        ReadError::TooLarge { size, limit } => BundleError::TooLarge {
             path: path.display().to_string(),
-            size: meta.len(),
+            size,
             limit,
-        });
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    // `take` bounds the read even if the file grows meanwhile.
-    f.take(limit + 1).read_to_end(&mut buf).map_err(io)?;
-    if buf.len() as u64 > limit {
-        return Err(BundleError::TooLarge {
-            path: path.display().to_string(),
-            size: buf.len() as u64,
-            limit,
-        });
-    }
-    Ok(buf)
+        },
+        e => BundleError::Io(format!("{}: {e}", path.display())),
+    })
 }
 
 fn read_info_plist(bundle: &Path) -> Result<InfoPlist, BundleError> {

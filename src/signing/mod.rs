@@ -4,6 +4,7 @@
 //! - `bundle`: `Contents/Info.plist` and the executable → [`KextIdentity`].
 //! - `macho`: thin and universal Mach-O → slices and their `LC_CODE_SIGNATURE` bytes.
 //! - `blob`: the SuperBlob → CodeDirectories (identifier, Team ID, flags, cdhash) and CMS presence.
+//! - `plist_guard`: refuses plist bombs and nesting deep enough to exhaust a parser's stack.
 //! - `cache`: identities cached by path + inode + mtime + size.
 //! - `validity`: cryptographic validity through Security.framework on macOS; unknown elsewhere.
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use bundle::{read_identity, BundleError, MAX_EXECUTABLE_BYTES, MAX_PLIST_BYTES};
 pub use cache::IdentityCache;
+pub use plist_guard::check as check_plist;
 pub use validity::{check_validity, Validity};
 
 /// How a kext (or one architecture of it) is signed.

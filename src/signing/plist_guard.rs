@@ -1,7 +1,16 @@
-//! A binary plist can reference one object from many places, so a few hundred bytes can describe a
-//! structure with billions of nodes (a "plist bomb"), and a parser walks all of them. Before parsing,
-//! this walks the object graph once, with memoised sizes, and rejects cycles and expansions past a
-//! bound. XML plists are bounded by the file-size limit alone.
+//! Checks run on a plist from outside before it is parsed into values, whose parsers recurse:
+//!
+//! - A binary plist can reference one object from many places, so a few hundred bytes can describe
+//!   a structure with billions of nodes (a "plist bomb"), and a parser walks all of them. This walks
+//!   the object graph once, with memoised sizes, and rejects cycles and expansions past a bound.
+//! - Any plist (XML, binary or ASCII) can nest arrays and dictionaries tens of thousands of levels
+//!   deep within a small file; building values from it recurses once per level and overflows the
+//!   stack, which would let a hostile kext crash the detector. A walk that gives up at a fixed
+//!   depth checks it first.
+
+/// Deeper than any real plist (Info.plists and managed preferences nest under ten levels), far too
+/// shallow to exhaust a parser's stack.
+pub const MAX_DEPTH: usize = 64;
 
 /// More nodes than any real Info.plist has, by orders of magnitude.
 const MAX_EXPANDED_OBJECTS: u64 = 100_000;
@@ -48,10 +57,88 @@ fn children(b: &[u8], offset: usize, ref_size: usize) -> Result<Vec<u64>, String
         .collect()
 }
 
+/// Refuse a plist that would exhaust a parser: too many objects once expanded, or too deep.
 pub fn check(b: &[u8]) -> Result<(), String> {
-    if !b.starts_with(b"bplist00") {
-        return Ok(());
+    if b.starts_with(b"bplist00") {
+        check_expansion(b)?;
     }
+    check_depth(b)
+}
+
+fn check_depth(b: &[u8]) -> Result<(), String> {
+    plist::from_bytes::<ShallowEnough>(b)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Deserializes any plist, refusing one deeper than `MAX_DEPTH`. Recursion goes only through
+/// `Nesting`, which stops at the bound, so the walk's own stack stays small.
+struct ShallowEnough;
+
+impl<'de> serde::Deserialize<'de> for ShallowEnough {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::DeserializeSeed::deserialize(Nesting(MAX_DEPTH), d).map(|_| ShallowEnough)
+    }
+}
+
+/// How many more levels of arrays and dictionaries may open.
+#[derive(Clone, Copy)]
+struct Nesting(usize);
+
+impl Nesting {
+    fn inner<E: serde::de::Error>(self) -> Result<Nesting, E> {
+        self.0
+            .checked_sub(1)
+            .map(Nesting)
+            .ok_or_else(|| E::custom(format!("plist nests deeper than {MAX_DEPTH} levels")))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Nesting {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Nesting {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a plist value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while a.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        while a.next_key_seed(inner)?.is_some() {
+            a.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_expansion(b: &[u8]) -> Result<(), String> {
     if b.len() < 8 + 32 {
         return Err("binary plist too short".into());
     }
@@ -341,5 +428,50 @@ mod tests {
             check(&b),
             Err("binary plist object graph has a cycle".to_string())
         );
+    }
+
+    /// `levels` nested arrays around one string, in XML.
+    fn xml_nested(levels: usize) -> Vec<u8> {
+        let mut x = String::from(
+            r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>CFBundleIdentifier</key><string>com.example.deep</string><key>X</key>"#,
+        );
+        x.push_str(&"<array>".repeat(levels - 1));
+        x.push_str("<string>x</string>");
+        x.push_str(&"</array>".repeat(levels - 1));
+        x.push_str("</dict></plist>");
+        x.into_bytes()
+    }
+
+    #[test]
+    fn nesting_is_bounded_in_every_plist_format_at_exactly_the_limit() {
+        let refused = |r: Result<(), String>| {
+            assert!(
+                r.as_ref().is_err_and(
+                    |e| e.contains(&format!("plist nests deeper than {MAX_DEPTH} levels"))
+                ),
+                "{r:?}"
+            )
+        };
+        // XML: the outer dictionary is level 1.
+        assert_eq!(check(&xml_nested(MAX_DEPTH)), Ok(()));
+        assert!(plist::from_bytes::<plist::Value>(&xml_nested(MAX_DEPTH)).is_ok());
+        refused(check(&xml_nested(MAX_DEPTH + 1)));
+        // Deep enough to overflow a parser's stack, well inside the 1 MiB file limit.
+        let bomb = xml_nested(69_000);
+        assert!(bomb.len() < 1 << 20);
+        refused(check(&bomb));
+        // Binary: a chain of arrays, each holding the next.
+        let chain = |levels: usize| {
+            let mut objs: Vec<Obj> = (1..levels).map(|i| Obj::Array(vec![i])).collect();
+            objs.push(Obj::Array(vec![levels]));
+            objs.push(Obj::Str("x"));
+            bplist(&objs, 2)
+        };
+        assert_eq!(check(&chain(MAX_DEPTH)), Ok(()));
+        refused(check(&chain(MAX_DEPTH + 1)));
+        // ASCII (OpenStep), which the same parser accepts.
+        let ascii = |levels: usize| format!("{}x{}", "(".repeat(levels), ")".repeat(levels));
+        assert_eq!(check(ascii(MAX_DEPTH).as_bytes()), Ok(()));
+        refused(check(ascii(MAX_DEPTH + 1).as_bytes()));
     }
 }

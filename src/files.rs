@@ -1,0 +1,153 @@
+//! Reading a file that outside input names or that someone else may have replaced: a kext's
+//! Info.plist and executable, the config, the managed preferences, status and state files.
+//!
+//! A FIFO planted there must not block the reader (an open for reading waits for a writer), a device
+//! such as /dev/zero must not be read forever, and a huge file must not be loaded. So: open without
+//! blocking, check the type on the opened descriptor (not on the path, which can change in between),
+//! and cap the read.
+
+use std::io::{self, Read as _};
+use std::path::Path;
+
+/// Whether the last component may be a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Follow a symlink (an admin may link the config); the target is still checked.
+    Follow,
+    /// Refuse a symlink (files kextwatch writes itself: one there was planted).
+    Refuse,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("not a regular file (a {0})")]
+    NotRegular(&'static str),
+    #[error("{size} bytes exceeds the {limit} byte limit")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "device";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+    }
+    if meta.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
+/// The bytes of the regular file at `path`, at most `limit` of them.
+pub fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, ReadError> {
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let nofollow = match links {
+            Links::Follow => 0,
+            Links::Refuse => libc::O_NOFOLLOW,
+        };
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | nofollow)
+            .open(path)?
+    };
+    #[cfg(not(unix))]
+    let file = {
+        let _ = links;
+        std::fs::File::open(path)?
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind(&meta)));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge {
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    // `take` bounds the read even if the file grows meanwhile.
+    file.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(ReadError::TooLarge {
+            size: buf.len() as u64,
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+/// As `read_regular`, as UTF-8 text.
+pub fn read_regular_text(path: &Path, limit: u64, links: Links) -> Result<String, ReadError> {
+    String::from_utf8(read_regular(path, limit, links)?)
+        .map_err(|_| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_is_read_up_to_its_limit_and_refused_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_regular(&p, 5, Links::Refuse).unwrap(), b"12345");
+        assert!(matches!(
+            read_regular(&p, 4, Links::Refuse),
+            Err(ReadError::TooLarge { size: 5, limit: 4 })
+        ));
+        assert!(read_regular(&dir.path().join("missing"), 5, Links::Follow)
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_a_device_a_directory_and_a_refused_symlink_are_errors_not_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer ever opens it: a blocking open would hang this test.
+        let e = read_regular(&fifo, 1 << 20, Links::Follow).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a FIFO)");
+        let e = read_regular(Path::new("/dev/zero"), 1 << 20, Links::Follow).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a device)");
+        let e = read_regular(dir.path(), 1 << 20, Links::Follow).unwrap_err();
+        assert_eq!(e.to_string(), "not a regular file (a directory)");
+        // A symlink to /dev/zero: followed, the target is still refused.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(matches!(
+            read_regular(&link, 1 << 20, Links::Follow),
+            Err(ReadError::NotRegular("device"))
+        ));
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"x").unwrap();
+        let link = dir.path().join("link2");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(read_regular(&link, 10, Links::Follow).unwrap(), b"x");
+        assert!(read_regular(&link, 10, Links::Refuse).is_err());
+    }
+}
