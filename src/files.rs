@@ -56,8 +56,11 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// The bytes of the regular file at `path`, at most `limit` of them.
-pub fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, ReadError> {
+/// Open `path` for reading without blocking and make sure it is a regular file.
+pub fn open_regular(
+    path: &Path,
+    links: Links,
+) -> Result<(std::fs::File, std::fs::Metadata), ReadError> {
     #[cfg(unix)]
     let file = {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -79,6 +82,12 @@ pub fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, Re
     if !meta.is_file() {
         return Err(ReadError::NotRegular(kind(&meta)));
     }
+    Ok((file, meta))
+}
+
+/// The bytes of the regular file at `path`, at most `limit` of them.
+pub fn read_regular(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, ReadError> {
+    let (file, meta) = open_regular(path, links)?;
     if meta.len() > limit {
         return Err(ReadError::TooLarge {
             size: meta.len(),

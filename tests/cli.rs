@@ -262,6 +262,39 @@ fn policy_show_prints_tables_and_json() {
 }
 
 #[test]
+fn policy_show_and_diff_leave_a_collected_copy_as_they_found_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("baseline"), dir.path().join("collected"));
+    drop(support::kextpolicy::realistic(&old, 8));
+    drop(support::kextpolicy::realistic(&new, 8));
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    assert_eq!(before, ["baseline", "collected"]);
+    let show = kextwatch(&["policy", "show", "--db", new.to_str().unwrap()], None);
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+    assert!(text(&show.stdout).contains("kext_policy: user approvals (3 rows)"));
+    let diff = kextwatch(
+        &[
+            "policy",
+            "diff",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stderr));
+    // The WAL-mode databases got no -wal or -shm files beside them.
+    assert_eq!(listing(), before);
+}
+
+#[test]
 fn policy_diff_prints_the_alerts_of_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (dir.path().join("baseline"), dir.path().join("collected"));

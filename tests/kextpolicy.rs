@@ -348,6 +348,61 @@ fn vanished_and_corrupt_databases_are_reported_once_and_polling_goes_on() {
 }
 
 #[test]
+fn an_emptied_database_is_tampering_like_a_deleted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    drop(fx::realistic(&db, 8));
+    let mut w = Watcher::open(&db, None).unwrap();
+    assert!(w.poll(NOW).unwrap().is_empty());
+    // Truncated in place (same inode), while the watcher holds a connection on it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&db)
+        .unwrap();
+    let changes = w.poll(NOW).unwrap();
+    let [(change @ PolicyChange::DatabaseVanished { emptied: true, .. }, NOW)] = &changes[..]
+    else {
+        panic!("{changes:?}")
+    };
+    assert!(w.poll(NOW).unwrap().is_empty(), "reported once");
+    // Not a row-by-row "approvals removed" story at low severity: one high alert.
+    let alerts = alerts_for(std::slice::from_ref(change), Config::default_config());
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        (
+            alerts[0]["rule"]["id"].as_str(),
+            alerts[0]["severity"].as_str()
+        ),
+        (Some("KW-5007"), Some("high"))
+    );
+    assert!(support::reasons(&alerts[0]).contains("was emptied to 0 bytes"));
+    // `policy show` on an empty copy says so instead of showing an empty policy.
+    let e = kextwatch::kextpolicy::read_file(&db)
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("KextPolicy: emptied (0 bytes)"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_place_of_the_database_is_reported_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let c = std::ffi::CString::new(db.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut w = Watcher::open(&db, None).unwrap();
+    // A blocking open would hang here: no writer ever opens the FIFO.
+    let changes = w.poll(NOW).unwrap();
+    match &changes[..] {
+        [(PolicyChange::DatabaseUnreadable { reason, .. }, NOW)] => {
+            assert!(reason.ends_with("not a regular file (a FIFO)"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn locked_database_is_retried_not_reported() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");

@@ -118,10 +118,15 @@ pub fn evaluate(config: &Config, change: &PolicyChange) -> Finding {
             ),
         ),
         PolicyChange::KextIdentityChanged { old, new } => identity_changed(config, old, new),
-        PolicyChange::DatabaseVanished { path } => {
+        PolicyChange::DatabaseVanished { path, emptied } => {
             let mut f = finding(DATABASE_UNAVAILABLE, Severity::High, path.clone());
+            let what = if *emptied {
+                "was emptied to 0 bytes"
+            } else {
+                "disappeared"
+            };
             f.reasons.push(format!(
-                "{path} disappeared; it is owned by syspolicyd and SIP-protected, so removing it needs SIP off or a compromise"
+                "{path} {what}; it is owned by syspolicyd and SIP-protected, so this needs SIP off or a compromise"
             ));
             f
         }

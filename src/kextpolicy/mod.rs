@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 pub use diff::diff;
-pub use read::{open_read_only, read_snapshot, ReadError};
+pub use read::{open_once, open_read_only, read_snapshot, ReadError};
 
 /// Read a snapshot of the database at `path` (read-only), e.g. a copy collected from a Mac.
 pub fn read_file(path: &std::path::Path) -> Result<Snapshot, ReadError> {
-    let conn = open_read_only(path)?;
+    let conn = open_once(path)?;
     read_snapshot(&conn, path)
 }
 pub use show::render as render_table;
@@ -232,9 +232,11 @@ pub enum PolicyChange {
         old: LoadRecord,
         new: LoadRecord,
     },
-    /// The database disappeared (it is SIP-protected: deleting it needs SIP off).
+    /// The database disappeared, or was emptied to zero bytes (it is SIP-protected: either needs
+    /// SIP off or a compromise).
     DatabaseVanished {
         path: String,
+        emptied: bool,
     },
     /// The database cannot be read; `reason` says why and what to do.
     DatabaseUnreadable {

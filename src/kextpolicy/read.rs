@@ -16,6 +16,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum ReadError {
     #[error("{0}: no such database")]
     Missing(PathBuf),
+    /// Zero bytes: syspolicyd never leaves it so; someone truncated it.
+    #[error("{0}: emptied (0 bytes)")]
+    Emptied(PathBuf),
     #[error(
         "{0}: permission denied; kextwatch needs root and Full Disk Access (TCC SystemPolicyAllFiles) to read KextPolicy"
     )]
@@ -40,7 +43,7 @@ impl ReadError {
                 ErrorCode::PermissionDenied | ErrorCode::AuthorizationForStatementDenied => {
                     ReadError::PermissionDenied(p)
                 }
-                ErrorCode::CannotOpen => match std::fs::File::open(path) {
+                ErrorCode::CannotOpen => match std::fs::symlink_metadata(path) {
                     Err(io) => ReadError::from_io(path, io),
                     Ok(_) => ReadError::Other(p, e.to_string()),
                 },
@@ -61,14 +64,42 @@ impl ReadError {
     }
 }
 
-/// Open the database read-only. SQLite never creates a file in this mode; the explicit checks first
-/// give clear errors for a missing file or a Full Disk Access refusal.
+/// Open the database read-only, for repeated reads while syspolicyd writes it. SQLite never
+/// writes the database in this mode; the explicit checks first give clear errors for a missing,
+/// emptied or non-regular file and for a Full Disk Access refusal.
 pub fn open_read_only(path: &Path) -> Result<Connection, ReadError> {
-    std::fs::File::open(path).map_err(|e| ReadError::from_io(path, e))?;
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    open(path, false)
+}
+
+/// Open the database for one read (`policy show`/`diff`, `doctor`, `replay --kextpolicy`), often
+/// of a collected copy: leave its folder as found. A read-only connection to a WAL database
+/// creates `-wal` and `-shm` beside it; when neither exists, no writer is attached and nothing is
+/// waiting in a WAL, so the file is read as immutable, which creates nothing.
+pub fn open_once(path: &Path) -> Result<Connection, ReadError> {
+    let beside = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::symlink_metadata(PathBuf::from(p)).is_ok()
+    };
+    open(path, !beside("-wal") && !beside("-shm"))
+}
+
+fn open(path: &Path, immutable: bool) -> Result<Connection, ReadError> {
+    // Without blocking: a FIFO planted at the path must not stall the reader.
+    let (_, meta) =
+        crate::files::open_regular(path, crate::files::Links::Follow).map_err(|e| match e {
+            crate::files::ReadError::Io(io) => ReadError::from_io(path, io),
+            other => ReadError::Other(path.to_path_buf(), other.to_string()),
+        })?;
+    if meta.len() == 0 {
+        return Err(ReadError::Emptied(path.to_path_buf()));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
     .map_err(|e| ReadError::from_sqlite(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| ReadError::from_sqlite(path, e))?;
@@ -76,6 +107,21 @@ pub fn open_read_only(path: &Path) -> Result<Connection, ReadError> {
     conn.pragma_update(None, "query_only", true)
         .map_err(|e| ReadError::from_sqlite(path, e))?;
     Ok(conn)
+}
+
+/// `file:` URI for `path` with `immutable=1`; every byte but unreserved ones and `/` is
+/// percent-encoded, so `?`, `#` or `%` in a path cannot add URI parameters.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Read all three tables inside one read transaction, so the snapshot is consistent even while
@@ -240,6 +286,14 @@ fn int(v: &Cell) -> Option<Option<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_cannot_add_uri_parameters() {
+        assert_eq!(
+            immutable_uri(Path::new("/cases/a b/we?ird#%/KextPolicy-1.db")),
+            "file:/cases/a%20b/we%3Fird%23%25/KextPolicy-1.db?immutable=1"
+        );
+    }
 
     #[test]
     fn permission_errors_name_full_disk_access() {

@@ -19,7 +19,8 @@ struct FileId {
     ino: u64,
 }
 
-fn file_id(path: &Path) -> std::io::Result<FileId> {
+/// The file's identity, and whether it is an empty regular file.
+fn file_id(path: &Path) -> std::io::Result<(FileId, bool)> {
     let m = std::fs::metadata(path)?;
     #[cfg(unix)]
     let (dev, ino) = {
@@ -28,7 +29,7 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
     };
     #[cfg(not(unix))]
     let (dev, ino) = (0, 0);
-    Ok(FileId { dev, ino })
+    Ok((FileId { dev, ino }, m.is_file() && m.len() == 0))
 }
 
 fn wal_path(db: &Path) -> PathBuf {
@@ -79,7 +80,12 @@ impl Poller {
     pub fn poll(&mut self) -> Poll {
         self.polls += 1;
         let db = match file_id(&self.path) {
-            Ok(s) => s,
+            // Truncated in place keeps the inode, and a connection open on it may not notice.
+            Ok((_, true)) => {
+                self.conn = None;
+                return Poll::Failed(ReadError::Emptied(self.path.clone()));
+            }
+            Ok((id, _)) => id,
             Err(e) => {
                 self.conn = None;
                 return Poll::Failed(ReadError::from_io(&self.path, e));
@@ -186,7 +192,14 @@ impl Watcher {
                 tracing::warn!(error = %e, "KextPolicy unavailable");
                 let path = self.poller.path().display().to_string();
                 let change = match e {
-                    ReadError::Missing(_) => PolicyChange::DatabaseVanished { path },
+                    ReadError::Missing(_) => PolicyChange::DatabaseVanished {
+                        path,
+                        emptied: false,
+                    },
+                    ReadError::Emptied(_) => PolicyChange::DatabaseVanished {
+                        path,
+                        emptied: true,
+                    },
                     other => PolicyChange::DatabaseUnreadable {
                         path,
                         reason: other.to_string(),
