@@ -1337,6 +1337,10 @@ fn an_api_load_right_after_unsigned_code_ran_as_root_is_tied_to_it() {
         load["kextwatch"]["evidence"][0]["executable"],
         "/Users/alice/Downloads/loader"
     );
+    assert_eq!(
+        load["kextwatch"]["evidence"][0]["args"],
+        serde_json::json!(["./loader"])
+    );
 
     // Outside the window, or for a kext the allowlist trusts, nothing is tied.
     let mut far = Capture::new(8);

@@ -491,3 +491,52 @@ fn a_kext_built_to_crash_a_parser_is_critical_when_staged_and_loaded() {
     assert_eq!(severity, "critical", "{why}");
     assert!(why.contains("plist nests deeper than 64 levels"), "{why}");
 }
+
+#[test]
+fn a_staged_bundle_loaded_hours_later_by_the_manager_escalates_unless_its_signature_is_allowlisted()
+{
+    let capture = || {
+        let mut c = Capture::new(9);
+        let cp = cast::sudo().exec_into("/bin/cp", "com.apple.cp");
+        c.copy_bundle(&cp, "/Library/Extensions", "Developer");
+        // Far outside the correlation window: only the durable staging memory ties them.
+        c.after_ms(3 * 3_600_000);
+        let jamf = cast::jamf();
+        c.exec(
+            &jamf,
+            &jamf.exec_into("/usr/bin/kmutil", "com.apple.kmutil"),
+            &["kmutil", "load", "-p", "/Library/Extensions/Developer.kext"],
+            "/",
+        );
+        c
+    };
+    let rules = |mac: &Mac| -> Vec<String> {
+        mac.alerts(&capture())
+            .iter()
+            .map(|a| a["rule"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let approved =
+        |c: &rusqlite::Connection| fx::approve(c, DEVELOPER_TEAM, DEVELOPER_ID, "Example", true);
+    // Jamf is an allowlisted manager in the shipped config.
+    // The manager loads the allowlisted vendor's kext, read from disk as signed: no story.
+    let allowlisted = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(approved);
+    let got = rules(&allowlisted);
+    assert!(!got.iter().any(|r| r.starts_with("KW-900")), "{got:?}");
+    // The same bundle changed after signing: the manager's trust does not cover it.
+    let tampered = Mac::new()
+        .allowlist_team(DEVELOPER_TEAM)
+        .tampered("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(approved);
+    let got = rules(&tampered);
+    assert!(got.iter().any(|r| r == "KW-9001"), "{got:?}");
+    // Signed by a team the allowlist does not name.
+    let unlisted = Mac::new()
+        .bundle("/Library/Extensions/Developer.kext", "Developer")
+        .kext_policy(approved);
+    let got = rules(&unlisted);
+    assert!(got.iter().any(|r| r == "KW-9001"), "{got:?}");
+}

@@ -53,10 +53,10 @@ impl Hop {
         }
     }
 
-    /// The process object detection's trust checks take (identity fields only).
+    /// The process object detection's trust checks take: identity fields only (no pid, which no
+    /// check reads).
     pub fn as_process(&self) -> Process {
         Process {
-            pid: self.pid,
             executable: self.executable.to_string(),
             signing_id: self.signing_id.as_deref().map(Into::into),
             team_id: self.team_id.as_deref().map(Into::into),

@@ -186,13 +186,18 @@ fn decode_kind(
                 if !interest.lifecycle_matters() {
                     return Ok(None);
                 }
-                // Lineage needs every new image, but not its arguments.
+                // Lineage needs every new image, but not its arguments...
                 let lite: Wrap<RawExecTarget> = serde_json::from_str(body)?;
-                return Ok(Some(EventKind::Exec(Exec {
-                    target: lite.body.target.into_process(),
-                    args: Vec::new(),
-                    cwd: None,
-                })));
+                let target = lite.body.target.into_process();
+                // ...except unsigned code run as root, which a later kext load may be tied to
+                // (rare, so the second parse costs nothing measurable).
+                if !(target.euid == 0 && target.is_unsigned_or_adhoc()) {
+                    return Ok(Some(EventKind::Exec(Exec {
+                        target,
+                        args: Vec::new(),
+                        cwd: None,
+                    })));
+                }
             }
             let full: Wrap<RawExec> = serde_json::from_str(body)?;
             let exec = full.body;
