@@ -172,18 +172,15 @@ fn concurrent_wal_writer_while_polling() {
             done.store(true, Ordering::SeqCst);
         })
     };
-    let mut w = Watcher::open(&db, None).unwrap();
-    assert!(
-        w.poll(NOW).unwrap().is_empty(),
-        "first poll is the baseline"
-    );
+    let mut w = Watcher::open(&db, None, NOW);
+    assert!(w.poll(NOW).is_empty(), "first poll is the baseline");
     let baseline = w.snapshot().unwrap().history.len();
     let mut recorded = 0;
     let mut last_len = baseline;
     loop {
         // Read the flag before polling: the poll then sees every commit made before it was set.
         let finished = done.load(Ordering::SeqCst);
-        for (c, _) in w.poll(NOW).unwrap() {
+        for (c, _) in w.poll(NOW) {
             match c {
                 PolicyChange::KextRecorded { .. } => recorded += 1,
                 other => panic!("unexpected {other:?}"),
@@ -285,24 +282,75 @@ fn restart_reports_what_changed_while_down_and_nothing_twice() {
     let state = dir.path().join("kextpolicy-state.sqlite");
     let c = fx::realistic(&db, 8);
     {
-        let mut w = Watcher::open(&db, Some(&state)).unwrap();
-        assert!(w.poll(NOW).unwrap().is_empty(), "first run is a baseline");
+        let mut w = Watcher::open(&db, Some(&state), NOW);
+        assert!(w.poll(NOW).is_empty(), "first run is a baseline");
     }
     fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true); // while kextwatch is down
     {
-        let mut w = Watcher::open(&db, Some(&state)).unwrap();
-        let changes = w.poll(NOW).unwrap();
+        let mut w = Watcher::open(&db, Some(&state), NOW);
+        let changes = w.poll(NOW);
         assert_eq!(changes.len(), 1);
         assert!(
             matches!(&changes[0].0, PolicyChange::ApprovalAdded { approval } if approval.team_id.as_deref() == Some("ABCDE12345"))
         );
-        assert!(w.poll(NOW).unwrap().is_empty());
+        assert!(w.poll(NOW).is_empty());
     }
-    let mut w = Watcher::open(&db, Some(&state)).unwrap();
+    let mut w = Watcher::open(&db, Some(&state), NOW);
     assert!(
-        w.poll(NOW).unwrap().is_empty(),
+        w.poll(NOW).is_empty(),
         "no re-alert on unchanged rows after a restart"
     );
+}
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_and_watching_goes_on_from_a_new_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let state = dir.path().join("kextpolicy-state.sqlite");
+    let c = fx::realistic(&db, 8);
+    std::fs::write(&state, b"garbage where kextwatch's state was".repeat(200)).unwrap();
+    let mut w = Watcher::open(&db, Some(&state), NOW);
+    // Kept for inspection, stamped with the time (seconds) it was found broken.
+    let aside = dir.path().join(format!(
+        "kextpolicy-state.sqlite.unreadable-{}",
+        NOW / 1_000_000_000
+    ));
+    assert!(std::fs::read(&aside).unwrap().starts_with(b"garbage"));
+    assert!(w.poll(NOW).is_empty(), "a new baseline");
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
+    let changes = w.poll(NOW);
+    assert!(
+        matches!(&changes[..], [(PolicyChange::ApprovalAdded { .. }, _)]),
+        "{changes:?}"
+    );
+    // The fresh state file works: a restart does not report it again.
+    drop(w);
+    let mut w = Watcher::open(&db, Some(&state), NOW);
+    assert!(w.poll(NOW).is_empty());
+    assert_eq!(w.save_failures, 0);
+}
+
+#[test]
+fn a_state_file_that_cannot_be_saved_does_not_stop_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("KextPolicy");
+    let state = dir.path().join("kextpolicy-state.sqlite");
+    let c = fx::realistic(&db, 8);
+    let mut w = Watcher::open(&db, Some(&state), NOW);
+    assert!(w.poll(NOW).is_empty());
+    // Its disk fails under it: the file it holds open turns to garbage.
+    std::fs::write(&state, b"not SQLite any more".repeat(500)).unwrap();
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
+    let changes = w.poll(NOW);
+    assert!(
+        matches!(&changes[..], [(PolicyChange::ApprovalAdded { .. }, _)]),
+        "{changes:?}"
+    );
+    assert_eq!(w.save_failures, 1);
+    // Retried at each poll; the next change is still seen.
+    fx::approve(&c, "FGHIJ67890", "com.other.kext", "Other Co", true);
+    assert_eq!(w.poll(NOW).len(), 1);
+    assert_eq!(w.save_failures, 2);
 }
 
 #[test]
@@ -310,23 +358,23 @@ fn vanished_and_corrupt_databases_are_reported_once_and_polling_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");
     drop(fx::realistic(&db, 8));
-    let mut w = Watcher::open(&db, None).unwrap();
-    assert!(w.poll(NOW).unwrap().is_empty());
+    let mut w = Watcher::open(&db, None, NOW);
+    assert!(w.poll(NOW).is_empty());
 
     std::fs::rename(&db, dir.path().join("moved")).unwrap();
-    let first = w.poll(NOW).unwrap();
+    let first = w.poll(NOW);
     assert!(
         matches!(&first[..], [(PolicyChange::DatabaseVanished { .. }, NOW)]),
         "{first:?}"
     );
-    assert!(w.poll(NOW).unwrap().is_empty(), "reported once");
+    assert!(w.poll(NOW).is_empty(), "reported once");
 
     // Back, with one more approval: reported against the last snapshot seen.
     std::fs::rename(dir.path().join("moved"), &db).unwrap();
     let c = rusqlite::Connection::open(&db).unwrap();
     fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
     drop(c);
-    let back = w.poll(NOW).unwrap();
+    let back = w.poll(NOW);
     assert!(
         matches!(&back[..], [(PolicyChange::ApprovalAdded { .. }, _)]),
         "{back:?}"
@@ -337,14 +385,14 @@ fn vanished_and_corrupt_databases_are_reported_once_and_polling_goes_on() {
         b"this is not a SQLite database, just some bytes that look nothing like one".repeat(100),
     )
     .unwrap();
-    let bad = w.poll(NOW).unwrap();
+    let bad = w.poll(NOW);
     match &bad[..] {
         [(PolicyChange::DatabaseUnreadable { reason, .. }, _)] => {
             assert!(reason.contains("not a SQLite database"), "{reason}")
         }
         other => panic!("{other:?}"),
     }
-    assert!(w.poll(NOW).unwrap().is_empty(), "reported once");
+    assert!(w.poll(NOW).is_empty(), "reported once");
 }
 
 #[test]
@@ -352,20 +400,20 @@ fn an_emptied_database_is_tampering_like_a_deleted_one() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");
     drop(fx::realistic(&db, 8));
-    let mut w = Watcher::open(&db, None).unwrap();
-    assert!(w.poll(NOW).unwrap().is_empty());
+    let mut w = Watcher::open(&db, None, NOW);
+    assert!(w.poll(NOW).is_empty());
     // Truncated in place (same inode), while the watcher holds a connection on it.
     std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(&db)
         .unwrap();
-    let changes = w.poll(NOW).unwrap();
+    let changes = w.poll(NOW);
     let [(change @ PolicyChange::DatabaseVanished { emptied: true, .. }, NOW)] = &changes[..]
     else {
         panic!("{changes:?}")
     };
-    assert!(w.poll(NOW).unwrap().is_empty(), "reported once");
+    assert!(w.poll(NOW).is_empty(), "reported once");
     // Not a row-by-row "approvals removed" story at low severity: one high alert.
     let alerts = alerts_for(std::slice::from_ref(change), Config::default_config());
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
@@ -391,9 +439,9 @@ fn a_fifo_in_place_of_the_database_is_reported_not_waited_on() {
     let db = dir.path().join("KextPolicy");
     let c = std::ffi::CString::new(db.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut w = Watcher::open(&db, None).unwrap();
+    let mut w = Watcher::open(&db, None, NOW);
     // A blocking open would hang here: no writer ever opens the FIFO.
-    let changes = w.poll(NOW).unwrap();
+    let changes = w.poll(NOW);
     match &changes[..] {
         [(PolicyChange::DatabaseUnreadable { reason, .. }, NOW)] => {
             assert!(reason.ends_with("not a regular file (a FIFO)"), "{reason}")
@@ -412,11 +460,11 @@ fn locked_database_is_retried_not_reported() {
     // Rollback-journal mode: an exclusive lock blocks readers (WAL never does).
     c.execute_batch("BEGIN EXCLUSIVE; INSERT INTO settings VALUES ('x', 'y');")
         .unwrap();
-    let mut w = Watcher::open(&db, None).unwrap();
-    assert!(w.poll(NOW).unwrap().is_empty());
+    let mut w = Watcher::open(&db, None, NOW);
+    assert!(w.poll(NOW).is_empty());
     assert_eq!(w.busy, 1);
     c.execute_batch("COMMIT").unwrap();
-    assert!(w.poll(NOW).unwrap().is_empty());
+    assert!(w.poll(NOW).is_empty());
     assert!(w.snapshot().is_some());
 }
 
@@ -594,11 +642,8 @@ fn run_loop_delivers_changes_and_stops() {
         let (db, stop) = (db.clone(), stop.clone());
         // The baseline is read before the loop starts, so the approval below is always a change
         // (written before the baseline, it would be part of it and never reported).
-        let mut w = Watcher::open(&db, None).unwrap();
-        assert!(
-            w.poll(NOW).unwrap().is_empty(),
-            "the first read is a baseline"
-        );
+        let mut w = Watcher::open(&db, None, NOW);
+        assert!(w.poll(NOW).is_empty(), "the first read is a baseline");
         std::thread::spawn(move || {
             w.run(
                 Duration::from_millis(20),
@@ -620,7 +665,7 @@ fn run_loop_delivers_changes_and_stops() {
     ));
     assert_eq!(rows, Some(9));
     stop.store(true, Ordering::SeqCst);
-    handle.join().unwrap().unwrap();
+    handle.join().unwrap();
 }
 
 #[test]
@@ -659,7 +704,7 @@ fn approval_after_sip_weakening_is_critical() {
 
 /// One poll's changes, without their times.
 fn poll_changes(w: &mut Watcher) -> Vec<PolicyChange> {
-    w.poll(NOW).unwrap().into_iter().map(|c| c.0).collect()
+    w.poll(NOW).into_iter().map(|c| c.0).collect()
 }
 
 /// (rule, severity, event.action) of each alert, for comparing with a table written by hand.
@@ -685,8 +730,8 @@ fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");
     let c = fx::realistic(&db, 8);
-    let mut w = Watcher::open(&db, None).unwrap();
-    assert!(w.poll(NOW).unwrap().is_empty(), "baseline");
+    let mut w = Watcher::open(&db, None, NOW);
+    assert!(w.poll(NOW).is_empty(), "baseline");
 
     // Approvals: Symantec's (denied) flags edited, VMware's revoked, VirtualBox's deleted. MDM: the
     // payload behind Jamf's team approval replaced. History: a new cdhash under the same team for
@@ -765,8 +810,8 @@ fn a_denied_approval_turned_allowed_is_a_new_approval() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");
     let c = fx::realistic(&db, 8);
-    let mut w = Watcher::open(&db, None).unwrap();
-    assert!(w.poll(NOW).unwrap().is_empty(), "baseline");
+    let mut w = Watcher::open(&db, None, NOW);
+    assert!(w.poll(NOW).is_empty(), "baseline");
     // Symantec's kext was recorded as not allowed; someone allows it.
     c.execute_batch("UPDATE kext_policy SET allowed = 1 WHERE team_id = '9PTGMPNXZ2';")
         .unwrap();

@@ -171,14 +171,8 @@ fn start_kextpolicy(
     let spawned = std::thread::Builder::new()
         .name("kextpolicy".into())
         .spawn(move || {
-            let mut watcher = match Watcher::open(&db, Some(&state)) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(error = %e, "KextPolicy watcher cannot start");
-                    return;
-                }
-            };
-            let result = watcher.run(interval, &stop, now_ns, |changes, snapshot| {
+            let mut watcher = Watcher::open(&db, Some(&state), now_ns());
+            watcher.run(interval, &stop, now_ns, |changes, snapshot| {
                 let readable = !changes.iter().any(|(c, _)| {
                     matches!(
                         c,
@@ -189,9 +183,6 @@ fn start_kextpolicy(
                 health.set_kextpolicy_readable(readable);
                 let _ = ctl.send(Msg::Policy(changes, snapshot.cloned().map(Box::new)));
             });
-            if let Err(e) = result {
-                tracing::error!(error = %e, "KextPolicy watcher stopped");
-            }
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the KextPolicy watcher");

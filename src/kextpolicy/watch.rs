@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::read::{open_read_only, read_snapshot, ReadError};
-use super::state::{StateError, StateStore};
+use super::state::StateStore;
 use super::wake::FileWaker;
 use super::{diff, parse_policy_time, PolicyChange, Snapshot};
 
@@ -138,32 +138,81 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// A change and the time detection should give it (ns since the epoch).
 pub type TimedChange = (PolicyChange, i64);
 
-/// Poller + persisted state + diff: what the daemon runs.
+/// Poller + persisted state + diff: what the daemon runs. Its own state never stops it: a state
+/// file that cannot be read is moved aside and the next read becomes a new baseline; a save that
+/// fails (disk full) is retried at every poll while detection goes on from memory.
 pub struct Watcher {
     poller: Poller,
     store: Option<StateStore>,
     current: Option<Snapshot>,
+    /// `current` is newer than what the state file holds.
+    unsaved: bool,
+    /// The last save failed (logged once until one succeeds).
+    save_failing: bool,
     /// The unavailability already reported, so it is reported once.
     reported: Option<std::mem::Discriminant<ReadError>>,
     /// Polls that found the database locked and will retry.
     pub busy: u64,
+    /// Saves of the state file that failed.
+    pub save_failures: u64,
+}
+
+/// Where an unreadable state file is moved: beside it, stamped, kept for inspection.
+fn aside(path: &Path, now_ns: i64) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".unreadable-{}", now_ns / 1_000_000_000));
+    PathBuf::from(p)
+}
+
+/// The state store and the snapshot saved in it, or a fresh store (and no snapshot) after moving
+/// an unreadable file aside; no store at all if even a fresh one cannot be made.
+fn open_state(path: &Path, now_ns: i64) -> (Option<StateStore>, Option<Snapshot>) {
+    let opened = StateStore::open(path).and_then(|s| s.load().map(|snap| (s, snap)));
+    let e = match opened {
+        Ok((store, snap)) => return (Some(store), snap),
+        Err(e) => e,
+    };
+    let moved_to = aside(path, now_ns);
+    // Its rollback journal goes too: left behind, SQLite would replay it into the fresh file.
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let mut to = moved_to.as_os_str().to_owned();
+        to.push(suffix);
+        let _ = std::fs::rename(PathBuf::from(from), PathBuf::from(to));
+    }
+    tracing::error!(
+        error = %e,
+        moved_to = %moved_to.display(),
+        "KextPolicy state unreadable, moved aside: the next read of KextPolicy is a new baseline, so changes made while kextwatch was stopped are not reported"
+    );
+    match StateStore::open(path) {
+        Ok(store) => (Some(store), None),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create a KextPolicy state file: watching from memory, a restart re-baselines");
+            (None, None)
+        }
+    }
 }
 
 impl Watcher {
-    /// Watch `db`; with a state file, start from the snapshot saved there.
-    pub fn open(db: &Path, state: Option<&Path>) -> Result<Watcher, StateError> {
-        let store = state.map(StateStore::open).transpose()?;
-        let current = match &store {
-            Some(s) => s.load()?,
-            None => None,
+    /// Watch `db`; with a state file, start from the snapshot saved there. `now_ns` stamps a
+    /// broken state file moved aside.
+    pub fn open(db: &Path, state: Option<&Path>, now_ns: i64) -> Watcher {
+        let (store, current) = match state {
+            Some(p) => open_state(p, now_ns),
+            None => (None, None),
         };
-        Ok(Watcher {
+        Watcher {
             poller: Poller::new(db),
             store,
             current,
+            unsaved: false,
+            save_failing: false,
             reported: None,
             busy: 0,
-        })
+            save_failures: 0,
+        }
     }
 
     pub fn snapshot(&self) -> Option<&Snapshot> {
@@ -176,17 +225,53 @@ impl Watcher {
 
     /// Poll once. `now_ns` stamps changes that carry no time of their own. The first snapshot ever
     /// read is a baseline: it raises nothing.
-    pub fn poll(&mut self, now_ns: i64) -> Result<Vec<TimedChange>, StateError> {
+    pub fn poll(&mut self, now_ns: i64) -> Vec<TimedChange> {
+        let changes = self.read(now_ns);
+        if self.unsaved {
+            self.save(now_ns);
+        }
+        changes
+    }
+
+    fn save(&mut self, now_ns: i64) {
+        let (Some(store), Some(snap)) = (&mut self.store, &self.current) else {
+            self.unsaved = false;
+            return;
+        };
+        match store.save(snap, now_ns) {
+            Ok(()) => {
+                if self.save_failing {
+                    tracing::info!(
+                        failed_saves = self.save_failures,
+                        "KextPolicy state saved again"
+                    );
+                }
+                self.unsaved = false;
+                self.save_failing = false;
+            }
+            Err(e) => {
+                // Logged once per outage, not at every poll; `unsaved` stays set, so the next
+                // poll retries.
+                if !self.save_failing {
+                    tracing::error!(error = %e, "cannot save KextPolicy state: watching goes on from memory, retrying at every poll");
+                }
+                self.save_failing = true;
+                self.save_failures += 1;
+            }
+        }
+    }
+
+    fn read(&mut self, now_ns: i64) -> Vec<TimedChange> {
         match self.poller.poll() {
-            Poll::Unchanged => Ok(Vec::new()),
+            Poll::Unchanged => Vec::new(),
             Poll::Failed(ReadError::Busy(_)) => {
                 self.busy += 1;
-                Ok(Vec::new())
+                Vec::new()
             }
             Poll::Failed(e) => {
                 let kind = std::mem::discriminant(&e);
                 if self.reported == Some(kind) {
-                    return Ok(Vec::new());
+                    return Vec::new();
                 }
                 self.reported = Some(kind);
                 tracing::warn!(error = %e, "KextPolicy unavailable");
@@ -205,7 +290,7 @@ impl Watcher {
                         reason: other.to_string(),
                     },
                 };
-                Ok(vec![(change, now_ns)])
+                vec![(change, now_ns)]
             }
             Poll::Changed(snap) => {
                 self.reported = None;
@@ -216,19 +301,17 @@ impl Watcher {
                     Some(old) => diff(old, &snap),
                     None => Vec::new(),
                 };
-                if let Some(store) = &mut self.store {
-                    if self.current.as_ref() != Some(&snap) {
-                        store.save(&snap, now_ns)?;
-                    }
+                if self.current.as_ref() != Some(&snap) {
+                    self.current = Some(snap);
+                    self.unsaved = true;
                 }
-                self.current = Some(snap);
-                Ok(changes
+                changes
                     .into_iter()
                     .map(|c| {
                         let t = change_time(&c).unwrap_or(now_ns);
                         (c, t)
                     })
-                    .collect())
+                    .collect()
             }
         }
     }
@@ -242,12 +325,12 @@ impl Watcher {
         stop: &AtomicBool,
         now: impl Fn() -> i64,
         mut deliver: impl FnMut(Vec<TimedChange>, Option<&Snapshot>),
-    ) -> Result<(), StateError> {
+    ) {
         let files = [self.poller.path.clone(), wal_path(&self.poller.path)];
         while !stop.load(Ordering::Relaxed) {
             // Re-armed each round: the files may have been replaced since the last one.
             let mut waker = FileWaker::new(&files).ok();
-            let changes = self.poll(now())?;
+            let changes = self.poll(now());
             if !changes.is_empty() {
                 deliver(changes, self.current.as_ref());
             }
@@ -268,7 +351,6 @@ impl Watcher {
                 waited += step;
             }
         }
-        Ok(())
     }
 }
 
