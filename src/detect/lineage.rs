@@ -183,7 +183,8 @@ impl ProcessTable {
     /// The chain from `p` up: `p` first, then each known parent, at most `MAX_DEPTH` hops.
     pub fn chain(&self, p: &Process) -> Vec<Hop> {
         let mut out = vec![Hop::of(p)];
-        let mut next = parent_token(p);
+        // A process object without a parent token: what a fork or exec event told the table.
+        let mut next = parent_token(p).or_else(|| self.nodes.peek(&token(p))?.parent);
         while let Some(t) = next {
             if out.len() >= MAX_DEPTH {
                 break;
@@ -503,5 +504,55 @@ mod tests {
         t.observe(&ev(a.clone(), EventKind::Exit { status: 0 }));
         t.observe(&ev(b, EventKind::Exit { status: 0 }));
         assert_eq!(t.chain(&a).len(), MAX_DEPTH);
+    }
+
+    #[test]
+    fn a_forked_child_that_never_execs_is_its_own_hop() {
+        let mut t = ProcessTable::default();
+        assert!(t.is_empty());
+        let sh = proc(400, 21, 300, 10, "/bin/sh", true);
+        // sh forks 401 (a subshell), which forks 402, which execs kmutil.
+        let (e, sub) = fork(&sh, 401, 30);
+        t.observe(&e);
+        assert!(!t.is_empty());
+        let (e, grandchild) = fork(&sub, 402, 31);
+        t.observe(&e);
+        let pids: Vec<i32> = t.chain(&grandchild).iter().map(|h| h.pid).collect();
+        assert_eq!(pids, [402, 401, 400]);
+    }
+
+    #[test]
+    fn a_fork_links_the_child_when_process_objects_name_no_parent_token() {
+        // Older captures carry no parent_audit_token: only the fork event says whose child it is.
+        let mut t = ProcessTable::default();
+        let mut agent = proc(300, 10, 1, 1, "/usr/local/jamf/bin/jamf", false);
+        agent.parent_pidversion = None;
+        t.observe(&ev(agent.clone(), EventKind::Exit { status: 0 }));
+        let (e, mut child) = fork(&agent, 400, 20);
+        t.observe(&e);
+        child.parent_pidversion = None;
+        let l = Lineage::resolve(&t, &child, |_| false);
+        let pids: Vec<i32> = l.chain.iter().map(|h| h.pid).collect();
+        assert_eq!(pids, [400, 300]);
+    }
+
+    #[test]
+    fn a_different_image_under_a_known_token_replaces_it() {
+        // Captures that break the one-token-one-image rule: the latest image wins.
+        let mut t = ProcessTable::default();
+        let a = proc(500, 7, 1, 1, "/bin/zsh", true);
+        t.observe(&ev(a.clone(), EventKind::Exit { status: 0 }));
+        let exe_of = |t: &ProcessTable| t.nodes.peek(&(500, 7)).unwrap().hop.executable.to_string();
+        let other_exe = proc(500, 7, 1, 1, "/tmp/zsh", false);
+        t.observe(&ev(other_exe, EventKind::Exit { status: 0 }));
+        assert_eq!(exe_of(&t), "/tmp/zsh");
+        // Same path, another signing identity: replaced too.
+        let mut resigned = proc(500, 7, 1, 1, "/tmp/zsh", false);
+        resigned.signing_id = Some("com.evil.zsh".into());
+        t.observe(&ev(resigned, EventKind::Exit { status: 0 }));
+        let node = t.nodes.peek(&(500, 7)).unwrap();
+        assert_eq!(node.hop.signing_id.as_deref(), Some("com.evil.zsh"));
+        // The same image again only fills in a parent it lacked.
+        assert_eq!(t.len(), 1);
     }
 }
