@@ -515,6 +515,69 @@ fn spool_survives_a_restart_and_drains() {
     assert_complete_in_order(&wait_seqs(&r, 0..500), 500);
 }
 
+#[test]
+fn a_spool_drains_on_the_retry_timer_without_new_alerts() {
+    let mut r = Rsyslog::start();
+    r.stop();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = sink(&format!("127.0.0.1:{}", r.tcp), "");
+    let mut out = syslog_outputs(&cfg, Some(state.path()));
+    for a in &numbered(300) {
+        out.write(a).unwrap();
+    }
+    assert_eq!(out.report().1[0].spool_depth, 300);
+    r.resume();
+    // No new alert, no heartbeat, no finish: only the timer the daemon runs calls `retry`.
+    let deadline = std::time::Instant::now() + WAIT;
+    while out.report().1[0].spool_depth > 0 {
+        assert!(std::time::Instant::now() < deadline, "spool never drained");
+        out.retry().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_complete_in_order(&wait_seqs(&r, 0..300), 300);
+    // At start, what a killed run left is sent by the first retry alone.
+    r.stop();
+    {
+        let mut out = syslog_outputs(&cfg, Some(state.path()));
+        for a in &numbered(350)[300..] {
+            out.write(a).unwrap();
+        }
+    }
+    r.resume();
+    let mut out = syslog_outputs(&cfg, Some(state.path()));
+    out.retry().unwrap();
+    assert_eq!(out.report().1[0].spool_depth, 0);
+    wait_seqs(&r, 300..350);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_output_on_a_full_device_does_not_keep_alerts_from_syslog() {
+    let r = Rsyslog::start();
+    let state = tempfile::tempdir().unwrap();
+    // /dev/full fails every write with ENOSPC, like an alert file on a full disk.
+    let toml = format!(
+        "[[output]]\ntype = \"file\"\npath = \"/dev/full\"\n{}",
+        sink(&format!("127.0.0.1:{}", r.tcp), "")
+    );
+    let config = Config::parse(&toml, "test").unwrap();
+    let mut out = Outputs::open(&config.outputs, Some(state.path())).unwrap();
+    let alerts = numbered(11);
+    let mut failures = 0;
+    for a in &alerts {
+        // As the daemon does: write, then flush so files show each alert at once.
+        let result = out.write(a).and_then(|()| out.flush());
+        let e = result
+            .expect_err("/dev/full cannot take an alert")
+            .to_string();
+        assert!(e.starts_with("cannot write alerts to /dev/full"), "{e}");
+        failures += 1;
+    }
+    assert_eq!(failures, 11);
+    out.finish(WAIT).unwrap_err();
+    assert_complete_in_order(&wait_seqs(&r, 0..11), 11);
+}
+
 const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
 
 fn config_file(dir: &Path, outputs: &str) -> std::path::PathBuf {

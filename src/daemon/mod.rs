@@ -326,6 +326,36 @@ fn detection(
     health.set_engine(engine.stats());
 }
 
+/// Logs an output failure when it starts or changes, not at every alert; says how many times
+/// it repeated when it clears.
+#[derive(Default)]
+struct RepeatedError {
+    last: Option<String>,
+    repeats: u64,
+}
+
+impl RepeatedError {
+    fn note(&mut self, result: Result<(), crate::output::OutputError>) {
+        match result {
+            Err(e) => {
+                let e = e.to_string();
+                if self.last.as_deref() == Some(e.as_str()) {
+                    self.repeats += 1;
+                } else {
+                    tracing::error!(error = %e, "alert output failed");
+                    self.last = Some(e);
+                    self.repeats = 0;
+                }
+            }
+            Ok(()) => {
+                if let Some(e) = self.last.take() {
+                    tracing::info!(error = %e, repeats = self.repeats, "alert output recovered");
+                }
+            }
+        }
+    }
+}
+
 /// The sink loop: owns the outputs; heartbeats and the status file on a timer.
 fn sinks(
     mut outputs: Outputs,
@@ -336,18 +366,22 @@ fn sinks(
 ) {
     let mut next_heartbeat = Instant::now() + heartbeat;
     let mut next_status = Instant::now();
+    // The same failure at every alert is logged once, with how often it repeated.
+    let (mut write_failing, mut retry_failing) =
+        (RepeatedError::default(), RepeatedError::default());
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(a) => {
-                if let Err(e) = outputs.write(&a) {
-                    tracing::error!(error = %e, "alert output failed");
-                }
+                let written = outputs.write(&a);
                 // Alerts are rare: flush each so files and stdout show them at once.
-                let _ = outputs.flush();
+                write_failing.note(written.and_then(|()| outputs.flush()));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        // What was spooled goes out once the receiver is back, without waiting for new alerts
+        // (and at start, what a previous run left).
+        retry_failing.note(outputs.retry());
         let now = Instant::now();
         if now >= next_heartbeat {
             next_heartbeat = now + heartbeat;

@@ -98,17 +98,37 @@ impl Outputs {
         }
     }
 
+    /// Offer `alert` to every sink. One failing sink does not keep the alert from the others
+    /// (a full disk under an alert file must not silence syslog); the first failure is returned
+    /// once all were tried.
     pub fn write(&mut self, alert: &Alert) -> Result<(), OutputError> {
+        let mut first_error = None;
         for s in &mut self.writers {
-            s.write(alert).map_err(|source| OutputError::Write {
-                name: s.name.clone(),
-                source,
-            })?;
+            if let Err(source) = s.write(alert) {
+                first_error.get_or_insert(OutputError::Write {
+                    name: s.name.clone(),
+                    source,
+                });
+            }
         }
         for s in &mut self.syslog {
-            s.alert(alert)?;
+            if let Err(e) = s.alert(alert) {
+                first_error.get_or_insert(e.into());
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Give syslog sinks a chance to deliver what they spooled (their backoff decides whether
+    /// they try now). The daemon calls this on a timer and once at start.
+    pub fn retry(&mut self) -> Result<(), OutputError> {
+        let mut first_error = None;
+        for s in &mut self.syslog {
+            if let Err(e) = s.retry() {
+                first_error.get_or_insert(e.into());
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// A heartbeat to every syslog sink (`body`: the counters as JSON).
@@ -118,29 +138,37 @@ impl Outputs {
         body: &serde_json::Value,
     ) -> Result<(), OutputError> {
         let body = body.to_string();
+        let mut first_error = None;
         for s in &mut self.syslog {
-            s.heartbeat(timestamp, &body)?;
+            if let Err(e) = s.heartbeat(timestamp, &body) {
+                first_error.get_or_insert(e.into());
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn flush(&mut self) -> Result<(), OutputError> {
+        let mut first_error = None;
         for s in &mut self.writers {
-            s.out.flush().map_err(|source| OutputError::Write {
-                name: s.name.clone(),
-                source,
-            })?;
+            if let Err(source) = s.out.flush() {
+                first_error.get_or_insert(OutputError::Write {
+                    name: s.name.clone(),
+                    source,
+                });
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Flush, and give syslog sinks up to `deadline` to deliver their spools.
     pub fn finish(&mut self, deadline: Duration) -> Result<(), OutputError> {
-        self.flush()?;
+        let mut first_error = self.flush().err();
         for s in &mut self.syslog {
-            s.finish(deadline)?;
+            if let Err(e) = s.finish(deadline) {
+                first_error.get_or_insert(e.into());
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Where each sink stands: names of writer sinks, and syslog counters.

@@ -27,6 +27,10 @@ pub struct SinkStats {
     pub spool_depth: u64,
     pub spool_bytes: u64,
     pub spool_evicted: u64,
+    /// Messages neither delivered nor kept: the receiver was down and the spool could not take
+    /// them (disk full, spool file unwritable). `last_error` says why.
+    #[serde(default)]
+    pub lost: u64,
     pub last_error: Option<String>,
 }
 
@@ -40,6 +44,9 @@ pub struct SyslogSink {
     written: u64,
     spooled: u64,
     failures: u64,
+    lost: u64,
+    /// The spool refuses messages (logged once until it takes one again).
+    spool_refusing: bool,
     last_error: Option<String>,
 }
 
@@ -70,6 +77,8 @@ impl SyslogSink {
             written: 0,
             spooled: 0,
             failures: 0,
+            lost: 0,
+            spool_refusing: false,
             last_error: None,
         })
     }
@@ -85,6 +94,7 @@ impl SyslogSink {
             spool_depth: depth,
             spool_bytes: bytes,
             spool_evicted: self.spool.evicted(),
+            lost: self.lost,
             last_error: self.last_error.clone(),
         }
     }
@@ -111,12 +121,42 @@ impl SyslogSink {
         self.retry_at.is_some_and(|t| Instant::now() < t)
     }
 
+    /// Keep `messages` in the spool (at the back, or the front for ones to resend first); if the
+    /// spool cannot take them, they are lost: counted, with the reason, logged once per outage.
+    fn keep(&mut self, messages: &[Vec<u8>], front: bool) -> bool {
+        let kept = if front {
+            self.spool.push_front(messages)
+        } else {
+            self.spool.push_back(messages)
+        };
+        match kept {
+            Ok(()) => {
+                if std::mem::take(&mut self.spool_refusing) {
+                    tracing::info!(sink = %self.name, lost = self.lost, "alert spool accepts messages again");
+                }
+                true
+            }
+            Err(e) => {
+                self.lost += messages.len() as u64;
+                self.last_error = Some(format!("spool refused messages, lost: {e}"));
+                if !std::mem::replace(&mut self.spool_refusing, true) {
+                    tracing::error!(sink = %self.name, error = %e, "the alert spool cannot store messages (disk full?): while the receiver is unreachable, alerts are lost and counted");
+                }
+                false
+            }
+        }
+    }
+
     fn deliver(&mut self, msg: Vec<u8>) -> Result<(), SinkError> {
         if !self.spool.is_empty() || self.in_backoff() {
             self.spooled += 1;
-            self.spool
-                .push_back(&[msg])
-                .map_err(|e| self.spool_err(e))?;
+            if !self.keep(std::slice::from_ref(&msg), false) && !self.in_backoff() {
+                // Counted lost above; the receiver may still take it directly.
+                if self.transport.send(&msg).is_ok() {
+                    self.lost -= 1;
+                    self.written += 1;
+                }
+            }
             self.drain()?;
             return Ok(());
         }
@@ -141,11 +181,19 @@ impl SyslogSink {
         }
         self.last_error = Some(e.to_string());
         let unconfirmed = self.transport.take_unconfirmed();
-        self.spool
-            .push_front(&unconfirmed)
-            .map_err(|e| self.spool_err(e))?;
+        self.keep(&unconfirmed, true);
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        Ok(())
+    }
+
+    /// Retry what is spooled if the backoff allows: called on a timer, so a spool drains once the
+    /// receiver is back without waiting for the next alert, and at start for what a previous run
+    /// left.
+    pub fn retry(&mut self) -> Result<(), SinkError> {
+        if !self.spool.is_empty() {
+            self.drain()?;
+        }
         Ok(())
     }
 
@@ -190,9 +238,7 @@ impl SyslogSink {
         // A receiver that went away since the last write is noticed here, not never.
         if !self.transport.check_alive() {
             let unconfirmed = self.transport.take_unconfirmed();
-            self.spool
-                .push_front(&unconfirmed)
-                .map_err(|e| self.spool_err(e))?;
+            self.keep(&unconfirmed, true);
         }
         while !self.drain()? {
             let Some(at) = self.retry_at else { break };
@@ -211,5 +257,79 @@ fn transport_name(spec: &SyslogSpec) -> &'static str {
         crate::config::SyslogTransport::Udp => "udp",
         crate::config::SyslogTransport::Tcp => "tcp",
         crate::config::SyslogTransport::Tls => "tls",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// A TCP port on which nothing listens while the socket lives (bound, never listening).
+    fn closed_port() -> (u16, OwnedFd) {
+        // SAFETY: plain socket calls on a descriptor this function owns.
+        unsafe {
+            let fd = OwnedFd::from_raw_fd(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0));
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    len
+                ),
+                0
+            );
+            let mut len = len;
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut addr as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            );
+            (u16::from_be(addr.sin_port), fd)
+        }
+    }
+
+    fn alert(n: usize) -> Alert {
+        let mut a = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
+        a.reasons.push(format!("seq {n}"));
+        a
+    }
+
+    #[test]
+    fn what_the_spool_cannot_keep_is_counted_lost_and_the_spool_recovers() {
+        let (port, _closed) = closed_port();
+        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
+        let config = crate::config::Config::parse(&toml, "test").unwrap();
+        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
+            panic!()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SyslogSink::open(spec, Some(&dir.path().join("spool.sqlite"))).unwrap();
+        for n in 0..5 {
+            sink.alert(&alert(n)).unwrap();
+        }
+        assert_eq!((sink.stats().spool_depth, sink.stats().lost), (5, 0));
+        // The disk fills: every alert from now on is counted lost, with the reason.
+        sink.spool.refuse_writes(true);
+        for n in 5..12 {
+            sink.alert(&alert(n)).unwrap();
+        }
+        let s = sink.stats();
+        assert_eq!((s.spool_depth, s.lost, s.written), (5, 7, 0), "{s:?}");
+        assert!(
+            s.last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("spool refused messages, lost: alert spool:"),
+            "{s:?}"
+        );
+        // Space returns: the spool takes alerts again by itself, and nothing more is lost.
+        sink.spool.refuse_writes(false);
+        sink.alert(&alert(12)).unwrap();
+        let s = sink.stats();
+        assert_eq!((s.spool_depth, s.lost), (6, 7), "{s:?}");
     }
 }

@@ -28,6 +28,12 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// Make every write fail (or work again), as a full disk does: tests of what a sink does then.
+    #[cfg(test)]
+    pub(super) fn refuse_writes(&self, refuse: bool) {
+        self.conn.pragma_update(None, "query_only", refuse).unwrap();
+    }
+
     /// Open the spool of `sink` in the file at `path` (shared by all sinks), or in memory.
     pub fn open(path: Option<&Path>, sink: &str, max_bytes: u64) -> Result<Spool, SpoolError> {
         let conn = match path {
