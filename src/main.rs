@@ -419,7 +419,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             outputs.finish(std::time::Duration::from_secs(10))?;
             let (writers, syslog) = outputs.report();
             for w in writers {
-                eprintln!("test alert written to {w}");
+                match &w.last_error {
+                    None => eprintln!("test alert written to {}", w.name),
+                    Some(e) => eprintln!("test alert NOT written to {}: {e}", w.name),
+                }
             }
             let mut failed = false;
             for s in syslog {
@@ -634,15 +637,25 @@ fn status_text(s: &kextwatch::daemon::Status) -> String {
         None => {}
     }
     for o in &s.outputs {
-        out += &format!("output {o}\n");
+        out += &format!(
+            "output {}: {} written, {} lost{}\n",
+            o.name,
+            o.written,
+            o.lost,
+            o.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
     }
     for k in &s.sinks {
         out += &format!(
-            "output {}: {} written, {} spooled now, {} evicted{}\n",
+            "output {}: {} written, {} spooled now, {} evicted, {} lost{}\n",
             k.name,
             k.written,
             k.spool_depth,
             k.spool_evicted,
+            k.lost,
             k.last_error
                 .as_ref()
                 .map(|e| format!(", last error: {e}"))

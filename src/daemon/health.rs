@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::Severity;
 use crate::detect::EngineStats;
-use crate::output::SinkStats;
+use crate::output::{SinkStats, WriterStats};
 
 /// In the state directory, rewritten every few seconds by the running daemon.
 pub const STATUS_FILE: &str = "status.json";
@@ -54,7 +54,7 @@ pub struct Status {
     pub config_generation: u64,
     pub last_config_error: Option<String>,
     pub kextpolicy_readable: Option<bool>,
-    pub outputs: Vec<String>,
+    pub outputs: Vec<WriterStats>,
     pub sinks: Vec<SinkStats>,
 }
 
@@ -99,7 +99,7 @@ impl Health {
         *lock(&self.engine) = e;
     }
 
-    pub fn snapshot(&self, (outputs, sinks): (Vec<String>, Vec<SinkStats>)) -> Status {
+    pub fn snapshot(&self, (outputs, sinks): crate::output::OutputsReport) -> Status {
         Status {
             running: true,
             pid: std::process::id(),

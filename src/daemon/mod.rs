@@ -7,12 +7,14 @@
 //! - sources never block on detection: they `try_send` into a bounded queue and count drops, as the
 //!   Endpoint Security callback must;
 //! - detection is one thread that owns the engine (and the enrichment, which reads bundles);
-//! - sinks are one thread that owns the outputs, writes heartbeats and the status file;
+//! - the sink thread hands each alert to every output's own worker thread and queue (so one slow
+//!   output never holds back another), and writes heartbeats and the status file;
 //! - signals arrive on their own thread: SIGHUP reloads the config (a broken one is reported and the
 //!   old one kept), SIGTERM/SIGINT stop the sources, drain what is queued through detection into the
 //!   sinks (or the spool) within a bounded time, and exit 0.
 
 mod health;
+mod output_workers;
 mod sources;
 mod staged_store;
 
@@ -32,6 +34,7 @@ use crate::enrich::BundleEnricher;
 use crate::event::Event;
 use crate::kextpolicy::{Snapshot, TimedChange, Watcher};
 use crate::output::Outputs;
+use output_workers::OutputWorkers;
 
 /// How long a stop waits for sinks to deliver what is queued or spooled.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -326,80 +329,44 @@ fn detection(
     health.set_engine(engine.stats());
 }
 
-/// Logs an output failure when it starts or changes, not at every alert; says how many times
-/// it repeated when it clears.
-#[derive(Default)]
-struct RepeatedError {
-    last: Option<String>,
-    repeats: u64,
-}
-
-impl RepeatedError {
-    fn note(&mut self, result: Result<(), crate::output::OutputError>) {
-        match result {
-            Err(e) => {
-                let e = e.to_string();
-                if self.last.as_deref() == Some(e.as_str()) {
-                    self.repeats += 1;
-                } else {
-                    tracing::error!(error = %e, "alert output failed");
-                    self.last = Some(e);
-                    self.repeats = 0;
-                }
-            }
-            Ok(()) => {
-                if let Some(e) = self.last.take() {
-                    tracing::info!(error = %e, repeats = self.repeats, "alert output recovered");
-                }
-            }
-        }
-    }
-}
-
-/// The sink loop: owns the outputs; heartbeats and the status file on a timer.
+/// The sink loop: hands each alert to every output's worker; heartbeats and the status file on a
+/// timer.
 fn sinks(
-    mut outputs: Outputs,
+    outputs: Outputs,
     rx: Receiver<Alert>,
     health: Arc<Health>,
     heartbeat: Duration,
     status_path: &Path,
 ) {
+    let mut workers = match OutputWorkers::start(outputs, DRAIN_DEADLINE) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the alert outputs");
+            return;
+        }
+    };
     let mut next_heartbeat = Instant::now() + heartbeat;
     let mut next_status = Instant::now();
-    // The same failure at every alert is logged once, with how often it repeated.
-    let (mut write_failing, mut retry_failing) =
-        (RepeatedError::default(), RepeatedError::default());
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(a) => {
-                let written = outputs.write(&a);
-                // Alerts are rare: flush each so files and stdout show them at once.
-                write_failing.note(written.and_then(|()| outputs.flush()));
-            }
+            Ok(a) => workers.alert(a),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        // What was spooled goes out once the receiver is back, without waiting for new alerts
-        // (and at start, what a previous run left).
-        retry_failing.note(outputs.retry());
         let now = Instant::now();
         if now >= next_heartbeat {
             next_heartbeat = now + heartbeat;
             let ts = crate::replay::now_rfc3339();
-            let status = health.snapshot(outputs.report());
-            if let Err(e) = outputs.heartbeat(&ts, &status.heartbeat(&ts)) {
-                tracing::warn!(error = %e, "heartbeat failed");
-            }
+            let status = health.snapshot(workers.report());
+            let body = status.heartbeat(&ts);
+            workers.heartbeat(ts, body);
         }
         if now >= next_status {
             next_status = now + STATUS_EVERY;
-            health.snapshot(outputs.report()).write(status_path);
+            health.snapshot(workers.report()).write(status_path);
         }
     }
-    if let Err(e) = outputs.finish(DRAIN_DEADLINE) {
-        tracing::error!(error = %e, "alert outputs could not finish");
-    }
-    let mut final_status = health.snapshot(outputs.report());
+    let mut final_status = health.snapshot(workers.finish(DRAIN_DEADLINE + Duration::from_secs(2)));
     final_status.running = false;
     final_status.write(status_path);
 }

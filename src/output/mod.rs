@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use sink::{SinkError, SinkStats, SyslogSink};
+
 pub use transport::{Transport, TransportError, TRUNCATION_MARKER};
 
 use crate::alert::{write_json, write_text, Alert};
 use crate::config::{OutputSpec, TextOrJson};
+
+/// Counters of every output: stdout and files, then syslog sinks.
+pub type OutputsReport = (Vec<WriterStats>, Vec<SinkStats>);
 
 /// The spool file in the state directory, shared by all syslog sinks.
 pub const SPOOL_FILE: &str = "alert-spool.sqlite";
@@ -31,17 +35,54 @@ pub enum OutputError {
     Syslog(#[from] SinkError),
 }
 
+/// Counters of a stdout or file output (status file, heartbeats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriterStats {
+    pub name: String,
+    pub written: u64,
+    /// Alerts that could not be written (full disk, closed pipe, queue full): not in the output.
+    pub lost: u64,
+    pub last_error: Option<String>,
+}
+
 struct WriterSink {
-    name: String,
+    stats: WriterStats,
     format: TextOrJson,
     out: BufWriter<Box<dyn Write + Send>>,
 }
 
 impl WriterSink {
-    fn write(&mut self, alert: &Alert) -> io::Result<()> {
-        match self.format {
+    fn new(name: String, format: TextOrJson, out: Box<dyn Write + Send>) -> WriterSink {
+        WriterSink {
+            stats: WriterStats {
+                name,
+                ..WriterStats::default()
+            },
+            format,
+            out: BufWriter::new(out),
+        }
+    }
+
+    /// Write one alert; with `now`, also flush, so it is counted only once it left the buffer.
+    fn write(&mut self, alert: &Alert, now: bool) -> Result<(), OutputError> {
+        let written = match self.format {
             TextOrJson::Json => write_json(&mut self.out, alert),
             TextOrJson::Text => write_text(&mut self.out, alert),
+        }
+        .and_then(|()| if now { self.out.flush() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                self.stats.written += 1;
+                Ok(())
+            }
+            Err(source) => {
+                self.stats.lost += 1;
+                self.stats.last_error = Some(source.to_string());
+                Err(OutputError::Write {
+                    name: self.stats.name.clone(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -63,16 +104,16 @@ impl Outputs {
         let mut spool_file: Option<Option<PathBuf>> = None;
         for spec in specs {
             match spec {
-                OutputSpec::Stdout { format } => outputs.writers.push(WriterSink {
-                    name: "stdout".into(),
-                    format: *format,
-                    out: BufWriter::new(Box::new(io::stdout())),
-                }),
-                OutputSpec::File { path, format } => outputs.writers.push(WriterSink {
-                    name: path.display().to_string(),
-                    format: *format,
-                    out: BufWriter::new(Box::new(open_append(path)?)),
-                }),
+                OutputSpec::Stdout { format } => outputs.writers.push(WriterSink::new(
+                    "stdout".into(),
+                    *format,
+                    Box::new(io::stdout()),
+                )),
+                OutputSpec::File { path, format } => outputs.writers.push(WriterSink::new(
+                    path.display().to_string(),
+                    *format,
+                    Box::new(open_append(path)?),
+                )),
                 OutputSpec::Syslog(s) => {
                     let file = spool_file.get_or_insert_with(|| spool_path(state_dir));
                     outputs.syslog.push(SyslogSink::open(s, file.as_deref())?);
@@ -82,15 +123,25 @@ impl Outputs {
         Ok(outputs)
     }
 
+    /// One `Outputs` per configured sink, so each can run on its own thread (the daemon: a slow
+    /// or dead output must not delay another's deliveries).
+    pub fn into_each(self) -> Vec<Outputs> {
+        let writers = self.writers.into_iter().map(|w| Outputs {
+            writers: vec![w],
+            syslog: Vec::new(),
+        });
+        let syslog = self.syslog.into_iter().map(|s| Outputs {
+            writers: Vec::new(),
+            syslog: vec![s],
+        });
+        writers.chain(syslog).collect()
+    }
+
     /// Sinks over arbitrary writers (tests, embedding).
     pub fn from_writers(writers: Vec<(String, TextOrJson, Box<dyn Write + Send>)>) -> Outputs {
         let writers = writers
             .into_iter()
-            .map(|(name, format, w)| WriterSink {
-                name,
-                format,
-                out: BufWriter::new(w),
-            })
+            .map(|(name, format, w)| WriterSink::new(name, format, w))
             .collect();
         Outputs {
             writers,
@@ -102,13 +153,20 @@ impl Outputs {
     /// (a full disk under an alert file must not silence syslog); the first failure is returned
     /// once all were tried.
     pub fn write(&mut self, alert: &Alert) -> Result<(), OutputError> {
+        self.offer(alert, false)
+    }
+
+    /// As `write`, and stdout and files are flushed at once, so each alert is visible, and
+    /// counted written or lost, as it comes (the daemon; alerts are rare there).
+    pub fn write_now(&mut self, alert: &Alert) -> Result<(), OutputError> {
+        self.offer(alert, true)
+    }
+
+    fn offer(&mut self, alert: &Alert, now: bool) -> Result<(), OutputError> {
         let mut first_error = None;
         for s in &mut self.writers {
-            if let Err(source) = s.write(alert) {
-                first_error.get_or_insert(OutputError::Write {
-                    name: s.name.clone(),
-                    source,
-                });
+            if let Err(e) = s.write(alert, now) {
+                first_error.get_or_insert(e);
             }
         }
         for s in &mut self.syslog {
@@ -151,8 +209,9 @@ impl Outputs {
         let mut first_error = None;
         for s in &mut self.writers {
             if let Err(source) = s.out.flush() {
+                s.stats.last_error = Some(source.to_string());
                 first_error.get_or_insert(OutputError::Write {
-                    name: s.name.clone(),
+                    name: s.stats.name.clone(),
                     source,
                 });
             }
@@ -171,10 +230,10 @@ impl Outputs {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Where each sink stands: names of writer sinks, and syslog counters.
-    pub fn report(&self) -> (Vec<String>, Vec<SinkStats>) {
+    /// Where each sink stands: stdout/file counters, and syslog counters.
+    pub fn report(&self) -> OutputsReport {
         (
-            self.writers.iter().map(|w| w.name.clone()).collect(),
+            self.writers.iter().map(|w| w.stats.clone()).collect(),
             self.syslog.iter().map(SyslogSink::stats).collect(),
         )
     }
@@ -191,17 +250,32 @@ fn spool_path(state_dir: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Alert files are appended to, never truncated, and not readable by other users.
+/// Alert files are appended to, never truncated, and not readable by other users. Opened without
+/// blocking, so a FIFO nobody reads is an error at start, not a daemon that never starts; writes
+/// then block as usual (a FIFO's reader sets the pace for that output only).
 fn open_append(path: &Path) -> Result<File, OutputError> {
+    let err = |source| OutputError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut opts = OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o640);
+        opts.mode(0o640)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC);
     }
-    opts.open(path).map_err(|source| OutputError::Open {
-        path: path.to_path_buf(),
-        source,
-    })
+    let file = opts.open(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor this function owns.
+        let fd = file.as_raw_fd();
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+    }
+    Ok(file)
 }

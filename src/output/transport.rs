@@ -262,8 +262,11 @@ impl Transport {
             }
         }
         let stream = stream.ok_or_else(|| TransportError::Io(format!("connect {addr}"), last))?;
+        // Reads too: a receiver that accepts and never answers the TLS handshake must not hold
+        // the sink (and shutdown) forever.
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
+            .and_then(|()| stream.set_read_timeout(Some(WRITE_TIMEOUT)))
             .map_err(io_err("socket option"))?;
         stream.set_nodelay(false).ok();
         match &self.tls {
