@@ -277,3 +277,115 @@ impl StagedMemory {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::rules::{KEXT_LOADED, ROOT_CHANGE};
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    fn evidence(action: &'static str) -> Evidence {
+        Evidence {
+            timestamp: "2026-11-25T14:03:12Z".into(),
+            action,
+            pid: Some(4100),
+            executable: Some("/bin/cp".into()),
+            args: None,
+            path: None,
+            kext_bundle_id: None,
+            team_id: None,
+            signing_id: Some("com.apple.cp".into()),
+            user_id: Some("501".into()),
+            global_seq_num: Some(7),
+        }
+    }
+
+    fn staged(m: &mut StagedMemory, bundle: &str, at: i64, action: &'static str) {
+        let mut f = Finding::new(ROOT_CHANGE, Severity::Medium, bundle.into());
+        f.activity = Some(Activity::Staged {
+            bundle: bundle.into(),
+        });
+        m.follow(&mut f, at, &evidence(action), |_| None);
+    }
+
+    fn load(m: &mut StagedMemory, path: &str, at: i64) -> Finding {
+        let mut f = Finding::new(KEXT_LOADED, Severity::Info, path.into());
+        f.activity = Some(Activity::Load {
+            paths: vec![path.into()],
+            bundle_ids: Vec::new(),
+        });
+        m.follow(&mut f, at, &evidence("exec"), |_| None);
+        f
+    }
+
+    #[test]
+    fn a_restored_staging_escalates_a_later_load_with_its_first_evidence() {
+        let mut before = StagedMemory::default();
+        assert!(before.is_empty());
+        staged(&mut before, "/Library/Extensions/Evil.kext", HOUR, "create");
+        staged(
+            &mut before,
+            "/Library/Extensions/Evil.kext",
+            HOUR + 1,
+            "write",
+        );
+        staged(
+            &mut before,
+            "/Library/Extensions/Odd.kext",
+            HOUR + 2,
+            "chflags",
+        );
+        assert_eq!((before.len(), before.generation), (2, 3));
+        // Persisted as JSON and restored by the next run.
+        let saved = serde_json::to_string(&before.export()).unwrap();
+        let mut after = StagedMemory::default();
+        after.restore(serde_json::from_str(&saved).unwrap());
+        assert_eq!(after.export(), before.export());
+        assert_eq!(after.len(), 2);
+
+        let f = load(&mut after, "/Library/Extensions/Evil.kext", 4 * HOUR);
+        assert_eq!((f.rule.id, f.severity), ("KW-9001", Severity::High));
+        assert_eq!(
+            f.reasons,
+            ["/Library/Extensions/Evil.kext was staged by /bin/cp (pid 4100) 3 h earlier (2 changes since), beyond the correlation window"]
+        );
+        // The evidence is the first change, action name and all.
+        assert_eq!(f.related.len(), 1);
+        assert_eq!(f.related[0].action, "create");
+        assert_eq!(
+            f.related[0].path.as_deref(),
+            Some("/Library/Extensions/Evil.kext")
+        );
+        // Loaded: forgotten, so a second load tells nothing more.
+        assert_eq!(after.len(), 1);
+        assert!(load(&mut after, "/Library/Extensions/Evil.kext", 5 * HOUR)
+            .related
+            .is_empty());
+        // An action name that is not one of the known ones comes back as "staged".
+        let odd = load(&mut after, "/Library/Extensions/Odd.kext", 5 * HOUR);
+        assert_eq!(odd.related[0].action, "staged");
+        assert!(after.is_empty());
+    }
+
+    #[test]
+    fn within_two_hours_the_age_is_told_in_minutes() {
+        assert_eq!(hours(119 * 60_000_000_000), "119 min");
+        assert_eq!(hours(120 * 60_000_000_000), "2 h");
+        assert_eq!(hours(59_999_999_999), "0 min");
+    }
+
+    #[test]
+    fn the_memory_is_bounded_and_counts_what_it_forgets() {
+        let mut m = StagedMemory::with_capacity(2);
+        for (i, b) in ["/L/A.kext", "/L/B.kext", "/L/C.kext"].iter().enumerate() {
+            staged(&mut m, b, i as i64, "create");
+        }
+        assert_eq!((m.len(), m.forgotten, m.generation), (2, 1, 3));
+        // The least recently staged (A) went; staging a remembered one again forgets nothing.
+        let kept: Vec<String> = m.export().into_iter().map(|s| s.bundle).collect();
+        assert_eq!(kept, ["/L/B.kext", "/L/C.kext"]);
+        m.restore(m.export());
+        assert_eq!((m.len(), m.forgotten, m.generation), (2, 1, 5));
+    }
+}
