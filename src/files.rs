@@ -112,6 +112,63 @@ pub fn read_regular_text(path: &Path, limit: u64, links: Links) -> Result<String
         .map_err(|_| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text")))
 }
 
+/// Replace the file at `path` with `bytes` atomically: a temporary file beside it, created afresh
+/// (a symlink planted at its name is removed, never followed) with `mode`, synced, then renamed
+/// over `path`. For kextwatch's own state files, which run as root.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = o.open(&tmp)?;
+    io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Make sure the file kextwatch keeps at `path` (a SQLite database it then opens) exists and is
+/// readable by its owner only; an existing one with a wider mode is narrowed. A symlink there is
+/// refused.
+pub fn ensure_private(path: &Path) -> io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    let f = o.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = f.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other(format!(
+                "not a regular file (a {})",
+                kind(&meta)
+            )));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +215,32 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert_eq!(read_regular(&link, 10, Links::Follow).unwrap(), b"x");
         assert!(read_regular(&link, 10, Links::Refuse).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn state_files_are_private_and_never_written_through_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let status = dir.path().join("status.json");
+        // An attacker plants the temporary file's name as a link to something root can write.
+        std::os::unix::fs::symlink(&victim, dir.path().join("status.json.tmp")).unwrap();
+        replace_file(&status, b"{}", 0o640).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&status).unwrap(), b"{}");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&status), 0o640);
+        // A database file created, or an old world-readable one narrowed, to owner-only.
+        let db = dir.path().join("spool.sqlite");
+        ensure_private(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        ensure_private(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        let link = dir.path().join("link.sqlite");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(ensure_private(&link).is_err());
     }
 }

@@ -396,13 +396,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => {
             let config = load_config(config.as_deref())?;
             let path = config.daemon.state_dir.join(kextwatch::daemon::STATUS_FILE);
-            let status = kextwatch::daemon::Status::read(&path).map_err(|e| {
+            let mut status = kextwatch::daemon::Status::read(&path).map_err(|e| {
                 anyhow::anyhow!("no status from a daemon ({e}); is `kextwatch run` running?")
             })?;
+            // The file says what the daemon last wrote; the lock says whether it is alive now
+            // (a SIGKILLed daemon never wrote "stopped").
+            let alive = kextwatch::daemon::InstanceLock::is_held(&config.daemon.state_dir);
+            let stale = status.running && !alive;
+            status.running &= alive;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", status_text(&status));
+                print!("{}", status.render(stale));
             }
             Ok(if status.running {
                 ExitCode::SUCCESS
@@ -602,65 +607,4 @@ fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
 #[cfg(not(target_os = "macos"))]
 fn sysext(_: SysextCommand) -> anyhow::Result<ExitCode> {
     anyhow::bail!("`kextwatch sysext` manages a macOS system extension and runs only on macOS")
-}
-
-fn status_text(s: &kextwatch::daemon::Status) -> String {
-    let mut out = format!(
-        "kextwatch {} (pid {}), since {}, updated {}\n",
-        if s.running { "running" } else { "stopped" },
-        s.pid,
-        s.started,
-        s.updated
-    );
-    out += &format!(
-        "source {}: {} (restarts {})\n",
-        s.source, s.source_state, s.source_restarts
-    );
-    out += &format!(
-        "events: {} lines, {} analysed, {} dropped (queue full), {} malformed, {} missing by sequence gaps\n",
-        s.lines_read, s.events_analysed, s.events_dropped, s.malformed, s.seq_gap_events
-    );
-    let alerts: Vec<String> = Severity::ALL
-        .iter()
-        .rev()
-        .map(|sev| format!("{sev} {}", s.alerts.get(sev.as_str()).copied().unwrap_or(0)))
-        .collect();
-    out += &format!("alerts: {}\n", alerts.join(", "));
-    out += &format!("config generation {}", s.config_generation);
-    if let Some(e) = &s.last_config_error {
-        out += &format!(" (last reload rejected: {e})");
-    }
-    out += "\n";
-    match s.kextpolicy_readable {
-        Some(true) => out += "KextPolicy: readable\n",
-        Some(false) => out += "KextPolicy: NOT readable\n",
-        None => {}
-    }
-    for o in &s.outputs {
-        out += &format!(
-            "output {}: {} written, {} lost{}\n",
-            o.name,
-            o.written,
-            o.lost,
-            o.last_error
-                .as_ref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        );
-    }
-    for k in &s.sinks {
-        out += &format!(
-            "output {}: {} written, {} spooled now, {} evicted, {} lost{}\n",
-            k.name,
-            k.written,
-            k.spool_depth,
-            k.spool_evicted,
-            k.lost,
-            k.last_error
-                .as_ref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        );
-    }
-    out
 }

@@ -560,3 +560,55 @@ fn a_forced_restart_does_not_forget_a_staged_bundle() {
     let (code, _dir) = d.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn status_tells_a_killed_daemon_from_a_running_one_and_one_daemon_owns_a_state_dir() {
+    let d = Daemon::start("[[output]]\ntype = \"stdout\"\n");
+    let status = |config: &Path| {
+        Command::new(BIN)
+            .args(["status", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let out = status(&d.config);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("kextwatch running (pid "));
+    // A second daemon on the same state directory refuses to start.
+    let second = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .args(["--source", "replay:/dev/null"])
+        .output()
+        .unwrap();
+    assert_ne!(second.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another kextwatch daemon is running"),
+        "{second:?}"
+    );
+    let config = d.config.clone();
+    let dir = d.kill();
+    // The file still says "running": the lock says otherwise.
+    let out = status(&config);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("kextwatch NOT running (killed: the status file was never closed)"),
+        "{text}"
+    );
+    // A state directory others can write is refused before anything is read from it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = dir.path().join("state");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--source", "replay:/dev/null"])
+        .output()
+        .unwrap();
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is writable by other users (mode 777)"),
+        "{refused:?}"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Severity;
+use crate::alert::{escape_controls, Severity};
 use crate::detect::EngineStats;
 use crate::output::{SinkStats, WriterStats};
 
@@ -138,13 +138,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Status {
-    /// Replace the status file atomically (write a temporary file, then rename).
+    /// Replace the status file atomically, readable by its owner and group only, like alert files.
     pub fn write(&self, path: &Path) {
-        let tmp = path.with_extension("json.tmp");
         let ok = serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|_| std::fs::rename(&tmp, path));
+            .and_then(|b| crate::files::replace_file(path, &b, 0o640));
         if let Err(e) = ok {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
         }
@@ -156,6 +154,77 @@ impl Status {
         let text = crate::files::read_regular_text(path, 1 << 20, crate::files::Links::Refuse)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// For a terminal: every string from the file has its control characters escaped. `stale`:
+    /// the file says running, but no daemon holds the instance lock (it was killed).
+    pub fn render(&self, stale: bool) -> String {
+        let s = self;
+        let e = |x: &str| escape_controls(x).into_owned();
+        let mut out = format!(
+            "kextwatch {} (pid {}), since {}, updated {}\n",
+            match (s.running, stale) {
+                (true, _) => "running",
+                (false, true) => "NOT running (killed: the status file was never closed)",
+                (false, false) => "stopped",
+            },
+            s.pid,
+            e(&s.started),
+            e(&s.updated)
+        );
+        out += &format!(
+            "source {}: {} (restarts {})\n",
+            e(&s.source),
+            e(&s.source_state),
+            s.source_restarts
+        );
+        out += &format!(
+            "events: {} lines, {} analysed, {} dropped (queue full), {} malformed, {} missing by sequence gaps\n",
+            s.lines_read, s.events_analysed, s.events_dropped, s.malformed, s.seq_gap_events
+        );
+        let alerts: Vec<String> = Severity::ALL
+            .iter()
+            .rev()
+            .map(|sev| format!("{sev} {}", s.alerts.get(sev.as_str()).copied().unwrap_or(0)))
+            .collect();
+        out += &format!("alerts: {}\n", alerts.join(", "));
+        out += &format!("config generation {}", s.config_generation);
+        if let Some(err) = &s.last_config_error {
+            out += &format!(" (last reload rejected: {})", e(err));
+        }
+        out += "\n";
+        match s.kextpolicy_readable {
+            Some(true) => out += "KextPolicy: readable\n",
+            Some(false) => out += "KextPolicy: NOT readable\n",
+            None => {}
+        }
+        for o in &s.outputs {
+            out += &format!(
+                "output {}: {} written, {} lost{}\n",
+                e(&o.name),
+                o.written,
+                o.lost,
+                o.last_error
+                    .as_ref()
+                    .map(|x| format!(", last error: {}", e(x)))
+                    .unwrap_or_default()
+            );
+        }
+        for k in &s.sinks {
+            out += &format!(
+                "output {}: {} written, {} spooled now, {} evicted, {} lost{}\n",
+                e(&k.name),
+                k.written,
+                k.spool_depth,
+                k.spool_evicted,
+                k.lost,
+                k.last_error
+                    .as_ref()
+                    .map(|x| format!(", last error: {}", e(x)))
+                    .unwrap_or_default()
+            );
+        }
+        out
     }
 
     /// The heartbeat body sent to each syslog sink.
@@ -180,5 +249,36 @@ impl Status {
                 "config_generation": self.config_generation,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_escapes_what_came_from_outside() {
+        let h = Health::new(&"replay:/dev/null");
+        let mut s = h.snapshot((
+            vec![WriterStats {
+                name: "/var/log/evil\nkextwatch running (pid 1)".into(),
+                last_error: Some("\u{1b}[2J".into()),
+                ..WriterStats::default()
+            }],
+            Vec::new(),
+        ));
+        s.source_state = "finished\r".into();
+        let text = s.render(false);
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        // Every line is one the renderer wrote: a newline in a name cannot forge another.
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("kextwatch ")).count(),
+            1
+        );
+        assert!(text.contains("output /var/log/evil\\nkextwatch running (pid 1): 0 written, 0 lost, last error: \\u{1b}[2J"), "{text}");
+        assert!(
+            text.contains("source replay:/dev/null: finished\\r"),
+            "{text}"
+        );
     }
 }

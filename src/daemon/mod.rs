@@ -14,6 +14,7 @@
 //!   sinks (or the spool) within a bounded time, and exit 0.
 
 mod health;
+mod instance;
 mod output_workers;
 mod sources;
 mod staged_store;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use health::{Health, Status, STATUS_FILE};
+pub use instance::{InstanceError, InstanceLock, LOCK_FILE};
 pub use sources::{SourceSpec, ESLOGGER_EVENTS};
 
 use crate::alert::Alert;
@@ -77,6 +79,9 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let state_dir = config.daemon.state_dir.clone();
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| anyhow::anyhow!("state directory {}: {e}", state_dir.display()))?;
+    instance::check_state_dir(&state_dir)?;
+    // Held until `run` returns; the kernel releases it if the daemon dies.
+    let _instance = InstanceLock::acquire(&state_dir)?;
     let health = Arc::new(Health::new(&opts.source));
     let stop = Arc::new(AtomicBool::new(false));
     let outputs = Outputs::open(&config.outputs, Some(&state_dir))?;

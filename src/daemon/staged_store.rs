@@ -2,7 +2,6 @@
 //! (which an attacker can force) does not forget a bundle staged before it. The memory is for one
 //! boot: a bundle staged before a reboot is either loaded at boot (KextPolicy records it) or not.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -101,13 +100,8 @@ impl StagedStore {
             boot_session: self.boot_session.clone(),
             stagings: now,
         };
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        crate::files::replace_file(&self.path, &bytes, 0o600)?;
         self.last_saved = saved.stagings;
         Ok(true)
     }

@@ -22,7 +22,15 @@ CREATE TABLE IF NOT EXISTS kext_load_history_v3 (path TEXT PRIMARY KEY, team_id 
 pub struct StateError {
     path: PathBuf,
     #[source]
-    source: rusqlite::Error,
+    source: StateFault,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateFault {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    File(#[from] std::io::Error),
 }
 
 pub struct StateStore {
@@ -33,12 +41,14 @@ pub struct StateStore {
 impl StateStore {
     /// Open (creating if needed) the state file.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
-        let err = |source| StateError {
+        let err = |source: StateFault| StateError {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // Owner-only: what was approved is nobody else's business, and a symlink there is refused.
+        crate::files::ensure_private(path).map_err(|e| err(e.into()))?;
+        let conn = Connection::open(path).map_err(|e| err(e.into()))?;
+        conn.execute_batch(SCHEMA).map_err(|e| err(e.into()))?;
         Ok(StateStore {
             path: path.to_path_buf(),
             conn,
@@ -48,7 +58,7 @@ impl StateStore {
     fn err(&self, source: rusqlite::Error) -> StateError {
         StateError {
             path: self.path.clone(),
-            source,
+            source: source.into(),
         }
     }
 

@@ -14,8 +14,12 @@ CREATE TABLE IF NOT EXISTS evictions (sink TEXT PRIMARY KEY, count INTEGER NOT N
 ";
 
 #[derive(Debug, thiserror::Error)]
-#[error("alert spool: {0}")]
-pub struct SpoolError(#[from] rusqlite::Error);
+pub enum SpoolError {
+    #[error("alert spool: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("alert spool {0}: {1}")]
+    File(std::path::PathBuf, std::io::Error),
+}
 
 pub struct Spool {
     conn: Connection,
@@ -37,7 +41,11 @@ impl Spool {
     /// Open the spool of `sink` in the file at `path` (shared by all sinks), or in memory.
     pub fn open(path: Option<&Path>, sink: &str, max_bytes: u64) -> Result<Spool, SpoolError> {
         let conn = match path {
-            Some(p) => Connection::open(p)?,
+            Some(p) => {
+                // Alerts are for the SIEM, not for every local user.
+                crate::files::ensure_private(p).map_err(|e| SpoolError::File(p.into(), e))?;
+                Connection::open(p)?
+            }
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
