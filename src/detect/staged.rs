@@ -281,7 +281,7 @@ impl StagedMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::rules::{KEXT_LOADED, ROOT_CHANGE};
+    use crate::detect::rules::{KEXT_LOADED, ROOT_CHANGE, USER_APPROVAL};
 
     const HOUR: i64 = 3_600_000_000_000;
 
@@ -387,5 +387,97 @@ mod tests {
         assert_eq!(kept, ["/L/B.kext", "/L/C.kext"]);
         m.restore(m.export());
         assert_eq!((m.len(), m.forgotten, m.generation), (2, 1, 5));
+    }
+
+    fn read_back(id: &'static str, allowlisted: bool) -> impl Fn(&str) -> Option<ReadBack> {
+        move |_| {
+            Some(ReadBack {
+                bundle_id: Some(id.into()),
+                allowlisted_signature: allowlisted,
+            })
+        }
+    }
+
+    #[test]
+    fn an_approval_of_a_remembered_bundle_escalates_unless_the_window_already_told_it() {
+        let approval = |m: &mut StagedMemory, id: &str, recent: bool| {
+            let mut f = Finding::new(USER_APPROVAL, Severity::Medium, id.into());
+            f.activity = Some(Activity::Approval);
+            f.staging_correlated = recent;
+            f.kext = Some(crate::alert::KextInfo {
+                bundle_id: id.into(),
+                team_id: None,
+            });
+            m.follow(
+                &mut f,
+                5 * HOUR,
+                &evidence("exec"),
+                read_back("com.evil.kext", false),
+            );
+            f
+        };
+        let mut m = StagedMemory::default();
+        staged(&mut m, "/Library/Extensions/Evil.kext", HOUR, "create");
+        // Another kext's approval: nothing to tell.
+        assert_eq!(approval(&mut m, "com.other.kext", false).rule.id, "KW-5001");
+        // Inside the correlation window the window's own rule told it already.
+        let f = approval(&mut m, "com.evil.kext", true);
+        assert_eq!((f.rule.id, f.related.len()), ("KW-5001", 0));
+        let f = approval(&mut m, "com.evil.kext", false);
+        assert_eq!((f.rule.id, f.severity), ("KW-9003", Severity::High));
+        assert!(f.reasons[0].starts_with(
+            "/Library/Extensions/Evil.kext was staged by /bin/cp (pid 4100) 4 h earlier"
+        ));
+        // An approval does not use the staging up: the load that follows still escalates.
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_trusted_load_stays_trusted_only_if_the_bundle_read_now_is_allowlisted() {
+        let trusted_load = |allowlisted: bool| {
+            let mut m = StagedMemory::default();
+            staged(&mut m, "/Library/Extensions/Evil.kext", HOUR, "create");
+            let mut f = Finding::new(KEXT_LOADED, Severity::Info, "com.evil.kext".into());
+            f.trusted = true;
+            f.activity = Some(Activity::Load {
+                paths: Vec::new(),
+                bundle_ids: vec!["com.evil.kext".into()],
+            });
+            m.follow(
+                &mut f,
+                3 * HOUR,
+                &evidence("exec"),
+                read_back("com.evil.kext", allowlisted),
+            );
+            (f, m)
+        };
+        let (f, m) = trusted_load(true);
+        assert!(f.trusted && f.related.is_empty());
+        assert!(m.is_empty(), "loaded: forgotten either way");
+        // Trusted from a record (KextPolicy), but what is on disk now is not the allowlisted code.
+        let (f, _) = trusted_load(false);
+        assert!(!f.trusted);
+        assert_eq!(f.rule.id, "KW-9001");
+    }
+
+    #[test]
+    fn every_change_to_the_memory_bumps_the_generation_the_daemon_saves_by() {
+        let mut m = StagedMemory::default();
+        staged(&mut m, "/Library/Extensions/A.kext", 1, "create");
+        staged(&mut m, "/Library/Extensions/A.kext", 2, "write");
+        assert_eq!((m.generation, m.export()[0].changes), (2, 2));
+        // Removing what is not remembered changes nothing.
+        let removed = |m: &mut StagedMemory, b: &str| {
+            let mut f = Finding::new(ROOT_CHANGE, Severity::Low, b.into());
+            f.activity = Some(Activity::Removed { bundle: b.into() });
+            m.follow(&mut f, 3, &evidence("unlink"), |_| None);
+        };
+        removed(&mut m, "/Library/Extensions/B.kext");
+        assert_eq!(m.generation, 2);
+        removed(&mut m, "/Library/Extensions/A.kext");
+        assert_eq!((m.generation, m.len()), (3, 0));
+        staged(&mut m, "/Library/Extensions/C.kext", 4, "create");
+        load(&mut m, "/Library/Extensions/C.kext", 5);
+        assert_eq!((m.generation, m.len()), (5, 0));
     }
 }
