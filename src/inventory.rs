@@ -38,6 +38,11 @@ pub fn find_kexts(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
         if depth >= MAX_DEPTH {
             if is_kext_dir(&dir) {
                 found.push(dir);
+            } else {
+                errors.push(format!(
+                    "{}: deeper than {MAX_DEPTH} levels, not searched",
+                    dir.display()
+                ));
             }
             continue;
         }

@@ -27,6 +27,8 @@ pub enum ProfileError {
     BundleId(String),
     #[error("--config: {0}")]
     Config(String),
+    #[error("--organization {0:?} contains control characters, which an XML profile cannot hold")]
+    Organization(String),
 }
 
 pub struct ProfileRequest<'a> {
@@ -105,6 +107,11 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if !bundle_ok {
         return Err(ProfileError::BundleId(bundle.to_string()));
+    }
+    // XML 1.0 has no way to write most control characters; `<`, `&` and the rest are escaped by
+    // the writer.
+    if req.organization.chars().any(char::is_control) {
+        return Err(ProfileError::Organization(req.organization.to_string()));
     }
     let team_list = |v: Value| dict(vec![(team, v)]);
     let mut content = vec![

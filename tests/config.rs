@@ -231,6 +231,28 @@ fn syslog_spec(extra: &str) -> kextwatch::config::SyslogSpec {
 }
 
 #[test]
+fn paths_the_daemon_opens_must_be_absolute() {
+    // The daemon runs from / under launchd: "alerts.jsonl" would land in /, where nobody looks.
+    let e = err("[[output]]\ntype = \"file\"\npath = \"alerts.jsonl\"\n");
+    assert_eq!(
+        e,
+        "test.toml:3:8: key `output[0].path`: \"alerts.jsonl\" must be an absolute path (the daemon runs from /)"
+    );
+    let e = err(&syslog(
+        "transport = \"tls\"\ntls_ca_file = \"certs/ca.pem\"",
+    ));
+    assert!(
+        e.contains("key `output[0].tls_ca_file`: \"certs/ca.pem\" must be an absolute path"),
+        "{e}"
+    );
+    assert!(Config::parse(
+        "[[output]]\ntype = \"file\"\npath = \"/var/log/kextwatch/alerts.jsonl\"\n",
+        "test.toml"
+    )
+    .is_ok());
+}
+
+#[test]
 fn syslog_outputs_are_validated_key_by_key() {
     use kextwatch::config::{Framing, SyslogTransport};
     // Defaults, written out: TCP, octet counting, local4 (20), 1200-byte datagrams, 64 MiB spool.

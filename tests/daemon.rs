@@ -612,3 +612,32 @@ fn status_tells_a_killed_daemon_from_a_running_one_and_one_daemon_owns_a_state_d
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_source_that_cannot_be_opened_is_reported_failed_not_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kextwatch.toml");
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--source", "replay:/nonexistent/events.jsonl"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = dir.path().join("state/status.json");
+    wait_for(|| Status::read(&status_file).is_ok_and(|s| s.source_state.starts_with("failed: ")));
+    let s = Status::read(&status_file).unwrap();
+    assert!(
+        s.source_state
+            .starts_with("failed: cannot open /nonexistent/events.jsonl: "),
+        "{s:?}"
+    );
+    assert!(Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

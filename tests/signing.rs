@@ -877,3 +877,22 @@ fn a_fifo_planted_as_info_plist_or_executable_is_refused_not_waited_on() {
     assert_eq!(kexts.len(), 2);
     assert!(kexts.iter().all(|k| k.signature == Signature::Invalid));
 }
+
+#[test]
+fn folders_deeper_than_the_walk_goes_are_reported_not_skipped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut deep = dir.path().to_path_buf();
+    for i in 0..14 {
+        deep.push(format!("d{i}"));
+    }
+    copy_bundle("Developer", &deep);
+    // A kext at an ordinary depth is found as usual.
+    copy_bundle("Unsigned", &dir.path().join("d0"));
+    let (found, errors) = find_kexts(dir.path());
+    assert_eq!(found, [dir.path().join("d0/Unsigned.kext")]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].ends_with("d11: deeper than 12 levels, not searched"),
+        "{errors:?}"
+    );
+}

@@ -105,7 +105,7 @@ pub(super) fn validate(o: &RawOutput, i: usize) -> Result<OutputSpec, Invalid> {
                 .filter(|p| !p.get_ref().is_empty())
                 .ok_or_else(|| invalid(key("type"), &o.kind, "a file output needs `path`"))?;
             Ok(OutputSpec::File {
-                path: PathBuf::from(path.get_ref()),
+                path: absolute(key("path"), path)?,
                 format: text_or_json(key("format"), &o.format)?,
             })
         }
@@ -115,6 +115,23 @@ pub(super) fn validate(o: &RawOutput, i: usize) -> Result<OutputSpec, Invalid> {
             &o.kind,
             format!("unknown output type {other:?}: expected \"stdout\", \"file\" or \"syslog\""),
         )),
+    }
+}
+
+/// A path the daemon opens: absolute, since it runs from `/` under launchd and a relative path
+/// would land somewhere nobody looks.
+fn absolute(key: String, v: &Spanned<String>) -> Result<PathBuf, Invalid> {
+    if v.get_ref().starts_with('/') {
+        Ok(PathBuf::from(v.get_ref()))
+    } else {
+        Err(invalid(
+            key,
+            v,
+            format!(
+                "{:?} must be an absolute path (the daemon runs from /)",
+                v.get_ref()
+            ),
+        ))
     }
 }
 
@@ -266,7 +283,8 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
             ));
         }
     }
-    let path = |v: &Option<Spanned<String>>| v.as_ref().map(|s| PathBuf::from(s.get_ref()));
+    let path =
+        |k: &str, v: &Option<Spanned<String>>| v.as_ref().map(|s| absolute(key(k), s)).transpose();
     Ok(SyslogSpec {
         address: address.get_ref().clone(),
         host: host.to_string(),
@@ -282,9 +300,9 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
         facility,
         max_datagram_bytes,
         tls: TlsSpec {
-            ca_file: path(&o.tls_ca_file),
-            client_cert: path(&o.tls_client_cert),
-            client_key: path(&o.tls_client_key),
+            ca_file: path("tls_ca_file", &o.tls_ca_file)?,
+            client_cert: path("tls_client_cert", &o.tls_client_cert)?,
+            client_key: path("tls_client_key", &o.tls_client_key)?,
             server_name: o.tls_server_name.as_ref().map(|s| s.get_ref().clone()),
             danger_accept_invalid_certs: o
                 .tls_danger_accept_invalid_certs

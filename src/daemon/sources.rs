@@ -214,10 +214,14 @@ fn replay(feeder: &Feeder, path: &Path, stop: &AtomicBool) {
         match std::fs::File::open(path) {
             Ok(f) => feeder.read_all(f, stop),
             Err(e) => {
+                // Said as a failure, and kept: not "finished", which reads as all went well.
                 feeder
                     .health
-                    .set_source_state(format!("cannot open {}: {e}", path.display()));
+                    .set_source_state(format!("failed: cannot open {}: {e}", path.display()));
                 tracing::error!(path = %path.display(), error = %e, "replay source cannot open its input");
+                if !is_fifo(path) {
+                    return;
+                }
                 std::thread::sleep(Duration::from_secs(1));
             }
         }

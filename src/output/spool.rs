@@ -161,8 +161,12 @@ impl Spool {
         tx.commit()?;
         self.count -= dropped;
         self.bytes -= freed;
+        let before = self.evicted;
         self.evicted += dropped;
-        tracing::warn!(sink = %self.sink, dropped, "alert spool full: oldest alerts evicted");
+        // The first eviction of an outage, then every thousandth: not one log line per alert.
+        if before == 0 || before / 1000 != self.evicted / 1000 {
+            tracing::warn!(sink = %self.sink, evicted = self.evicted, "alert spool full: oldest alerts evicted (counted in status and heartbeats)");
+        }
         Ok(())
     }
 
