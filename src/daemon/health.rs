@@ -139,13 +139,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Status {
     /// Replace the status file atomically, readable by its owner and group only, like alert files.
-    pub fn write(&self, path: &Path) {
-        let ok = serde_json::to_vec_pretty(self)
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|b| crate::files::replace_file(path, &b, 0o640));
-        if let Err(e) = ok {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
-        }
+            .and_then(|b| crate::files::replace_file(path, &b, 0o640))
     }
 
     pub fn read(path: &Path) -> Result<Status, String> {

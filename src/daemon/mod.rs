@@ -352,6 +352,7 @@ fn sinks(
     };
     let mut next_heartbeat = Instant::now() + heartbeat;
     let mut next_status = Instant::now();
+    let mut status_failing = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(a) => workers.alert(a),
@@ -368,10 +369,24 @@ fn sinks(
         }
         if now >= next_status {
             next_status = now + STATUS_EVERY;
-            health.snapshot(workers.report()).write(status_path);
+            let written = health.snapshot(workers.report()).write(status_path);
+            // Every 2 s: a full disk is logged when it starts and when it clears, not each time.
+            match (written, status_failing) {
+                (Err(e), false) => {
+                    tracing::warn!(path = %status_path.display(), error = %e, "cannot write the status file; retrying");
+                    status_failing = true;
+                }
+                (Ok(()), true) => {
+                    tracing::info!(path = %status_path.display(), "status file written again");
+                    status_failing = false;
+                }
+                _ => {}
+            }
         }
     }
     let mut final_status = health.snapshot(workers.finish(DRAIN_DEADLINE + Duration::from_secs(2)));
     final_status.running = false;
-    final_status.write(status_path);
+    if let Err(e) = final_status.write(status_path) {
+        tracing::warn!(path = %status_path.display(), error = %e, "cannot write the final status file");
+    }
 }
