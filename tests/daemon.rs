@@ -74,13 +74,15 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let pid = child.id();
         let d = Daemon {
             dir,
             child,
             fifo,
             config,
         };
-        d.wait_status(|s| s.running);
+        // This daemon's status, not the one a killed predecessor left saying "running".
+        d.wait_status(|s| s.running && s.pid == pid);
         d
     }
 
@@ -640,4 +642,149 @@ fn a_source_that_cannot_be_opened_is_reported_failed_not_finished() {
         .unwrap()
         .success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Alerts produced by the daemon run whose status this is (every severity).
+fn produced(s: &Status) -> u64 {
+    s.alerts.values().sum()
+}
+
+/// The accounting soak: alerts through a receiver that restarts every few seconds and a daemon
+/// killed and restarted twice. Every alert produced must end delivered or counted (lost, evicted);
+/// duplicates are allowed (at-least-once), gaps are not. `KEXTWATCH_SOAK_ALERTS` scales it
+/// (`scripts/soak.sh` runs 100,000 and prints the figures the README quotes).
+#[test]
+fn soak_every_alert_is_delivered_or_counted_through_flapping_receivers_and_kills() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let total: usize = std::env::var("KEXTWATCH_SOAK_ALERTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12_000);
+    let r = Arc::new(Mutex::new(support::rsyslog::Rsyslog::start()));
+    let port = r.lock().unwrap().tcp;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kextwatch.toml"),
+        config_with_daemon(
+            dir.path(),
+            &format!(
+                "[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n\n[detection]\nmin_severity = \"info\"\n"
+            ),
+            // Every event fits the queue whatever the machine's speed: drops are another test's.
+            "event_queue = 262144",
+        ),
+    )
+    .unwrap();
+    // The receiver is stopped for about a second every two, unless the test holds it up.
+    let (flapping, done) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let flapper = {
+        let (r, flapping, done, restarts) =
+            (r.clone(), flapping.clone(), done.clone(), restarts.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(2_000));
+                if !flapping.load(Ordering::Relaxed) {
+                    continue;
+                }
+                r.lock().unwrap().stop();
+                std::thread::sleep(Duration::from_millis(1_000));
+                r.lock().unwrap().resume();
+                restarts.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let unique = |r: &Mutex<support::rsyslog::Rsyslog>| -> (usize, usize) {
+        let lines = r.lock().unwrap().received();
+        let args: Vec<&str> = lines.iter().filter_map(|l| status_arg(l)).collect();
+        let set: std::collections::BTreeSet<&str> = args.iter().copied().collect();
+        (set.len(), args.len() - set.len())
+    };
+    let events = |range: std::ops::Range<usize>| {
+        let mut c = Capture::new(7);
+        for i in range {
+            c.in_terminal(
+                "/usr/bin/csrutil",
+                "com.apple.csrutil",
+                &["csrutil", "status", &format!("s{i}")],
+                "/",
+            );
+        }
+        c.out
+    };
+    let mut runs_produced = 0u64;
+    let (mut counted, mut kept) = (0u64, 0u64);
+    let mut d = Daemon::launch(dir, &[]);
+    let thirds = [0, total / 3, 2 * total / 3, total];
+    for run in 0..3 {
+        let (from, to) = (thirds[run], thirds[run + 1]);
+        for chunk in (from..to).step_by(1_000) {
+            d.feed(&events(chunk..(chunk + 1_000).min(to)));
+        }
+        let fed = (to - from) as u64;
+        // An event counts as analysed once its alert is counted: this status has them all.
+        let s = d.wait_status(|s| s.events_analysed + s.events_dropped == fed);
+        if run == 2 {
+            // Last run: the receiver comes back for good and a SIGTERM drains everything.
+            flapping.store(false, Ordering::Relaxed);
+            let (code, dir) = d.stop();
+            assert_eq!(code, 0);
+            let last = Status::read(&dir.path().join("state/status.json")).unwrap();
+            runs_produced += produced(&last);
+            counted += last
+                .sinks
+                .iter()
+                .map(|k| k.lost + k.spool_evicted)
+                .sum::<u64>();
+            // What the drain deadline left in the spool is kept for the next start, not lost.
+            kept = last.sinks.iter().map(|k| k.spool_depth).sum::<u64>();
+            break;
+        }
+        // A kill at a quiet moment: the receiver held up until it has everything produced so
+        // far, so what a SIGKILL can lose (alerts in memory) is nothing, and the restart must
+        // neither lose nor resend what the spool held.
+        flapping.store(false, Ordering::Relaxed);
+        let so_far = runs_produced + produced(&s);
+        let want = so_far as usize;
+        let start = Instant::now();
+        while unique(&r).0 < want {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "stuck at {:?} of {want}",
+                unique(&r)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = d.status().unwrap();
+        counted += status.sinks.iter().map(|k| k.lost).sum::<u64>();
+        runs_produced = so_far;
+        let dir = d.kill();
+        flapping.store(true, Ordering::Relaxed);
+        d = Daemon::launch(dir, &[]);
+    }
+    done.store(true, Ordering::Relaxed);
+    flapper.join().unwrap();
+    let start = Instant::now();
+    while (unique(&r).0 as u64) + kept + counted < runs_produced {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "delivered {:?} + spooled {kept} + counted {counted} < produced {runs_produced}",
+            unique(&r)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (delivered, duplicates) = unique(&r);
+    eprintln!(
+        "soak: {total} events, {runs_produced} alerts produced, {delivered} delivered ({duplicates} duplicates), {kept} still spooled, {counted} counted lost or evicted; {} receiver restarts, 2 daemon kills",
+        restarts.load(Ordering::Relaxed)
+    );
+    assert_eq!(delivered as u64 + kept + counted, runs_produced);
+    assert_eq!(
+        runs_produced, total as u64,
+        "one alert per event, none dropped"
+    );
 }

@@ -246,7 +246,8 @@ fn detection(
     let deliver = |out: &mut Vec<Alert>| {
         for a in out.drain(..) {
             health.count_alert(a.severity);
-            // Blocking: a slow sink slows detection, which fills the event queue, which drops (counted).
+            // Blocking only while the sink thread is busy: it never waits for an output (each has
+            // its own queue), so a slow output cannot stall detection.
             let _ = alerts.send(a);
         }
     };
@@ -298,12 +299,13 @@ fn detection(
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Event(ev)) => {
-                health.count_processed();
                 if let Some(e) = enricher.as_mut() {
                     e.enrich(&mut engine, &ev);
                 }
                 engine.process(&ev, &mut out);
                 deliver(&mut out);
+                // Counted once its alerts are: a status that shows an event analysed shows them.
+                health.count_processed();
             }
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) => {
