@@ -649,21 +649,35 @@ fn run_loop_delivers_changes_and_stops() {
                 Duration::from_millis(20),
                 &stop,
                 || NOW,
-                |changes, snap| {
-                    tx.send((changes, snap.map(|s| s.rows()))).unwrap();
+                |changes, snap, readable| {
+                    tx.send((changes, snap.map(|s| s.rows()), readable))
+                        .unwrap();
                 },
             )
         })
     };
     fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
-    let (changes, rows) = rx
+    let (changes, rows, readable) = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("change delivered");
     assert!(matches!(
         &changes[..],
         [(PolicyChange::ApprovalAdded { .. }, NOW)]
     ));
-    assert_eq!(rows, Some(9));
+    assert_eq!((rows, readable), (Some(9), true));
+    // Gone, then back unchanged: both are told, the second with no change at all, so a status
+    // showing "NOT readable" clears.
+    drop(c);
+    std::fs::rename(&db, dir.path().join("away")).unwrap();
+    let (changes, _, readable) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(matches!(
+        &changes[..],
+        [(PolicyChange::DatabaseVanished { .. }, NOW)]
+    ));
+    assert!(!readable);
+    std::fs::rename(dir.path().join("away"), &db).unwrap();
+    let (changes, _, readable) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(changes.is_empty() && readable, "{changes:?}");
     stop.store(true, Ordering::SeqCst);
     handle.join().unwrap();
 }

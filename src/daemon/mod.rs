@@ -180,16 +180,11 @@ fn start_kextpolicy(
         .name("kextpolicy".into())
         .spawn(move || {
             let mut watcher = Watcher::open(&db, Some(&state), now_ns());
-            watcher.run(interval, &stop, now_ns, |changes, snapshot| {
-                let readable = !changes.iter().any(|(c, _)| {
-                    matches!(
-                        c,
-                        crate::kextpolicy::PolicyChange::DatabaseVanished { .. }
-                            | crate::kextpolicy::PolicyChange::DatabaseUnreadable { .. }
-                    )
-                });
+            watcher.run(interval, &stop, now_ns, |changes, snapshot, readable| {
                 health.set_kextpolicy_readable(readable);
-                let _ = ctl.send(Msg::Policy(changes, snapshot.cloned().map(Box::new)));
+                if !changes.is_empty() {
+                    let _ = ctl.send(Msg::Policy(changes, snapshot.cloned().map(Box::new)));
+                }
             });
         });
     if let Err(e) = spawned {

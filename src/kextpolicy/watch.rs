@@ -219,6 +219,11 @@ impl Watcher {
         self.current.as_ref()
     }
 
+    /// The last poll read the database (a locked database counts as readable: it is retried).
+    pub fn readable(&self) -> bool {
+        self.reported.is_none()
+    }
+
     pub fn poller(&self) -> &Poller {
         &self.poller
     }
@@ -317,22 +322,27 @@ impl Watcher {
     }
 
     /// Poll every `interval` (sooner when the database files change, on macOS) until `stop` is set,
-    /// handing changes to `deliver` with the snapshot they came from. Runs on a blocking thread;
+    /// handing changes to `deliver` with the snapshot they came from and whether the database is
+    /// readable. Runs on a blocking thread;
     /// `now` is the only clock.
     pub fn run(
         &mut self,
         interval: Duration,
         stop: &AtomicBool,
         now: impl Fn() -> i64,
-        mut deliver: impl FnMut(Vec<TimedChange>, Option<&Snapshot>),
+        mut deliver: impl FnMut(Vec<TimedChange>, Option<&Snapshot>, bool),
     ) {
         let files = [self.poller.path.clone(), wal_path(&self.poller.path)];
+        let mut readable = true;
         while !stop.load(Ordering::Relaxed) {
             // Re-armed each round: the files may have been replaced since the last one.
             let mut waker = FileWaker::new(&files).ok();
             let changes = self.poll(now());
-            if !changes.is_empty() {
-                deliver(changes, self.current.as_ref());
+            // Also when the database became readable again with nothing changed: whoever shows
+            // its readability must hear that it is back.
+            if !changes.is_empty() || readable != self.readable() {
+                readable = self.readable();
+                deliver(changes, self.current.as_ref(), readable);
             }
             let mut waited = Duration::ZERO;
             while waited < interval && !stop.load(Ordering::Relaxed) {
