@@ -47,6 +47,8 @@ pub struct SyslogSink {
     lost: u64,
     /// The spool refuses messages (logged once until it takes one again).
     spool_refusing: bool,
+    /// Spooled messages up to this id were written but not yet removed from the spool.
+    sent_through: Option<i64>,
     last_error: Option<String>,
 }
 
@@ -79,6 +81,7 @@ impl SyslogSink {
             failures: 0,
             lost: 0,
             spool_refusing: false,
+            sent_through: None,
             last_error: None,
         })
     }
@@ -157,7 +160,11 @@ impl SyslogSink {
                     self.written += 1;
                 }
             }
-            self.drain()?;
+            // This alert is handled (spooled, sent or counted); a spool fault while draining
+            // is the retry timer's to report.
+            if let Err(e) = self.drain() {
+                self.last_error = Some(e.to_string());
+            }
             return Ok(());
         }
         match self.transport.send(&msg) {
@@ -168,23 +175,25 @@ impl SyslogSink {
             }
             Err(e) => {
                 self.spooled += 1;
-                self.failed(e)
+                self.failed(e, &[]);
+                Ok(())
             }
         }
     }
 
-    /// The connection failed: what it may have lost goes back to the front of the spool.
-    fn failed(&mut self, e: TransportError) -> Result<(), SinkError> {
+    /// The connection failed: what it may have lost goes back to the front of the spool, except
+    /// `still_spooled` (messages the spool still holds, so they are not kept twice).
+    fn failed(&mut self, e: TransportError, still_spooled: &[(i64, Vec<u8>)]) {
         self.failures += 1;
         if self.retry_at.is_none() {
             tracing::warn!(sink = %self.name, error = %e, "syslog delivery failed; spooling and retrying with backoff");
         }
         self.last_error = Some(e.to_string());
-        let unconfirmed = self.transport.take_unconfirmed();
+        let mut unconfirmed = self.transport.take_unconfirmed();
+        unconfirmed.retain(|m| !still_spooled.iter().any(|(_, s)| s == m));
         self.keep(&unconfirmed, true);
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        Ok(())
     }
 
     /// Retry what is spooled if the backoff allows: called on a timer, so a spool drains once the
@@ -204,6 +213,14 @@ impl SyslogSink {
             return Ok(self.spool.is_empty());
         }
         loop {
+            // Written before, but the spool could not remove them then (its disk was full):
+            // removed now, never sent twice.
+            if let Some(id) = self.sent_through {
+                self.spool
+                    .remove_through(id)
+                    .map_err(|e| self.spool_err(e))?;
+                self.sent_through = None;
+            }
             let batch = self
                 .spool
                 .peek(DRAIN_BATCH)
@@ -214,20 +231,23 @@ impl SyslogSink {
                 }
                 return Ok(true);
             };
-            for (id, m) in &batch {
+            for (n, (id, m)) in batch.iter().enumerate() {
                 if let Err(e) = self.transport.send(m) {
                     // It is in the transport's unconfirmed list: requeued from there, not twice.
-                    self.spool
-                        .remove_through(*id)
-                        .map_err(|e| self.spool_err(e))?;
-                    self.failed(e)?;
+                    // If the spool cannot remove it, it stays there, and only the rest requeue.
+                    let kept = match self.spool.remove_through(*id) {
+                        Ok(()) => &[][..],
+                        Err(_) => &batch[..=n],
+                    };
+                    self.failed(e, kept);
                     return Ok(false);
                 }
                 self.written += 1;
             }
-            self.spool
-                .remove_through(last)
-                .map_err(|e| self.spool_err(e))?;
+            if let Err(e) = self.spool.remove_through(last) {
+                self.sent_through = Some(last);
+                return Err(self.spool_err(e));
+            }
             self.backoff = BACKOFF_MIN;
         }
     }
@@ -331,5 +351,92 @@ mod tests {
         sink.alert(&alert(12)).unwrap();
         let s = sink.stats();
         assert_eq!((s.spool_depth, s.lost), (6, 7), "{s:?}");
+    }
+
+    /// A receiver on a port that refuses connections until `listen` is called on its socket;
+    /// everything it is sent, across connections, accumulates in the returned buffer.
+    fn late_receiver() -> (u16, OwnedFd, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        let (port, fd) = closed_port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        (port, fd, got)
+    }
+
+    fn serve(fd: OwnedFd, got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        // SAFETY: listen on a bound socket we own.
+        assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 16) }, 0);
+        let listener = std::net::TcpListener::from(fd);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let got = got.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        got.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn a_spool_that_cannot_remove_what_it_sent_does_not_send_it_again() {
+        let (port, fd, got) = late_receiver();
+        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
+        let config = crate::config::Config::parse(&toml, "test").unwrap();
+        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
+            panic!()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = SyslogSink::open(spec, Some(&dir.path().join("spool.sqlite"))).unwrap();
+        for n in 0..5 {
+            sink.alert(&alert(n)).unwrap();
+        }
+        assert_eq!(sink.stats().spool_depth, 5);
+        // The receiver comes back while the spool's disk is full: the spool can neither take
+        // nor delete anything.
+        sink.spool.refuse_writes(true);
+        serve(fd, got.clone());
+        let start = Instant::now();
+        while sink.stats().written < 5 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                sink.stats()
+            );
+            let _ = sink.retry();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Retried again and again: what was written is not written twice.
+        for _ in 0..5 {
+            assert!(sink.retry().is_err());
+        }
+        // A new alert goes straight to the receiver instead of being lost.
+        sink.alert(&alert(5)).unwrap();
+        assert_eq!((sink.stats().written, sink.stats().lost), (6, 0));
+        // Space returns: the sent ones are removed, nothing is resent.
+        sink.spool.refuse_writes(false);
+        sink.retry().unwrap();
+        assert_eq!(sink.stats().spool_depth, 0);
+        sink.alert(&alert(99)).unwrap();
+        let start = Instant::now();
+        let text = loop {
+            let text = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+            if text.contains("seq 99") {
+                break text;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for n in [0, 1, 2, 3, 4, 5, 99] {
+            assert_eq!(
+                text.matches(&format!("\"seq {n}\"")).count(),
+                1,
+                "seq {n}: {text}"
+            );
+        }
     }
 }
