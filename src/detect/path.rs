@@ -165,6 +165,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_path_already_normal_is_returned_without_a_copy() {
+        // Every file event's path goes through here: the common case must not allocate.
+        for p in ["/", "/Library/Extensions/Foo.kext", "/a"] {
+            assert!(matches!(normalize(p), Cow::Borrowed(_)), "{p}");
+        }
+        for p in [
+            "/Library/Extensions/",
+            "//Library",
+            "/System/Volumes/Data/Library",
+        ] {
+            assert!(matches!(normalize(p), Cow::Owned(_)), "{p}");
+        }
+    }
+
+    #[test]
     fn normalize_defeats_path_tricks() {
         assert_eq!(
             normalize("/Library/Extensions/A.kext"),
