@@ -343,6 +343,7 @@ mod tests {
         after.restore(serde_json::from_str(&saved).unwrap());
         assert_eq!(after.export(), before.export());
         assert_eq!(after.len(), 2);
+        assert!(!after.is_empty());
 
         let f = load(&mut after, "/Library/Extensions/Evil.kext", 4 * HOUR);
         assert_eq!((f.rule.id, f.severity), ("KW-9001", Severity::High));
