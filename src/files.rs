@@ -70,7 +70,7 @@ pub fn open_regular(
         };
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | nofollow)
+            .custom_flags(libc::O_NONBLOCK | nofollow)
             .open(path)?
     };
     #[cfg(not(unix))]
@@ -119,17 +119,15 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    // Whatever is there goes; if it cannot, creating below fails and says so.
+    let _ = std::fs::remove_file(&tmp);
     let mut o = std::fs::OpenOptions::new();
+    // O_CREAT | O_EXCL: fails on anything already there, a symlink included (never followed).
     o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        o.mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        o.mode(mode);
     }
     #[cfg(not(unix))]
     let _ = mode;
@@ -149,7 +147,7 @@ pub fn ensure_private(path: &Path) -> io::Result<()> {
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         o.mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
     let f = o.open(path)?;
     #[cfg(unix)]
@@ -162,9 +160,8 @@ pub fn ensure_private(path: &Path) -> io::Result<()> {
                 kind(&meta)
             )));
         }
-        if meta.permissions().mode() & 0o077 != 0 {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
+        // New or older and wider: owner-only either way.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
 }
@@ -184,6 +181,9 @@ mod tests {
             Err(ReadError::TooLarge { size: 5, limit: 4 })
         ));
         assert!(read_regular(&dir.path().join("missing"), 5, Links::Follow)
+            .unwrap_err()
+            .is_not_found());
+        assert!(!read_regular(&p, 4, Links::Refuse)
             .unwrap_err()
             .is_not_found());
     }
@@ -242,5 +242,27 @@ mod tests {
         let link = dir.path().join("link.sqlite");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
         assert!(ensure_private(&link).is_err());
+        // A FIFO planted there: refused, not waited on (no reader ever comes).
+        let fifo = dir.path().join("fifo.sqlite");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(ensure_private(&fifo).is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_stated_size_is_still_capped() {
+        // /proc files say they are empty and are not: the cap holds on what is read, not on what
+        // fstat claimed.
+        let p = Path::new("/proc/self/status");
+        assert_eq!(std::fs::metadata(p).unwrap().len(), 0);
+        assert!(matches!(
+            read_regular(p, 10, Links::Follow),
+            Err(ReadError::TooLarge {
+                size: 11,
+                limit: 10
+            })
+        ));
+        assert!(read_regular(p, 1 << 20, Links::Follow).unwrap().len() > 10);
     }
 }

@@ -451,6 +451,30 @@ fn a_fifo_in_place_of_the_database_is_reported_not_waited_on() {
 }
 
 #[test]
+fn a_collected_copy_with_its_wal_is_read_with_what_the_wal_holds() {
+    // syspolicyd keeps KextPolicy in WAL mode: recent approvals may live only in KextPolicy-wal.
+    // A responder who copies both must see them (read as immutable, the WAL would be ignored).
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("KextPolicy");
+    let c = fx::realistic(&live, 8);
+    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    fx::approve(&c, "ABCDE12345", "com.new.kext", "New Co", true);
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["KextPolicy", "KextPolicy-wal"] {
+        std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
+    }
+    drop(c);
+    let snap = kextwatch::kextpolicy::read_file(&copy.path().join("KextPolicy")).unwrap();
+    assert!(
+        snap.approvals
+            .values()
+            .any(|a| a.bundle_id.as_deref() == Some("com.new.kext")),
+        "{:?}",
+        snap.approvals.keys()
+    );
+}
+
+#[test]
 fn locked_database_is_retried_not_reported() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");

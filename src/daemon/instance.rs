@@ -32,7 +32,7 @@ fn open_lock(path: &Path, create: bool) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut o = std::fs::OpenOptions::new();
     o.read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     if create {
         o.write(true).create(true).mode(0o600);
     }

@@ -263,8 +263,7 @@ fn open_append(path: &Path) -> Result<File, OutputError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o640)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC);
+        opts.mode(0o640).custom_flags(libc::O_NONBLOCK);
     }
     let file = opts.open(path).map_err(err)?;
     #[cfg(unix)]
