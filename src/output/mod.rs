@@ -278,3 +278,72 @@ fn open_append(path: &Path) -> Result<File, OutputError> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A disk that is full.
+    struct Full;
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+    }
+
+    #[test]
+    fn each_writer_counts_what_it_wrote_and_lost_and_one_failing_keeps_nothing_from_another() {
+        let good = Shared::default();
+        let mut out = Outputs::from_writers(vec![
+            ("full".into(), TextOrJson::Json, Box::new(Full)),
+            ("good".into(), TextOrJson::Json, Box::new(good.clone())),
+        ]);
+        let alert = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
+        for _ in 0..3 {
+            let e = out.write_now(&alert).unwrap_err().to_string();
+            assert!(e.starts_with("cannot write alerts to full:"), "{e}");
+        }
+        let (writers, syslog) = out.report();
+        assert!(syslog.is_empty());
+        assert_eq!(
+            writers
+                .iter()
+                .map(|w| (w.name.as_str(), w.written, w.lost))
+                .collect::<Vec<_>>(),
+            [("full", 0, 3), ("good", 3, 0)]
+        );
+        assert!(writers[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("No space left"));
+        // Flushed at once: all three are in the good writer already.
+        let text = String::from_utf8(good.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 3);
+
+        // One Outputs per sink, in order, each reporting only itself.
+        let each = out.into_each();
+        let names: Vec<Vec<String>> = each
+            .iter()
+            .map(|o| o.report().0.into_iter().map(|w| w.name).collect())
+            .collect();
+        assert_eq!(names, [vec!["full".to_string()], vec!["good".to_string()]]);
+    }
+}
