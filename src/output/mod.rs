@@ -346,4 +346,29 @@ mod tests {
             .collect();
         assert_eq!(names, [vec!["full".to_string()], vec!["good".to_string()]]);
     }
+
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_output_opens_without_waiting_and_then_writes_blocking() {
+        use std::os::fd::AsRawFd as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("alerts");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Nobody reads: an error at once (ENXIO), not a daemon that never starts.
+        assert!(open_append(&fifo).is_err());
+        // With a reader, it opens; its writes then block like any file's (a full pipe waits for
+        // the reader instead of failing with EAGAIN and losing alerts).
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let f = open_append(&fifo).unwrap();
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
 }
