@@ -242,6 +242,8 @@ impl Status {
                 }},
                 "alerts": self.alerts,
                 "sinks": self.sinks,
+                // Files and stdout: an alert file on a full disk shows here as lost.
+                "outputs": self.outputs,
                 "kextpolicy_readable": self.kextpolicy_readable,
                 "config_generation": self.config_generation,
             }
@@ -277,5 +279,28 @@ mod tests {
             text.contains("source replay:/dev/null: finished\\r"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn heartbeats_carry_every_output_s_losses() {
+        let h = Health::new(&"eslogger");
+        let status = h.snapshot((
+            vec![WriterStats {
+                name: "/var/log/kextwatch/alerts.jsonl".into(),
+                written: 7,
+                lost: 3,
+                last_error: Some("No space left on device (os error 28)".into()),
+            }],
+            vec![SinkStats {
+                name: "syslog tcp://siem:6514".into(),
+                lost: 2,
+                ..SinkStats::default()
+            }],
+        ));
+        let hb = status.heartbeat("2026-11-26T12:00:00Z");
+        let k = &hb["kextwatch"];
+        assert_eq!(k["outputs"][0]["written"], 7);
+        assert_eq!(k["outputs"][0]["lost"], 3);
+        assert_eq!(k["sinks"][0]["lost"], 2);
     }
 }
