@@ -258,12 +258,24 @@ fn init_logging(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEXTWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr));
+    let ansi = log_colour(
+        io::IsTerminal::is_terminal(&io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let registry = tracing_subscriber::registry().with(filter).with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_ansi(ansi),
+    );
     #[cfg(target_os = "macos")]
     let registry = registry.with(tracing_oslog::OsLogger::new("com.kextwatch", "default"));
     registry.init();
+}
+
+/// Colour only for a person at a terminal: never in launchd's log file or a pipe, and never when
+/// `NO_COLOR` is set to anything (no-color.org).
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -607,4 +619,21 @@ fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
 #[cfg(not(target_os = "macos"))]
 fn sysext(_: SysextCommand) -> anyhow::Result<ExitCode> {
     anyhow::bail!("`kextwatch sysext` manages a macOS system extension and runs only on macOS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_for_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(
+            log_colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None), "launchd's log file, a pipe");
+    }
 }

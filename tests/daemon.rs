@@ -616,16 +616,16 @@ fn status_tells_a_killed_daemon_from_a_running_one_and_one_daemon_owns_a_state_d
 }
 
 #[test]
-fn a_source_that_cannot_be_opened_is_reported_failed_not_finished() {
+fn a_source_that_cannot_be_opened_is_reported_failed_not_finished_and_logged_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kextwatch.toml");
     std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
         .args(["--source", "replay:/nonexistent/events.jsonl"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let status_file = dir.path().join("state/status.json");
@@ -641,7 +641,12 @@ fn a_source_that_cannot_be_opened_is_reported_failed_not_finished() {
         .status()
         .unwrap()
         .success());
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The log says so, without colour codes: stderr here is a pipe (as launchd's log file is).
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("replay source cannot open its input"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
 }
 
 /// Alerts produced by the daemon run whose status this is (every severity).
