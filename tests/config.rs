@@ -45,6 +45,19 @@ fn unknown_key_names_line_and_key() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    assert_eq!(
+        err("[detection]\nmin_severity = 5\n"),
+        "test.toml:2:16: key `detection.min_severity`: invalid type: integer `5`, expected a string"
+    );
+    let e = err("[daemon]\nheartbeat_minutes = \"x\"\n");
+    assert!(
+        e.starts_with("test.toml:2:21: key `daemon.heartbeat_minutes`: invalid type"),
+        "{e}"
+    );
+}
+
+#[test]
 fn unknown_table_is_an_error() {
     let e = err("[allowlists]\nteam_ids = []\n");
     assert!(e.starts_with("test.toml:1:"), "{e}");

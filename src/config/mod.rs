@@ -309,7 +309,7 @@ impl Config {
                 origin: origin.to_string(),
                 line,
                 column,
-                key: None,
+                key: toml_key_path(&e),
                 message: e.message().trim_end().to_string(),
             }
         })?;
@@ -324,6 +324,17 @@ impl Config {
             }
         })
     }
+}
+
+/// The key path a `toml` error is about (`detection.min_severity`). The crate keeps it private and
+/// prints it only when the error carries no source excerpt, so it is read from that rendering.
+fn toml_key_path(e: &toml::de::Error) -> Option<String> {
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let text = bare.to_string();
+    let line = text.lines().rev().find(|l| l.starts_with("in `"))?;
+    let key = line.strip_prefix("in `")?.strip_suffix('`')?;
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 /// Validation failure before it is placed in the file.
