@@ -37,6 +37,56 @@ fn shipped_config_is_valid_and_allowlists_the_examples() {
     assert_eq!(c.detection.watched_roots.len(), 3);
 }
 
+/// Every key a table accepts, as the parser lists them when it meets an unknown one.
+fn accepted_keys(table_and_probe: &str) -> Vec<String> {
+    let e = err(table_and_probe);
+    let list = e
+        .split_once("expected one of ")
+        .map(|(_, l)| l)
+        .or_else(|| e.split_once("expected ").map(|(_, l)| l))
+        .unwrap_or_else(|| panic!("{e}"));
+    list.split(|c| c == ',' || c == ' ')
+        .filter_map(|w| w.strip_prefix('`')?.strip_suffix('`'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_shipped_config_shows_every_key_the_parser_accepts() {
+    let probes = [
+        "zzz = 1\n",
+        "[allowlist]\nzzz = 1\n",
+        "[allowlist]\nkexts = [{ zzz = 1 }]\n",
+        "[allowlist]\ninitiators = [{ zzz = 1 }]\n",
+        "[detection]\nzzz = 1\n",
+        "[kextpolicy]\nzzz = 1\n",
+        "[daemon]\nzzz = 1\n",
+        "[[output]]\nzzz = 1\n",
+    ];
+    let mut missing = Vec::new();
+    for probe in probes {
+        let keys = accepted_keys(probe);
+        assert!(!keys.is_empty(), "{probe}");
+        for k in keys {
+            let shown = DEFAULT_CONFIG.lines().any(|l| {
+                l.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{k} ="))
+                    || l.contains(&format!("{{ {k} ="))
+                    || l.contains(&format!(", {k} ="))
+                    || l.trim() == format!("[{k}]")
+                    || l.trim_start_matches(['#', ' ']) == format!("[[{k}]]")
+            });
+            if !shown {
+                missing.push(k);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in config/kextwatch.toml: {missing:?}"
+    );
+}
+
 #[test]
 fn unknown_key_names_line_and_key() {
     let e = err("[allowlist]\nteam_ids = []\nteam_idz = [\"VB5E2TV963\"]\n");
