@@ -45,7 +45,7 @@ fn accepted_keys(table_and_probe: &str) -> Vec<String> {
         .map(|(_, l)| l)
         .or_else(|| e.split_once("expected ").map(|(_, l)| l))
         .unwrap_or_else(|| panic!("{e}"));
-    list.split(|c| c == ',' || c == ' ')
+    list.split([',', ' '])
         .filter_map(|w| w.strip_prefix('`')?.strip_suffix('`'))
         .map(String::from)
         .collect()
