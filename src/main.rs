@@ -538,6 +538,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The replay's progress bar; alerts are written while it is hidden.
+struct Bar<'a>(&'a indicatif::ProgressBar);
+
+impl kextwatch::replay::Progress for Bar<'_> {
+    fn position(&mut self, bytes: u64) {
+        self.0.set_position(bytes);
+    }
+
+    fn around_output(
+        &mut self,
+        write: &mut dyn FnMut() -> Result<(), kextwatch::output::OutputError>,
+    ) -> Result<(), kextwatch::output::OutputError> {
+        self.0.suspend(write)
+    }
+}
+
 /// Replay a file (with a progress bar when stderr is a terminal) or standard input (`-`).
 fn replay_input(
     input: &Path,
@@ -564,13 +580,7 @@ fn replay_input(
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let r = replay(
-                reader,
-                engine,
-                enricher,
-                outputs,
-                Some(&mut |b| bar.set_position(b)),
-            );
+            let r = replay(reader, engine, enricher, outputs, Some(&mut Bar(&bar)));
             bar.finish_and_clear();
             r
         }

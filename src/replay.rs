@@ -79,8 +79,17 @@ pub fn now_rfc3339() -> String {
 /// How long a replay waits at the end for syslog sinks to deliver what they spooled.
 const FINISH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Called now and then with the bytes consumed so far.
-pub type Progress<'a> = &'a mut dyn FnMut(u64);
+/// A progress display beside the replay (a bar on the terminal).
+pub trait Progress {
+    /// Bytes consumed so far (called now and then).
+    fn position(&mut self, bytes: u64);
+    /// Run `write` with the display out of the way: alerts may go to the same terminal, and a bar
+    /// drawn between them would leave fragments in the scrollback.
+    fn around_output(
+        &mut self,
+        write: &mut dyn FnMut() -> Result<(), OutputError>,
+    ) -> Result<(), OutputError>;
+}
 
 /// Replay eslogger lines through `engine` (built from the config, optionally with a KextPolicy
 /// snapshot) into `outputs`.
@@ -89,7 +98,7 @@ pub fn replay(
     mut engine: Engine,
     mut enricher: Option<&mut BundleEnricher>,
     outputs: &mut Outputs,
-    progress: Option<Progress<'_>>,
+    progress: Option<&mut dyn Progress>,
 ) -> Result<Summary, ReplayError> {
     let interest = KextInterest::new(engine.config());
     let mut decoder = EventDecoder::new(&interest);
@@ -120,15 +129,21 @@ pub fn replay(
             }
             engine.process(&ev, &mut alerts);
             if !alerts.is_empty() {
-                emit(&mut alerts, outputs, &mut by_severity)?;
                 // Alerts are rare; flushing each batch lets `eslogger | kextwatch replay -` show
                 // them as they happen.
-                outputs.flush()?;
+                let mut write = || {
+                    emit(&mut alerts, outputs, &mut by_severity)?;
+                    outputs.flush()
+                };
+                match progress.as_mut() {
+                    Some(p) => p.around_output(&mut write)?,
+                    None => write()?,
+                }
             }
         }
         if line_no % 65_536 == 0 {
             if let Some(p) = progress.as_mut() {
-                p(reader.bytes());
+                p.position(reader.bytes());
             }
         }
         if line_no % 1024 == 0 && Instant::now() >= next_heartbeat {
@@ -144,10 +159,16 @@ pub fn replay(
         }
     }
     engine.finish(&mut alerts);
-    emit(&mut alerts, outputs, &mut by_severity)?;
-    outputs.finish(FINISH_DEADLINE)?;
+    let mut write = || {
+        emit(&mut alerts, outputs, &mut by_severity)?;
+        outputs.finish(FINISH_DEADLINE)
+    };
+    match progress.as_mut() {
+        Some(p) => p.around_output(&mut write)?,
+        None => write()?,
+    }
     if let Some(p) = progress.as_mut() {
-        p(reader.bytes());
+        p.position(reader.bytes());
     }
     Ok(Summary {
         input: decoder.stats,

@@ -212,3 +212,75 @@ fn bundled_sample_is_current_and_raises_the_documented_alerts() {
         assert!(!exe.contains("jamf"), "{a:#}");
     }
 }
+
+#[test]
+fn alerts_are_written_only_while_the_progress_bar_is_hidden() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A terminal shared by the bar and the alerts: every alert byte must land while the bar is
+    // out of the way, or the scrollback keeps fragments of it.
+    struct Fake {
+        hidden: Arc<AtomicBool>,
+        positions: usize,
+    }
+    impl kextwatch::replay::Progress for Fake {
+        fn position(&mut self, _: u64) {
+            self.positions += 1;
+        }
+        fn around_output(
+            &mut self,
+            write: &mut dyn FnMut() -> Result<(), kextwatch::output::OutputError>,
+        ) -> Result<(), kextwatch::output::OutputError> {
+            self.hidden.store(true, Ordering::SeqCst);
+            let r = write();
+            self.hidden.store(false, Ordering::SeqCst);
+            r
+        }
+    }
+    struct Terminal {
+        hidden: Arc<AtomicBool>,
+        bytes: Arc<AtomicUsize>,
+        while_shown: Arc<AtomicUsize>,
+    }
+    impl std::io::Write for Terminal {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.bytes.fetch_add(b.len(), Ordering::SeqCst);
+            if !self.hidden.load(Ordering::SeqCst) {
+                self.while_shown.fetch_add(b.len(), Ordering::SeqCst);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let hidden = Arc::new(AtomicBool::new(false));
+    let (bytes, while_shown) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut outputs = kextwatch::output::Outputs::from_writers(vec![(
+        "stdout".into(),
+        kextwatch::config::TextOrJson::Text,
+        Box::new(Terminal {
+            hidden: hidden.clone(),
+            bytes: bytes.clone(),
+            while_shown: while_shown.clone(),
+        }),
+    )]);
+    let mut bar = Fake {
+        hidden,
+        positions: 0,
+    };
+    let sample = std::fs::read(SAMPLE).unwrap();
+    let summary = kextwatch::replay::replay(
+        &sample[..],
+        kextwatch::detect::Engine::new(kextwatch::config::Config::default_config()),
+        None,
+        &mut outputs,
+        Some(&mut bar),
+    )
+    .unwrap();
+    drop(outputs);
+    assert!(summary.alerts_by_severity.values().sum::<u64>() > 0);
+    assert!(bytes.load(Ordering::SeqCst) > 0);
+    assert_eq!(while_shown.load(Ordering::SeqCst), 0);
+    assert!(bar.positions > 0, "the bar is told where the replay is");
+}
