@@ -11,6 +11,7 @@
 #   /Applications/Kextwatch.app                     host app with the Endpoint Security system extension
 #   /Library/Application Support/kextwatch/         the daemon-mode binary and the default config
 #   /Library/LaunchDaemons/com.kextwatch.daemon.plist
+#   /usr/local/share/man/man1/kextwatch.1, /usr/local/share/zsh/site-functions/_kextwatch
 # The notary profile is made once with `xcrun notarytool store-credentials`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,7 +57,8 @@ pkgroot="$work/root"
 app="$pkgroot$KW_APP"
 sysext="$app/Contents/Library/SystemExtensions/$KW_SYSEXT_BUNDLE_ID.systemextension"
 mkdir -p "$app/Contents/MacOS" "$sysext/Contents/MacOS" \
-    "$pkgroot$(dirname "$KW_BIN")" "$pkgroot$(dirname "$KW_LAUNCHD_PLIST")"
+    "$pkgroot$(dirname "$KW_BIN")" "$pkgroot$(dirname "$KW_LAUNCHD_PLIST")" \
+    "$pkgroot$(dirname "$KW_MAN_PAGE")" "$pkgroot$(dirname "$KW_ZSH_COMPLETION")"
 
 echo "== bundles"
 sed "s/__TEAM_ID__/$team/g" "$here/sysext/Info.plist" > "$sysext/Contents/Info.plist"
@@ -68,6 +70,9 @@ cp "$work/kextwatch" "$app/Contents/MacOS/kextwatch"
 cp "$work/kextwatch" "$pkgroot$KW_BIN"
 cp "$root_dir/config/kextwatch.toml" "$pkgroot$KW_CONFIG_DEFAULT"
 cp "$here/launchd/$KW_LAUNCHD_LABEL.plist" "$pkgroot$KW_LAUNCHD_PLIST"
+# Generated from the same clap definitions the binary parses with, so they cannot drift.
+"$work/kextwatch" man > "$pkgroot$KW_MAN_PAGE"
+"$work/kextwatch" completions zsh > "$pkgroot$KW_ZSH_COMPLETION"
 
 echo "== signing (hardened runtime, secure timestamp)"
 sign() { codesign --force --options runtime --timestamp --sign "$app_identity" "$@"; }

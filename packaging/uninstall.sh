@@ -10,7 +10,7 @@ purge=0
 [ "$(id -u)" -eq 0 ] || { echo "uninstall.sh: run as root" >&2; exit 1; }
 
 /bin/launchctl bootout "system/$KW_LAUNCHD_LABEL" 2>/dev/null || true
-/bin/rm -f "$KW_LAUNCHD_PLIST" "$KW_BIN" "$KW_CONFIG_DEFAULT"
+/bin/rm -f "$KW_LAUNCHD_PLIST" "$KW_BIN" "$KW_CONFIG_DEFAULT" "$KW_MAN_PAGE" "$KW_ZSH_COMPLETION"
 if [ -x "$KW_APP/Contents/MacOS/kextwatch" ]; then
     "$KW_APP/Contents/MacOS/kextwatch" sysext deactivate || true
 fi

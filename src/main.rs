@@ -52,6 +52,7 @@ enum Command {
     /// Run the detection daemon in the foreground (launchd runs it; stop with SIGTERM, reload the
     /// config with SIGHUP).
     Run {
+        /// Config file (the installed one: /Library/Application Support/kextwatch/kextwatch.toml).
         #[arg(long, short)]
         config: PathBuf,
         /// Event source: es (Endpoint Security), eslogger, or replay:PATH (a file, or a FIFO that is
@@ -68,11 +69,21 @@ enum Command {
     /// Check what the daemon needs (root, Full Disk Access, Endpoint Security, SIP, config, outputs,
     /// state directory) and say how to fix each failure.
     Doctor {
+        /// Config file the daemon runs with.
         #[arg(long, short)]
         config: PathBuf,
+        /// The eslogger binary.
         #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
         eslogger: PathBuf,
     },
+    /// Print a shell completion script (`kextwatch completions zsh > _kextwatch`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), as the package installs it in man1.
+    #[command(hide = true)]
+    Man,
     /// Show the running daemon's health and counters (from its status file).
     Status {
         /// Config file (for the state directory); default: the shipped config.
@@ -83,7 +94,10 @@ enum Command {
         json: bool,
     },
     /// Validate a config file; exits non-zero with the error's file, line and key.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
     /// Send a clearly marked synthetic alert through the configured outputs, to prove the route to
     /// the SIEM end to end; prints where it went and exits 1 if any output could not deliver it.
     TestAlert {
@@ -93,7 +107,9 @@ enum Command {
     },
     /// List every kext under the roots with its signing identity (default root: /Library/Extensions).
     Inventory {
+        /// Folders to search for .kext bundles (a collected copy of a Mac's works too).
         roots: Vec<PathBuf>,
+        /// Output: a table for people, or JSON Lines (one kext per line) for tools.
         #[arg(long, value_enum, default_value = "table")]
         format: ShowFormat,
         /// Print an [allowlist] block for the developer-signed kexts found, for the config file.
@@ -152,12 +168,15 @@ enum PolicyCommand {
         /// Config file (for the default database path).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Output: tables for people, or JSON for tools.
         #[arg(long, value_enum, default_value = "table")]
         format: ShowFormat,
     },
     /// Print the alerts the change from OLD to NEW (two copies of KextPolicy) would raise.
     Diff {
+        /// The earlier copy of KextPolicy (a baseline).
         old: PathBuf,
+        /// The later copy (collected from the Mac under investigation).
         new: PathBuf,
         #[command(flatten)]
         alerts: AlertArgs,
@@ -280,6 +299,19 @@ fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: the generator panics on a write error (`| head` closing the pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "kextwatch", &mut script);
+            io::Write::write_all(&mut io::stdout(), &script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             let a = &config.allowlist;
@@ -635,6 +667,30 @@ fn sysext(_: SysextCommand) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::log_colour;
     use std::ffi::OsStr;
+
+    #[test]
+    fn every_command_argument_and_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let cmd = <super::Cli as clap::CommandFactory>::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 
     #[test]
     fn logs_are_coloured_only_for_a_terminal_without_no_color() {

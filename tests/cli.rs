@@ -537,3 +537,35 @@ fn inventory_survives_a_kext_built_to_crash_a_parser() {
         "{kext}"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definitions_as_the_parser() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = kextwatch(&["completions", shell], None);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        for word in ["replay", "inventory", "policy", "min-severity"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let bash = kextwatch(&["completions", "bash"], None).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kextwatch.bash");
+    std::fs::write(&file, bash).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(syntax.success());
+    // An unknown shell is a usage error naming the choices.
+    let out = kextwatch(&["completions", "cmd.exe"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("possible values"));
+
+    let out = kextwatch(&["man"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let man = text(&out.stdout);
+    assert!(man.contains(".TH kextwatch 1"), "{man}");
+    assert!(
+        man.contains(".SH SUBCOMMANDS") && man.contains("kextwatch\\-replay"),
+        "{man}"
+    );
+}
