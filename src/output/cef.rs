@@ -3,8 +3,9 @@
 //! Mapping (documented in README.md): `rt` event time (ms), `act` event action, `dproc`/`dpid` the
 //! acting process, `sproc`/`spid` its parent (the initiator for exec), `suid` user, `filePath` file,
 //! `cs1` reasons, `cs2` ATT&CK techniques, `cs3` Team ID, `cs4` signing id, `cs5` kext bundle id,
-//! `cs6` parent signing id, `cnt` folded count. Severity 0-10: info 1, low 3, medium 5, high 8,
-//! critical 10.
+//! `cs6` parent signing id, `flexString1` the kext's Team ID, `cnt` folded count. Severity 0-10:
+//! info 1, low 3, medium 5, high 8, critical 10. A key with no value is left out, and values are cut
+//! to the lengths the CEF dictionary gives (with a marker), so no receiver truncates them silently.
 
 use std::fmt::Write as _;
 
@@ -48,6 +49,29 @@ fn value(s: &str) -> String {
         }
     }
     out
+}
+
+/// Appended to a value cut to its CEF length limit.
+const CLIPPED: &str = "...[clipped]";
+
+/// The CEF dictionary's length limit for each extension key kextwatch writes (characters).
+fn limit(key: &str) -> usize {
+    match key {
+        "act" => 63,
+        "cs1" | "cs2" | "cs3" | "cs4" | "cs5" | "cs6" => 4000,
+        _ => 1023,
+    }
+}
+
+/// `v` cut to `max` characters, the marker included, on a character boundary.
+fn clipped(v: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if v.chars().count() <= max {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let keep = max.saturating_sub(CLIPPED.len());
+    let mut out: String = v.chars().take(keep).collect();
+    out.push_str(CLIPPED);
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn alert(a: &Alert) -> String {
@@ -103,15 +127,31 @@ pub fn alert(a: &Alert) -> String {
     if let Some(k) = &a.kextwatch.kext {
         ext.push(("cs5Label", "kextBundleId".into()));
         ext.push(("cs5", k.bundle_id.clone()));
+        if let Some(team) = &k.team_id {
+            // The kext's signer, not the acting process's (cs3): what a KextPolicy alert is about.
+            ext.push(("flexString1Label", "kextTeamId".into()));
+            ext.push(("flexString1", team.clone()));
+        }
     }
     if let Some(f) = &a.kextwatch.folded {
         ext.push(("cnt", f.count.to_string()));
     }
-    for (i, (k, v)) in ext.iter().enumerate() {
-        if i > 0 {
+    // A label whose value is empty goes with it.
+    let empty: Vec<String> = ext
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| format!("{k}Label"))
+        .collect();
+    let mut first = true;
+    for (k, v) in &ext {
+        if v.is_empty() || empty.iter().any(|e| e == k) {
+            continue;
+        }
+        if !first {
             out.push(' ');
         }
-        let _ = write!(out, "{k}={}", value(v));
+        first = false;
+        let _ = write!(out, "{k}={}", value(&clipped(v, limit(k))));
     }
     out
 }
@@ -119,6 +159,62 @@ pub fn alert(a: &Alert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn extension(cef: &str) -> Vec<(String, String)> {
+        let ext = cef.splitn(8, '|').nth(7).unwrap();
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for token in ext.split(' ') {
+            match token.split_once('=') {
+                Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                    pairs.push((k.into(), v.into()))
+                }
+                _ => {
+                    let last = pairs.last_mut().unwrap();
+                    last.1.push(' ');
+                    last.1.push_str(token);
+                }
+            }
+        }
+        pairs
+    }
+
+    #[test]
+    fn no_key_without_a_value_and_every_value_within_its_dictionary_limit() {
+        let mut a = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
+        a.reasons.clear();
+        a.threat.technique.id.clear();
+        a.file = Some(crate::alert::FileInfo {
+            path: "/tmp/".to_string() + &"x".repeat(5000),
+            source_path: None,
+        });
+        a.kextwatch.kext = Some(crate::alert::KextInfo {
+            bundle_id: "com.example.driver".into(),
+            team_id: Some("ABCDE12345".into()),
+        });
+        let pairs = extension(&alert(&a));
+        for (k, v) in &pairs {
+            assert!(!v.is_empty(), "{k} is empty");
+            assert!(
+                v.chars().count() <= limit(k),
+                "{k}: {} chars",
+                v.chars().count()
+            );
+        }
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        // No reasons and no techniques: neither the values nor their labels.
+        assert_eq!(
+            (get("cs1"), get("cs1Label"), get("cs2"), get("cs2Label")),
+            (None, None, None, None)
+        );
+        let path = get("filePath").unwrap();
+        assert_eq!(path.chars().count(), 1023);
+        assert!(path.starts_with("/tmp/xxx") && path.ends_with("...[clipped]"));
+        assert_eq!(get("flexString1Label"), Some("kextTeamId"));
+        assert_eq!(get("flexString1"), Some("ABCDE12345"));
+        // Multi-byte characters are cut on a character boundary.
+        assert_eq!(clipped(&"é".repeat(70), 63).chars().count(), 63);
+        assert_eq!(clipped("short", 63), "short");
+    }
 
     #[test]
     fn escaping() {
