@@ -18,14 +18,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use kextwatch::config::{Config, TextOrJson};
+use kextwatch::config::{AlertFormat, Config};
 use kextwatch::output::Outputs;
 use stream::generate;
 
 fn replay_into_sink(input: impl BufRead) -> kextwatch::replay::Summary {
     let mut outputs = Outputs::from_writers(vec![(
         "null".into(),
-        TextOrJson::Json,
+        AlertFormat::Json,
         Box::new(std::io::sink()),
     )]);
     kextwatch::replay::replay(

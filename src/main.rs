@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kextwatch::alert::Severity;
-use kextwatch::config::{Config, OutputSpec, TextOrJson};
+use kextwatch::config::{AlertFormat, Config, OutputSpec};
 use kextwatch::detect::Engine;
 use kextwatch::enrich::BundleEnricher;
 use kextwatch::inventory;
@@ -205,8 +205,9 @@ impl AlertArgs {
             config.detection.min_severity = s.into();
         }
         let format = match self.format {
-            FormatArg::Json => TextOrJson::Json,
-            FormatArg::Text => TextOrJson::Text,
+            FormatArg::Json => AlertFormat::Json,
+            FormatArg::Text => AlertFormat::Text,
+            FormatArg::Cef => AlertFormat::Cef,
         };
         for o in &mut config.outputs {
             if let OutputSpec::Stdout { format: f } = o {
@@ -248,8 +249,12 @@ impl From<SeverityArg> for Severity {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
+    /// JSON Lines (the alert contract).
     Json,
+    /// One readable line per alert.
     Text,
+    /// ArcSight CEF, one line per alert.
+    Cef,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -59,6 +59,29 @@ fn replay_sample_prints_contract_alerts_and_a_summary() {
 }
 
 #[test]
+fn replay_writes_the_same_alerts_as_cef_lines() {
+    let json = kextwatch(&["replay", SAMPLE], None);
+    let rules: Vec<String> = text(&json.stdout)
+        .lines()
+        .map(|l| {
+            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            a["rule"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let cef = kextwatch(&["replay", SAMPLE, "--format", "cef"], None);
+    assert_eq!(cef.status.code(), Some(0), "{}", text(&cef.stderr));
+    let lines: Vec<String> = text(&cef.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), rules.len());
+    for (line, rule) in lines.iter().zip(&rules) {
+        // CEF:0|Vendor|Product|Version|SignatureID|...: the same rule, in the same order.
+        let fields: Vec<&str> = line.splitn(8, '|').collect();
+        assert_eq!(&fields[..2], ["CEF:0", "kextwatch"], "{line}");
+        assert_eq!(fields[4], rule, "{line}");
+        assert!(fields[7].contains("cs1Label=reasons"), "{line}");
+    }
+}
+
+#[test]
 fn replay_from_stdin_matches_replay_from_file() {
     let input = std::fs::read(SAMPLE).unwrap();
     let from_stdin = kextwatch(&["replay", "-", "--quiet"], Some(&input));

@@ -1,6 +1,6 @@
 //! Config parsing and validation: the shipped file, and errors that name file, line and key.
 
-use kextwatch::config::{Config, KextTrust, OutputSpec, TextOrJson, DEFAULT_CONFIG};
+use kextwatch::config::{AlertFormat, Config, KextTrust, OutputSpec, DEFAULT_CONFIG};
 
 fn err(text: &str) -> String {
     Config::parse(text, "test.toml").unwrap_err().to_string()
@@ -31,7 +31,7 @@ fn shipped_config_is_valid_and_allowlists_the_examples() {
     assert_eq!(
         c.outputs,
         [OutputSpec::Stdout {
-            format: TextOrJson::Json
+            format: AlertFormat::Json
         }]
     );
     assert_eq!(c.detection.watched_roots.len(), 3);

@@ -258,7 +258,7 @@ fn alerts_are_written_only_while_the_progress_bar_is_hidden() {
     let (bytes, while_shown) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut outputs = kextwatch::output::Outputs::from_writers(vec![(
         "stdout".into(),
-        kextwatch::config::TextOrJson::Text,
+        kextwatch::config::AlertFormat::Text,
         Box::new(Terminal {
             hidden: hidden.clone(),
             bytes: bytes.clone(),

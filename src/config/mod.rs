@@ -148,16 +148,21 @@ pub struct DetectionSettings {
     pub protected_kexts: Vec<String>,
 }
 
+/// How stdout and file outputs write alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextOrJson {
+pub enum AlertFormat {
+    /// JSON Lines: the alert contract.
     Json,
+    /// One readable line per alert.
     Text,
+    /// One ArcSight CEF line per alert, as syslog's CEF payload carries it.
+    Cef,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputSpec {
-    Stdout { format: TextOrJson },
-    File { path: PathBuf, format: TextOrJson },
+    Stdout { format: AlertFormat },
+    File { path: PathBuf, format: AlertFormat },
     Syslog(SyslogSpec),
 }
 

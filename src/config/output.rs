@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::raw::{invalid, text_or_json, RawOutput};
+use super::raw::{alert_format, invalid, RawOutput};
 use super::{
     Framing, Invalid, OutputSpec, SyslogFormat, SyslogPayload, SyslogSpec, SyslogTransport, TlsSpec,
 };
@@ -94,7 +94,7 @@ pub(super) fn validate(o: &RawOutput, i: usize) -> Result<OutputSpec, Invalid> {
                 return Err(invalid(key("path"), p, "stdout outputs take no path"));
             }
             Ok(OutputSpec::Stdout {
-                format: text_or_json(key("format"), &o.format)?,
+                format: alert_format(key("format"), &o.format)?,
             })
         }
         "file" => {
@@ -106,7 +106,7 @@ pub(super) fn validate(o: &RawOutput, i: usize) -> Result<OutputSpec, Invalid> {
                 .ok_or_else(|| invalid(key("type"), &o.kind, "a file output needs `path`"))?;
             Ok(OutputSpec::File {
                 path: absolute(key("path"), path)?,
-                format: text_or_json(key("format"), &o.format)?,
+                format: alert_format(key("format"), &o.format)?,
             })
         }
         "syslog" => syslog(o, i).map(OutputSpec::Syslog),

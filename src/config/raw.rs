@@ -7,8 +7,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    normalize_root, Allowlist, BundlePattern, Config, DaemonSettings, DetectionSettings,
-    InitiatorEntry, Invalid, KextEntry, KextPolicySettings, OutputSpec, TextOrJson,
+    normalize_root, AlertFormat, Allowlist, BundlePattern, Config, DaemonSettings,
+    DetectionSettings, InitiatorEntry, Invalid, KextEntry, KextPolicySettings, OutputSpec,
 };
 use crate::alert::Severity;
 
@@ -288,14 +288,15 @@ fn window(key: &str, v: &Option<Spanned<i64>>, default: u64) -> Result<Duration,
     }
 }
 
-pub(super) fn text_or_json(key: String, v: &Option<S>) -> Result<TextOrJson, Invalid> {
+pub(super) fn alert_format(key: String, v: &Option<S>) -> Result<AlertFormat, Invalid> {
     match v.as_ref().map(|s| (s, s.get_ref().as_str())) {
-        None | Some((_, "json")) => Ok(TextOrJson::Json),
-        Some((_, "text")) => Ok(TextOrJson::Text),
+        None | Some((_, "json")) => Ok(AlertFormat::Json),
+        Some((_, "text")) => Ok(AlertFormat::Text),
+        Some((_, "cef")) => Ok(AlertFormat::Cef),
         Some((s, other)) => Err(invalid(
             key,
             s,
-            format!("unknown format {other:?}: expected \"json\" or \"text\""),
+            format!("unknown format {other:?}: expected \"json\", \"text\" or \"cef\""),
         )),
     }
 }
@@ -398,7 +399,7 @@ impl RawConfig {
         }
         if outputs.is_empty() {
             outputs.push(OutputSpec::Stdout {
-                format: TextOrJson::Json,
+                format: AlertFormat::Json,
             });
         }
         Ok(Config {

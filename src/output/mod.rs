@@ -17,7 +17,7 @@ pub use sink::{SinkError, SinkStats, SyslogSink};
 pub use transport::{Transport, TransportError, TRUNCATION_MARKER};
 
 use crate::alert::{write_json, write_text, Alert};
-use crate::config::{OutputSpec, TextOrJson};
+use crate::config::{AlertFormat, OutputSpec};
 
 /// Counters of every output: stdout and files, then syslog sinks.
 pub type OutputsReport = (Vec<WriterStats>, Vec<SinkStats>);
@@ -47,12 +47,12 @@ pub struct WriterStats {
 
 struct WriterSink {
     stats: WriterStats,
-    format: TextOrJson,
+    format: AlertFormat,
     out: BufWriter<Box<dyn Write + Send>>,
 }
 
 impl WriterSink {
-    fn new(name: String, format: TextOrJson, out: Box<dyn Write + Send>) -> WriterSink {
+    fn new(name: String, format: AlertFormat, out: Box<dyn Write + Send>) -> WriterSink {
         WriterSink {
             stats: WriterStats {
                 name,
@@ -66,8 +66,9 @@ impl WriterSink {
     /// Write one alert; with `now`, also flush, so it is counted only once it left the buffer.
     fn write(&mut self, alert: &Alert, now: bool) -> Result<(), OutputError> {
         let written = match self.format {
-            TextOrJson::Json => write_json(&mut self.out, alert),
-            TextOrJson::Text => write_text(&mut self.out, alert),
+            AlertFormat::Json => write_json(&mut self.out, alert),
+            AlertFormat::Text => write_text(&mut self.out, alert),
+            AlertFormat::Cef => writeln!(self.out, "{}", cef::alert(alert)),
         }
         .and_then(|()| if now { self.out.flush() } else { Ok(()) });
         match written {
@@ -138,7 +139,7 @@ impl Outputs {
     }
 
     /// Sinks over arbitrary writers (tests, embedding).
-    pub fn from_writers(writers: Vec<(String, TextOrJson, Box<dyn Write + Send>)>) -> Outputs {
+    pub fn from_writers(writers: Vec<(String, AlertFormat, Box<dyn Write + Send>)>) -> Outputs {
         let writers = writers
             .into_iter()
             .map(|(name, format, w)| WriterSink::new(name, format, w))
@@ -312,8 +313,8 @@ mod tests {
     fn each_writer_counts_what_it_wrote_and_lost_and_one_failing_keeps_nothing_from_another() {
         let good = Shared::default();
         let mut out = Outputs::from_writers(vec![
-            ("full".into(), TextOrJson::Json, Box::new(Full)),
-            ("good".into(), TextOrJson::Json, Box::new(good.clone())),
+            ("full".into(), AlertFormat::Json, Box::new(Full)),
+            ("good".into(), AlertFormat::Json, Box::new(good.clone())),
         ]);
         let alert = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
         for _ in 0..3 {

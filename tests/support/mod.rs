@@ -7,7 +7,7 @@ pub mod rsyslog;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use kextwatch::config::{Config, TextOrJson};
+use kextwatch::config::{AlertFormat, Config};
 use kextwatch::detect::Engine;
 use kextwatch::output::Outputs;
 use kextwatch::replay::{replay, Summary};
@@ -31,7 +31,7 @@ pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
     let buf = Shared::default();
     let mut outputs = Outputs::from_writers(vec![(
         "test".into(),
-        TextOrJson::Json,
+        AlertFormat::Json,
         Box::new(buf.clone()),
     )]);
     let summary = replay(input, Engine::new(config), None, &mut outputs, None).expect("replay");
