@@ -316,16 +316,22 @@ fn cef_and_rfc3164_payloads() {
         extensions.push(cef_extension(&cur));
     }
     // The first alert's extension, key by key as the README's mapping lists them: event time in
-    // milliseconds (2026-11-25T14:03:12Z), action, process and parent, signing ids, user, reasons,
-    // techniques. No Team ID (Apple code), no file, no kext, not folded.
+    // milliseconds (2026-11-25T14:03:12Z), the reporting host, action, process and parent, signing
+    // ids, user, reasons, techniques. No Team ID (Apple code), no file, no kext, not folded.
     let keys: Vec<&str> = extensions[0].iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
         [
-            "rt", "act", "dproc", "dpid", "sproc", "spid", "cs4Label", "cs4", "cs6Label", "cs6",
-            "suid", "cs1Label", "cs1", "cs2Label", "cs2"
+            "rt", "dvchost", "act", "dproc", "dpid", "sproc", "spid", "cs4Label", "cs4",
+            "cs6Label", "cs6", "suid", "cs1Label", "cs1", "cs2Label", "cs2"
         ]
     );
+    // dvchost is the HOSTNAME of the RFC 3164 header (`<PRI>Mmm dd hh:mm:ss HOST ...`).
+    let header_host = lines[0][lines[0].find('>').unwrap() + 17..]
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(extensions[0][1].1, header_host);
     let get = |k: &str| {
         extensions[0]
             .iter()
@@ -348,6 +354,36 @@ fn cef_and_rfc3164_payloads() {
         lines[1].contains("filePath=/Library/Extensions/a\\nb]\"c\\\\d|e\\=f g.kext"),
         "{}",
         lines[1]
+    );
+
+    // A CEF sink's heartbeat is CEF too: SignatureID heartbeat, severity 0, counters in cs1.
+    let mut out = syslog_outputs(
+        &sink(&addr, "payload = \"cef\"\nformat = \"rfc3164\""),
+        None,
+    );
+    out.heartbeat(
+        "2026-11-26T12:00:00Z",
+        &serde_json::json!({"kextwatch": {"version": "9.9.9"}}),
+    )
+    .unwrap();
+    out.write(&tagged("after-cef-heartbeat")).unwrap();
+    out.finish(WAIT).unwrap();
+    let got = r.wait_marker("tag after-cef-heartbeat", WAIT);
+    let hb = got
+        .iter()
+        .find(|l| l.contains("|heartbeat|"))
+        .expect("a heartbeat line");
+    let cef = &hb[hb.find("CEF:0|").unwrap()..];
+    assert!(
+        cef.starts_with(&format!(
+            "CEF:0|kextwatch|kextwatch|{}|heartbeat|kextwatch heartbeat|0|rt=1795694400000 dvchost=",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{cef}"
+    );
+    assert!(
+        cef.ends_with("cs1Label=counters cs1={\"kextwatch\":{\"version\":\"9.9.9\"}}"),
+        "{cef}"
     );
 }
 

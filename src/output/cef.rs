@@ -74,7 +74,52 @@ fn clipped(v: &str, max: usize) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-pub fn alert(a: &Alert) -> String {
+/// The CEF extension pairs written out: empty values (and their labels) left out, each value cut
+/// to its dictionary limit and escaped.
+fn extension(out: &mut String, ext: &[(&str, String)]) {
+    let empty: Vec<String> = ext
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| format!("{k}Label"))
+        .collect();
+    let mut first = true;
+    for (k, v) in ext {
+        if v.is_empty() || empty.iter().any(|e| e == k) {
+            continue;
+        }
+        if !first {
+            out.push(' ');
+        }
+        first = false;
+        let _ = write!(out, "{k}={}", value(&clipped(v, limit(k))));
+    }
+}
+
+fn epoch_ms(rfc3339: &str) -> Option<String> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000).to_string())
+}
+
+/// A heartbeat as CEF (SignatureID `heartbeat`, severity 0): its counters, as JSON, in `cs1`.
+pub fn heartbeat(timestamp: &str, counters_json: &str, dvchost: Option<&str>) -> String {
+    let mut out = format!(
+        "CEF:0|kextwatch|kextwatch|{}|heartbeat|kextwatch heartbeat|0|",
+        header(env!("CARGO_PKG_VERSION"))
+    );
+    let mut ext: Vec<(&str, String)> = Vec::new();
+    if let Some(ms) = epoch_ms(timestamp) {
+        ext.push(("rt", ms));
+    }
+    ext.push(("dvchost", dvchost.unwrap_or_default().to_string()));
+    ext.push(("cs1Label", "counters".into()));
+    ext.push(("cs1", counters_json.to_string()));
+    extension(&mut out, &ext);
+    out
+}
+
+/// One alert as CEF; `dvchost` names the reporting host where there is one to name (syslog).
+pub fn alert(a: &Alert, dvchost: Option<&str>) -> String {
     let mut out = format!(
         "CEF:0|kextwatch|kextwatch|{}|{}|{}|{}|",
         header(env!("CARGO_PKG_VERSION")),
@@ -83,11 +128,10 @@ pub fn alert(a: &Alert) -> String {
         cef_severity(a.severity)
     );
     let mut ext: Vec<(&str, String)> = Vec::new();
-    if let Ok(t) =
-        time::OffsetDateTime::parse(&a.timestamp, &time::format_description::well_known::Rfc3339)
-    {
-        ext.push(("rt", (t.unix_timestamp_nanos() / 1_000_000).to_string()));
+    if let Some(ms) = epoch_ms(&a.timestamp) {
+        ext.push(("rt", ms));
     }
+    ext.push(("dvchost", dvchost.unwrap_or_default().to_string()));
     ext.push(("act", a.event.action.to_string()));
     if let Some(p) = &a.process {
         ext.push(("dproc", p.executable.clone()));
@@ -136,23 +180,7 @@ pub fn alert(a: &Alert) -> String {
     if let Some(f) = &a.kextwatch.folded {
         ext.push(("cnt", f.count.to_string()));
     }
-    // A label whose value is empty goes with it.
-    let empty: Vec<String> = ext
-        .iter()
-        .filter(|(_, v)| v.is_empty())
-        .map(|(k, _)| format!("{k}Label"))
-        .collect();
-    let mut first = true;
-    for (k, v) in &ext {
-        if v.is_empty() || empty.iter().any(|e| e == k) {
-            continue;
-        }
-        if !first {
-            out.push(' ');
-        }
-        first = false;
-        let _ = write!(out, "{k}={}", value(&clipped(v, limit(k))));
-    }
+    extension(&mut out, &ext);
     out
 }
 
@@ -160,7 +188,7 @@ pub fn alert(a: &Alert) -> String {
 mod tests {
     use super::*;
 
-    fn extension(cef: &str) -> Vec<(String, String)> {
+    fn pairs_of(cef: &str) -> Vec<(String, String)> {
         let ext = cef.splitn(8, '|').nth(7).unwrap();
         let mut pairs: Vec<(String, String)> = Vec::new();
         for token in ext.split(' ') {
@@ -191,7 +219,7 @@ mod tests {
             bundle_id: "com.example.driver".into(),
             team_id: Some("ABCDE12345".into()),
         });
-        let pairs = extension(&alert(&a));
+        let pairs = pairs_of(&alert(&a, None));
         for (k, v) in &pairs {
             assert!(!v.is_empty(), "{k} is empty");
             assert!(

@@ -68,7 +68,8 @@ impl WriterSink {
         let written = match self.format {
             AlertFormat::Json => write_json(&mut self.out, alert),
             AlertFormat::Text => write_text(&mut self.out, alert),
-            AlertFormat::Cef => writeln!(self.out, "{}", cef::alert(alert)),
+            // No dvchost: a replayed capture may come from another Mac than this one.
+            AlertFormat::Cef => writeln!(self.out, "{}", cef::alert(alert, None)),
         }
         .and_then(|()| if now { self.out.flush() } else { Ok(()) });
         match written {

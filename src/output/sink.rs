@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::spool::{Spool, SpoolError};
-use super::syslog::{Encoder, SD_ID};
+use super::syslog::Encoder;
 use super::transport::{Transport, TransportError};
-use crate::alert::{Alert, Severity};
+use crate::alert::Alert;
 use crate::config::SyslogSpec;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -113,10 +113,7 @@ impl SyslogSink {
 
     /// A heartbeat: `body` is the counters as JSON.
     pub fn heartbeat(&mut self, timestamp: &str, body: &str) -> Result<(), SinkError> {
-        let sd = format!("[{SD_ID} type=\"heartbeat\"]");
-        let msg = self
-            .encoder
-            .message(Severity::Info, timestamp, "heartbeat", &sd, body);
+        let msg = self.encoder.heartbeat(timestamp, body);
         self.deliver(msg)
     }
 

@@ -139,7 +139,7 @@ impl Encoder {
             SyslogPayload::Json => {
                 serde_json::to_string(a).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
             }
-            SyslogPayload::Cef => cef::alert(a),
+            SyslogPayload::Cef => cef::alert(a, Some(&self.hostname)),
         };
         let mut sd = format!(
             "[{SD_ID} rule=\"{}\" severity=\"{}\" technique=\"{}\"",
@@ -160,6 +160,17 @@ impl Encoder {
         }
         sd.push(']');
         self.message(a.severity, &a.timestamp, msgid(a.rule.id), &sd, &body)
+    }
+
+    /// A heartbeat (`counters_json`: the counters as JSON), in the sink's payload: the JSON
+    /// itself, or a CEF line carrying it.
+    pub fn heartbeat(&self, timestamp: &str, counters_json: &str) -> Vec<u8> {
+        let sd = format!("[{SD_ID} type=\"heartbeat\"]");
+        let body = match self.payload {
+            SyslogPayload::Json => counters_json.to_string(),
+            SyslogPayload::Cef => cef::heartbeat(timestamp, counters_json, Some(&self.hostname)),
+        };
+        self.message(Severity::Info, timestamp, "heartbeat", &sd, &body)
     }
 
     /// A message with a given severity, time, MSGID, structured data and body.
