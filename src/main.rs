@@ -269,10 +269,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kextwatch: {e:#}");
+            eprintln!("kextwatch: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: our errors often already include their source's text
+/// (`cannot open alert file X: No such file ...`), and `{:#}` would repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Structured logs to stderr (launchd's log file for the daemon) and, on macOS, to the unified log
@@ -695,6 +712,21 @@ mod tests {
         let mut missing = Vec::new();
         walk(&cmd, "", &mut missing);
         assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn an_os_error_is_said_once_and_distinct_causes_all_are() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(kextwatch::output::OutputError::Open {
+            path: "/x/alerts.jsonl".into(),
+            source: io,
+        });
+        assert_eq!(
+            super::error_chain(&e),
+            "cannot open alert file /x/alerts.jsonl: No such file or directory (os error 2)"
+        );
+        let e = anyhow::anyhow!("disk gone").context("cannot save state");
+        assert_eq!(super::error_chain(&e), "cannot save state: disk gone");
     }
 
     #[test]
