@@ -197,10 +197,24 @@ impl SyslogSink {
     /// receiver is back without waiting for the next alert, and at start for what a previous run
     /// left.
     pub fn retry(&mut self) -> Result<(), SinkError> {
+        self.notice_dead_peer();
         if !self.spool.is_empty() {
             self.drain()?;
         }
         Ok(())
+    }
+
+    /// A receiver that went away after the last write is noticed now, not at the next alert (which
+    /// may be hours away, or never come before a restart): what it may have lost goes back to the
+    /// front of the spool, to be resent.
+    fn notice_dead_peer(&mut self) {
+        if !self.transport.check_alive() {
+            let unconfirmed = self.transport.take_unconfirmed();
+            if !unconfirmed.is_empty() {
+                tracing::warn!(sink = %self.name, resent = unconfirmed.len(), "syslog receiver closed the connection; resending what it may have lost");
+                self.keep(&unconfirmed, true);
+            }
+        }
     }
 
     /// Write spooled messages, oldest first, until the spool is empty or the receiver fails.
@@ -252,11 +266,7 @@ impl SyslogSink {
     /// Deliver what is spooled, retrying for at most `deadline`; what is left stays spooled.
     pub fn finish(&mut self, deadline: Duration) -> Result<(), SinkError> {
         let end = Instant::now() + deadline;
-        // A receiver that went away since the last write is noticed here, not never.
-        if !self.transport.check_alive() {
-            let unconfirmed = self.transport.take_unconfirmed();
-            self.keep(&unconfirmed, true);
-        }
+        self.notice_dead_peer();
         while !self.drain()? {
             let Some(at) = self.retry_at else { break };
             if at >= end {
@@ -434,6 +444,69 @@ mod tests {
                 1,
                 "seq {n}: {text}"
             );
+        }
+    }
+
+    #[test]
+    fn a_receiver_that_drops_the_connection_after_the_last_alert_gets_it_resent_without_new_alerts()
+    {
+        // The first connection is accepted and then closed unread (a receiver restarting right
+        // after an alert); later ones are read. No alert follows: only the retry timer runs.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (drop_first, dropped) = (
+            std::sync::mpsc::channel::<()>(),
+            std::sync::mpsc::channel::<()>(),
+        );
+        let (drop_tx, drop_rx) = drop_first;
+        let (dropped_tx, dropped_rx) = dropped;
+        {
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let (first, _) = listener.accept().unwrap();
+                drop_rx.recv().unwrap();
+                drop(first);
+                dropped_tx.send(()).unwrap();
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { return };
+                    let got = got.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                            if n == 0 {
+                                return;
+                            }
+                            got.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    });
+                }
+            });
+        }
+        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
+        let config = crate::config::Config::parse(&toml, "test").unwrap();
+        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
+            panic!()
+        };
+        let mut sink = SyslogSink::open(spec, None).unwrap();
+        for n in 0..3 {
+            sink.alert(&alert(n)).unwrap();
+        }
+        assert_eq!(sink.stats().written, 3);
+        drop_tx.send(()).unwrap();
+        dropped_rx.recv().unwrap();
+        let start = Instant::now();
+        loop {
+            let text = String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+            if (0..3).all(|n| text.contains(&format!("\"seq {n}\""))) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "not resent: {text}"
+            );
+            sink.retry().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
