@@ -576,9 +576,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Approvals carry no time: they are stamped with the time the NEW copy was last written.
             let observed_ns = std::fs::metadata(&new)
                 .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i64);
+                .map_or(0, kextwatch::event::epoch_ns);
             let summary = policy_diff(
                 &before,
                 &after,

@@ -70,10 +70,7 @@ impl Summary {
 
 /// The wall-clock time, for heartbeats (alerts carry their events' times).
 pub fn now_rfc3339() -> String {
-    let ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    crate::detect::format_time(ns)
+    crate::detect::format_time(crate::event::now_ns())
 }
 
 /// How long a replay waits at the end for syslog sinks to deliver what they spooled.

@@ -33,6 +33,7 @@ use crate::alert::Alert;
 use crate::config::Config;
 use crate::detect::Engine;
 use crate::enrich::BundleEnricher;
+use crate::event::now_ns;
 use crate::event::Event;
 use crate::kextpolicy::{Snapshot, TimedChange, Watcher};
 use crate::output::Outputs;
@@ -64,12 +65,6 @@ pub struct DaemonOptions {
     pub source: SourceSpec,
     /// eslogger binary (`/usr/bin/eslogger`); replaceable for tests.
     pub eslogger: PathBuf,
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Run until SIGTERM/SIGINT. Returns after draining.

@@ -301,7 +301,7 @@ pub(super) fn start_sip(ctl: std::sync::mpsc::Sender<Msg>, stop: Arc<AtomicBool>
                 if let Ok(flags) = crate::source::sip::active_config() {
                     if last != Some(flags) {
                         last = Some(flags);
-                        if ctl.send(Msg::Sip(flags, super::now_ns())).is_err() {
+                        if ctl.send(Msg::Sip(flags, crate::event::now_ns())).is_err() {
                             return;
                         }
                     }

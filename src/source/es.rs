@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use endpoint_sec::sys::{
     es_auth_result_t, es_event_type_t, es_mute_inversion_type_t, es_mute_path_type_t,
@@ -301,10 +301,7 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
 }
 
 fn event(msg: &Message, kind: EventKind) -> Event {
-    let time_ns = msg
-        .time()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    let time_ns = crate::event::epoch_ns(msg.time());
     Event {
         time_ns,
         version: msg.version(),
@@ -382,10 +379,7 @@ impl HandlerState {
             }
             tracing::info!(kext = %identifier, allowed = decision.allow, reason = %decision.reason, "AUTH_KEXTLOAD answered");
             (self.hooks.on_event)(Event {
-                time_ns: msg
-                    .time()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64),
+                time_ns: crate::event::epoch_ns(msg.time()),
                 version: msg.version(),
                 seq_num: msg.seq_num(),
                 global_seq_num: msg.global_seq_num(),
