@@ -263,6 +263,55 @@ fn sighup_with_a_new_allowlist_changes_the_next_decisions() {
 }
 
 #[test]
+fn a_watched_root_added_by_sighup_is_watched_from_the_next_event() {
+    let dir_out = tempfile::tempdir().unwrap();
+    let roots = |extra: &str| {
+        format!(
+            "[detection]\nwatched_roots = [\"/Library/Extensions\"{extra}]\nmin_severity = \"info\"\n{}",
+            file_output(dir_out.path())
+        )
+    };
+    let d = Daemon::start(&roots(""));
+    let stage = || {
+        let mut c = Capture::new(8);
+        let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+        c.create(&cp, "/Library/VendorDrivers", "Vendor.kext");
+        c.out
+    };
+    // Not watched: the source does not even decode it.
+    d.feed(&stage());
+    wait_for(|| d.status().is_some_and(|s| s.lines_read == 1));
+    std::fs::write(
+        &d.config,
+        config_text(d.dir.path(), &roots(", \"/Library/VendorDrivers\"")),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_status(|s| s.config_generation == 2);
+    d.feed(&stage());
+    wait_for(|| {
+        alerts_in(dir_out.path())
+            .iter()
+            .any(|a| a["rule"]["id"] == "KW-2001")
+    });
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+    let staged: Vec<_> = alerts_in(dir_out.path())
+        .into_iter()
+        .filter(|a| a["rule"]["id"] == "KW-2001")
+        .collect();
+    assert_eq!(
+        staged.len(),
+        1,
+        "only the staging after the reload: {staged:#?}"
+    );
+    assert_eq!(
+        staged[0]["file"]["path"],
+        "/Library/VendorDrivers/Vendor.kext"
+    );
+}
+
+#[test]
 fn a_burst_larger_than_every_queue_is_counted_never_a_hang() {
     // Alerts go to a FIFO the test does not read yet, and events come faster than a one-event
     // queue takes them: the source drops (counted) and the stalled output falls behind its own

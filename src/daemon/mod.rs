@@ -90,6 +90,9 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             Engine::new(config.clone()).enforcement_policy(),
         ))
     });
+    let interest: sources::SharedInterest = Arc::new(std::sync::RwLock::new(
+        crate::detect::KextInterest::new(&config),
+    ));
     sources::start(
         &opts,
         &config,
@@ -97,6 +100,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         health.clone(),
         stop.clone(),
         enforcement.clone(),
+        interest.clone(),
     )?;
     if config.kextpolicy.enabled {
         start_kextpolicy(
@@ -132,7 +136,10 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         alert_tx,
         &health,
         &stop,
-        enforcement.as_deref(),
+        &Followers {
+            enforcement: enforcement.as_deref(),
+            interest: &interest,
+        },
         staged,
     );
     // The alert channel is closed: the sink thread drains and returns.
@@ -187,6 +194,13 @@ fn start_kextpolicy(
     }
 }
 
+/// Snapshots other threads read, which the detection thread replaces when the config or KextPolicy
+/// changes: the enforcement answers (ES client) and what the sources decode.
+struct Followers<'a> {
+    enforcement: Option<&'a std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>,
+    interest: &'a sources::SharedInterest,
+}
+
 /// The detection loop: owns the engine. Control messages first, then events.
 #[allow(clippy::too_many_arguments)]
 fn detection(
@@ -198,16 +212,21 @@ fn detection(
     alerts: SyncSender<Alert>,
     health: &Health,
     stop: &AtomicBool,
-    enforcement: Option<&std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>,
+    followers: &Followers,
     mut staged: staged_store::StagedStore,
 ) {
-    // The enforcement snapshot follows the allowlist and the KextPolicy teams.
+    // What other threads use of the config and KextPolicy follows every change to them.
     let refresh = |engine: &Engine| {
-        if let Some(e) = enforcement {
+        if let Some(e) = followers.enforcement {
             if let Ok(mut w) = e.write() {
                 *w = engine.enforcement_policy();
             }
         }
+        let mut interest = followers
+            .interest
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *interest = crate::detect::KextInterest::new(engine.config());
     };
     let mut engine = Engine::new(config);
     let remembered = staged.load();

@@ -13,6 +13,9 @@ use std::time::Duration;
 use super::{Health, Msg};
 use crate::config::Config;
 use crate::detect::KextInterest;
+
+/// What the sources decode, shared with the detection thread, which replaces it on a reload.
+pub(super) type SharedInterest = Arc<std::sync::RwLock<KextInterest>>;
 use crate::source::replay::{EventDecoder, Line, LineReader, MAX_LINE};
 
 /// The events eslogger is asked for: those detection uses.
@@ -76,14 +79,15 @@ impl fmt::Display for SourceSpec {
 
 /// Decodes lines and queues events, keeping the health counters.
 struct Feeder {
-    interest: KextInterest,
+    /// Replaced by the detection thread on a reload.
+    interest: SharedInterest,
     tx: SyncSender<Msg>,
     health: Arc<Health>,
 }
 
 impl Feeder {
     fn read_all<R: std::io::Read>(&self, input: R, stop: &AtomicBool) {
-        let mut decoder = EventDecoder::new(&self.interest);
+        let mut decoder = EventDecoder::new(&*self.interest);
         let mut reader = LineReader::new(BufReader::with_capacity(1 << 20, input), MAX_LINE);
         let mut last_malformed = 0;
         let mut last_gaps = 0;
@@ -136,12 +140,16 @@ pub(super) fn start(
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
     enforcement: Option<Arc<std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>>,
+    interest: SharedInterest,
 ) -> anyhow::Result<()> {
     if enforcement.is_some() && opts.source != SourceSpec::Es {
         tracing::warn!("daemon.mode = \"enforce\" needs --source es; this source only observes");
     }
+    // Only the ES source reads the config itself (its kernel muting list).
+    #[cfg(not(target_os = "macos"))]
+    let _ = config;
     let feeder = Feeder {
-        interest: KextInterest::new(config),
+        interest,
         tx,
         health: health.clone(),
     };

@@ -88,6 +88,45 @@ pub trait Interest {
     }
 }
 
+/// A shared interest the daemon replaces on SIGHUP, so sources decode what the current config says
+/// matters (a watched root added by a reload is decoded from the next event on).
+impl<I: Interest> Interest for std::sync::RwLock<I> {
+    fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool {
+        let i = self.read().unwrap_or_else(|p| p.into_inner());
+        i.exec_matters(path, signing_id)
+    }
+    fn path_matters(&self, path: &str) -> bool {
+        self.read()
+            .unwrap_or_else(|p| p.into_inner())
+            .path_matters(path)
+    }
+    fn lifecycle_matters(&self) -> bool {
+        self.read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lifecycle_matters()
+    }
+    fn exits_matter(&self) -> bool {
+        self.read()
+            .unwrap_or_else(|p| p.into_inner())
+            .exits_matter()
+    }
+}
+
+impl<I: Interest + ?Sized> Interest for std::sync::Arc<I> {
+    fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool {
+        (**self).exec_matters(path, signing_id)
+    }
+    fn path_matters(&self, path: &str) -> bool {
+        (**self).path_matters(path)
+    }
+    fn lifecycle_matters(&self) -> bool {
+        (**self).lifecycle_matters()
+    }
+    fn exits_matter(&self) -> bool {
+        (**self).exits_matter()
+    }
+}
+
 /// Decode everything (tests, tooling).
 pub struct AllEvents;
 
