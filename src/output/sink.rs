@@ -319,6 +319,35 @@ mod tests {
         }
     }
 
+    /// A TCP syslog sink to 127.0.0.1:`port`, spooling to `spool` (or memory).
+    fn tcp_sink(port: u16, spool: Option<&std::path::Path>) -> SyslogSink {
+        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
+        let config = crate::config::Config::parse(&toml, "test").unwrap();
+        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
+            panic!()
+        };
+        SyslogSink::open(spec, spool).unwrap()
+    }
+
+    type Received = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+    /// Accept connections on `listener` for good, appending all they carry to `got`.
+    fn collect(listener: std::net::TcpListener, got: Received) {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    got.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    }
+
     fn alert(n: usize) -> Alert {
         let mut a = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
         a.reasons.push(format!("seq {n}"));
@@ -328,13 +357,8 @@ mod tests {
     #[test]
     fn what_the_spool_cannot_keep_is_counted_lost_and_the_spool_recovers() {
         let (port, _closed) = closed_port();
-        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
-        let config = crate::config::Config::parse(&toml, "test").unwrap();
-        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
-            panic!()
-        };
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SyslogSink::open(spec, Some(&dir.path().join("spool.sqlite"))).unwrap();
+        let mut sink = tcp_sink(port, Some(&dir.path().join("spool.sqlite")));
         for n in 0..5 {
             sink.alert(&alert(n)).unwrap();
         }
@@ -360,45 +384,20 @@ mod tests {
         assert_eq!((s.spool_depth, s.lost), (6, 7), "{s:?}");
     }
 
-    /// A receiver on a port that refuses connections until `listen` is called on its socket;
-    /// everything it is sent, across connections, accumulates in the returned buffer.
-    fn late_receiver() -> (u16, OwnedFd, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
-        let (port, fd) = closed_port();
-        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        (port, fd, got)
-    }
-
-    fn serve(fd: OwnedFd, got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    /// Start receiving on `fd`, a socket bound by [`closed_port`] that refused connections so far.
+    fn serve(fd: OwnedFd, got: Received) {
         // SAFETY: listen on a bound socket we own.
         assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 16) }, 0);
         let listener = std::net::TcpListener::from(fd);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let got = got.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
-                        if n == 0 {
-                            return;
-                        }
-                        got.lock().unwrap().extend_from_slice(&buf[..n]);
-                    }
-                });
-            }
-        });
+        std::thread::spawn(move || collect(listener, got));
     }
 
     #[test]
     fn a_spool_that_cannot_remove_what_it_sent_does_not_send_it_again() {
-        let (port, fd, got) = late_receiver();
-        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
-        let config = crate::config::Config::parse(&toml, "test").unwrap();
-        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
-            panic!()
-        };
+        let (port, fd) = closed_port();
+        let got = Received::default();
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = SyslogSink::open(spec, Some(&dir.path().join("spool.sqlite"))).unwrap();
+        let mut sink = tcp_sink(port, Some(&dir.path().join("spool.sqlite")));
         for n in 0..5 {
             sink.alert(&alert(n)).unwrap();
         }
@@ -454,13 +453,9 @@ mod tests {
         // after an alert); later ones are read. No alert follows: only the retry timer runs.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (drop_first, dropped) = (
-            std::sync::mpsc::channel::<()>(),
-            std::sync::mpsc::channel::<()>(),
-        );
-        let (drop_tx, drop_rx) = drop_first;
-        let (dropped_tx, dropped_rx) = dropped;
+        let got = Received::default();
+        let (drop_tx, drop_rx) = std::sync::mpsc::channel::<()>();
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
         {
             let got = got.clone();
             std::thread::spawn(move || {
@@ -468,27 +463,10 @@ mod tests {
                 drop_rx.recv().unwrap();
                 drop(first);
                 dropped_tx.send(()).unwrap();
-                for conn in listener.incoming() {
-                    let Ok(mut conn) = conn else { return };
-                    let got = got.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 65536];
-                        while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
-                            if n == 0 {
-                                return;
-                            }
-                            got.lock().unwrap().extend_from_slice(&buf[..n]);
-                        }
-                    });
-                }
+                collect(listener, got);
             });
         }
-        let toml = format!("[[output]]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n");
-        let config = crate::config::Config::parse(&toml, "test").unwrap();
-        let crate::config::OutputSpec::Syslog(spec) = &config.outputs[0] else {
-            panic!()
-        };
-        let mut sink = SyslogSink::open(spec, None).unwrap();
+        let mut sink = tcp_sink(port, None);
         for n in 0..3 {
             sink.alert(&alert(n)).unwrap();
         }
