@@ -357,27 +357,23 @@ fn profile_rejects_bad_identifiers_clearly() {
 #[test]
 fn profile_organization_is_escaped_or_refused_never_invalid_xml() {
     // XML metacharacters are escaped: the profile parses and says exactly what was given.
+    let for_org = |org: &str| {
+        profile(&[
+            "--team-id",
+            TEAM,
+            "--bundle-id",
+            AGENT,
+            "--organization",
+            org,
+        ])
+    };
     let org = "Acme & Sons <IT> \"Mac\" 'Team'";
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--organization",
-        org,
-    ]);
+    let out = for_org(org);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let p: plist::Dictionary = plist::from_bytes(&out.stdout).unwrap();
     assert_eq!(string(&p, "PayloadOrganization"), org);
     // Control characters cannot be written in XML at all: refused, nothing printed.
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--organization",
-        "Acme\u{1}",
-    ]);
+    let out = for_org("Acme\u{1}");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("contains control characters"));
     assert!(out.stdout.is_empty());
