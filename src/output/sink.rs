@@ -121,40 +121,50 @@ impl SyslogSink {
         self.retry_at.is_some_and(|t| Instant::now() < t)
     }
 
-    /// Keep `messages` in the spool (at the back, or the front for ones to resend first); if the
-    /// spool cannot take them, they are lost: counted, with the reason, logged once per outage.
-    fn keep(&mut self, messages: &[Vec<u8>], front: bool) -> bool {
-        let kept = if front {
+    /// Put `messages` in the spool (at the back, or the front for ones to resend first). A refusal
+    /// (disk full) is logged once per outage and returned.
+    fn spool_put(&mut self, messages: &[Vec<u8>], front: bool) -> Result<(), SpoolError> {
+        let put = if front {
             self.spool.push_front(messages)
         } else {
             self.spool.push_back(messages)
         };
-        match kept {
+        match &put {
             Ok(()) => {
                 if std::mem::take(&mut self.spool_refusing) {
                     tracing::info!(sink = %self.name, lost = self.lost, "alert spool accepts messages again");
                 }
-                true
             }
             Err(e) => {
-                self.lost += messages.len() as u64;
                 self.last_error = Some(format!("spool refused messages, lost: {e}"));
                 if !std::mem::replace(&mut self.spool_refusing, true) {
                     tracing::error!(sink = %self.name, error = %e, "the alert spool cannot store messages (disk full?): while the receiver is unreachable, alerts are lost and counted");
                 }
-                false
             }
+        }
+        put
+    }
+
+    /// Keep `messages` in the spool; what it cannot take is lost, and counted.
+    fn keep(&mut self, messages: &[Vec<u8>], front: bool) {
+        if self.spool_put(messages, front).is_err() {
+            self.lost += messages.len() as u64;
         }
     }
 
     fn deliver(&mut self, msg: Vec<u8>) -> Result<(), SinkError> {
         if !self.spool.is_empty() || self.in_backoff() {
             self.spooled += 1;
-            if !self.keep(std::slice::from_ref(&msg), false) && !self.in_backoff() {
-                // Counted lost above; the receiver may still take it directly.
-                if self.transport.send(&msg).is_ok() {
-                    self.lost -= 1;
-                    self.written += 1;
+            if self.spool_put(std::slice::from_ref(&msg), false).is_err() {
+                // The receiver may still take it directly; if it cannot, `failed` keeps it like
+                // any unconfirmed message (and so counts it lost).
+                if self.in_backoff() {
+                    self.lost += 1;
+                } else {
+                    match self.transport.send(&msg) {
+                        Ok(()) => self.written += 1,
+                        Err(e) => self.failed(e, &[]),
+                    }
                 }
             }
             // This alert is handled (spooled, sent or counted); a spool fault while draining
