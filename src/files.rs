@@ -112,10 +112,25 @@ pub fn read_regular_text(path: &Path, limit: u64, links: Links) -> Result<String
         .map_err(|_| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text")))
 }
 
+/// Whether a replaced file must reach the disk before it replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced first: state a restart relies on (the staged-bundle memory).
+    Synced,
+    /// Left to the page cache: a file rewritten every few seconds (status.json), where syncing
+    /// would cost a disk flush each time and a crash loses nothing the next write does not redo.
+    Cached,
+}
+
 /// Replace the file at `path` with `bytes` atomically: a temporary file beside it, created afresh
-/// (a symlink planted at its name is removed, never followed) with `mode`, synced, then renamed
-/// over `path`. For kextwatch's own state files, which run as root.
-pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// (a symlink planted at its name is removed, never followed) with `mode`, then renamed over
+/// `path`. For kextwatch's own state files, which run as root.
+pub fn replace_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -133,7 +148,9 @@ pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let _ = mode;
     let mut f = o.open(&tmp)?;
     io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
+    if durability == Durability::Synced {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -227,7 +244,7 @@ mod tests {
         let status = dir.path().join("status.json");
         // An attacker plants the temporary file's name as a link to something root can write.
         std::os::unix::fs::symlink(&victim, dir.path().join("status.json.tmp")).unwrap();
-        replace_file(&status, b"{}", 0o640).unwrap();
+        replace_file(&status, b"{}", 0o640, Durability::Cached).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert_eq!(std::fs::read(&status).unwrap(), b"{}");
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

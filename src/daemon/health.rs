@@ -142,7 +142,9 @@ impl Status {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|b| crate::files::replace_file(path, &b, 0o640))
+            .and_then(|b| {
+                crate::files::replace_file(path, &b, 0o640, crate::files::Durability::Cached)
+            })
     }
 
     pub fn read(path: &Path) -> Result<Status, String> {

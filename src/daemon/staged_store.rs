@@ -101,7 +101,7 @@ impl StagedStore {
             stagings: now,
         };
         let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-        crate::files::replace_file(&self.path, &bytes, 0o600)?;
+        crate::files::replace_file(&self.path, &bytes, 0o600, crate::files::Durability::Synced)?;
         self.last_saved = saved.stagings;
         Ok(true)
     }
