@@ -183,6 +183,19 @@ pub fn ensure_private(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Make a FIFO at `path` (tests of code that must not wait on one).
+#[cfg(all(test, unix))]
+pub(crate) fn make_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path we own.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,8 +223,7 @@ mod tests {
     fn a_fifo_a_device_a_directory_and_a_refused_symlink_are_errors_not_hangs() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        make_fifo(&fifo);
         // No writer ever opens it: a blocking open would hang this test.
         let e = read_regular(&fifo, 1 << 20, Links::Follow).unwrap_err();
         assert_eq!(e.to_string(), "not a regular file (a FIFO)");
@@ -261,8 +273,7 @@ mod tests {
         assert!(ensure_private(&link).is_err());
         // A FIFO planted there: refused, not waited on (no reader ever comes).
         let fifo = dir.path().join("fifo.sqlite");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        make_fifo(&fifo);
         assert!(ensure_private(&fifo).is_err());
     }
 

@@ -21,9 +21,7 @@ struct Daemon {
     config: PathBuf,
 }
 
-fn mkfifo(path: &Path) {
-    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
-}
+use support::mkfifo;
 
 fn config_text(dir: &Path, extra: &str) -> String {
     config_with_daemon(dir, extra, "")

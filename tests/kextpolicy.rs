@@ -437,8 +437,7 @@ fn an_emptied_database_is_tampering_like_a_deleted_one() {
 fn a_fifo_in_place_of_the_database_is_reported_not_waited_on() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("KextPolicy");
-    let c = std::ffi::CString::new(db.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    support::mkfifo(&db);
     let mut w = Watcher::open(&db, None, NOW);
     // A blocking open would hang here: no writer ever opens the FIFO.
     let changes = w.poll(NOW);

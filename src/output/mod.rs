@@ -358,8 +358,7 @@ mod tests {
         use std::os::fd::AsRawFd as _;
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("alerts");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::files::make_fifo(&fifo);
         // Nobody reads: an error at once (ENXIO), not a daemon that never starts.
         assert!(open_append(&fifo).is_err());
         // With a reader, it opens; its writes then block like any file's (a full pipe waits for

@@ -13,6 +13,19 @@ use kextwatch::output::Outputs;
 use kextwatch::replay::{replay, Summary};
 use serde_json::Value;
 
+/// Make a FIFO at `path` (tests of code that must not wait on one).
+#[cfg(unix)]
+pub fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path we own.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
+
 #[derive(Clone, Default)]
 struct Shared(Arc<Mutex<Vec<u8>>>);
 
