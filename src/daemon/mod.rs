@@ -363,7 +363,7 @@ fn sinks(
     };
     let mut next_heartbeat = Instant::now() + heartbeat;
     let mut next_status = Instant::now();
-    let mut status_failing = false;
+    let mut status_failing = output_workers::RepeatedError::new("writing the status file");
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(a) => workers.alert(a),
@@ -380,19 +380,9 @@ fn sinks(
         }
         if now >= next_status {
             next_status = now + STATUS_EVERY;
-            let written = health.snapshot(workers.report()).write(status_path);
             // Every 2 s: a full disk is logged when it starts and when it clears, not each time.
-            match (written, status_failing) {
-                (Err(e), false) => {
-                    tracing::warn!(path = %status_path.display(), error = %e, "cannot write the status file; retrying");
-                    status_failing = true;
-                }
-                (Ok(()), true) => {
-                    tracing::info!(path = %status_path.display(), "status file written again");
-                    status_failing = false;
-                }
-                _ => {}
-            }
+            let written = health.snapshot(workers.report()).write(status_path);
+            status_failing.note(written.map_err(|e| format!("{}: {e}", status_path.display())));
         }
     }
     let mut final_status = health.snapshot(workers.finish(DRAIN_DEADLINE + Duration::from_secs(2)));

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::alert::Alert;
-use crate::output::{OutputError, Outputs, OutputsReport};
+use crate::output::{Outputs, OutputsReport};
 
 /// Alerts an output may fall behind by before its own alerts are dropped (and counted).
 const QUEUE: usize = 10_000;
@@ -38,30 +38,38 @@ fn lock(m: &Mutex<OutputsReport>) -> std::sync::MutexGuard<'_, OutputsReport> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Logs an output failure when it starts or changes, not at every alert; says how many times it
-/// repeated when it clears.
-#[derive(Default)]
-struct RepeatedError {
+/// Logs a failure that repeats (an alert output, the status file) when it starts or changes, not
+/// every time; says how many times it repeated when it clears.
+pub(super) struct RepeatedError {
+    what: &'static str,
     last: Option<String>,
     repeats: u64,
 }
 
 impl RepeatedError {
-    fn note(&mut self, result: Result<(), OutputError>) {
+    pub(super) fn new(what: &'static str) -> RepeatedError {
+        RepeatedError {
+            what,
+            last: None,
+            repeats: 0,
+        }
+    }
+
+    pub(super) fn note<E: std::fmt::Display>(&mut self, result: Result<(), E>) {
         match result {
             Err(e) => {
                 let e = e.to_string();
                 if self.last.as_deref() == Some(e.as_str()) {
                     self.repeats += 1;
                 } else {
-                    tracing::error!(error = %e, "alert output failed");
+                    tracing::error!(error = %e, "{} failed", self.what);
                     self.last = Some(e);
                     self.repeats = 0;
                 }
             }
             Ok(()) => {
                 if let Some(e) = self.last.take() {
-                    tracing::info!(error = %e, repeats = self.repeats, "alert output recovered");
+                    tracing::info!(error = %e, repeats = self.repeats, "{} recovered", self.what);
                 }
             }
         }
@@ -78,8 +86,8 @@ fn work(
     report: &Mutex<OutputsReport>,
     deadline: Duration,
 ) {
-    let (mut write_failing, mut retry_failing) =
-        (RepeatedError::default(), RepeatedError::default());
+    let mut write_failing = RepeatedError::new("alert output");
+    let mut retry_failing = RepeatedError::new("alert output retry");
     // What a previous run spooled goes out at start, not with the first new alert.
     retry_failing.note(out.retry());
     publish(&out, report);
