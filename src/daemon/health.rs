@@ -197,16 +197,18 @@ impl Status {
             Some(false) => out += "KextPolicy: NOT readable\n",
             None => {}
         }
+        let last_error = |err: &Option<String>| {
+            err.as_deref()
+                .map(|x| format!(", last error: {}", e(x)))
+                .unwrap_or_default()
+        };
         for o in &s.outputs {
             out += &format!(
                 "output {}: {} written, {} lost{}\n",
                 e(&o.name),
                 o.written,
                 o.lost,
-                o.last_error
-                    .as_ref()
-                    .map(|x| format!(", last error: {}", e(x)))
-                    .unwrap_or_default()
+                last_error(&o.last_error)
             );
         }
         for k in &s.sinks {
@@ -217,10 +219,7 @@ impl Status {
                 k.spool_depth,
                 k.spool_evicted,
                 k.lost,
-                k.last_error
-                    .as_ref()
-                    .map(|x| format!(", last error: {}", e(x)))
-                    .unwrap_or_default()
+                last_error(&k.last_error)
             );
         }
         out

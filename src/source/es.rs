@@ -50,7 +50,8 @@ pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 15] = [
 ];
 
 /// Process lifecycle for lineage: every exec and fork, so the process table knows each image
-/// (exits are not needed: images are kept after exit, bounded by the table). Its own client, without inverted muting (which would hide execs of other programs).
+/// (exits are not needed: images are kept after exit, bounded by the table). Its own client,
+/// without inverted muting (which would hide execs of other programs).
 pub const LIFECYCLE_SUBSCRIPTIONS: [es_event_type_t; 2] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_EXEC,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_FORK,
