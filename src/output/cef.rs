@@ -74,24 +74,33 @@ fn clipped(v: &str, max: usize) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The CEF extension pairs written out: empty values (and their labels) left out, each value cut
-/// to its dictionary limit and escaped.
-fn extension(out: &mut String, ext: &[(&str, String)]) {
-    let empty: Vec<String> = ext
-        .iter()
-        .filter(|(_, v)| v.is_empty())
-        .map(|(k, _)| format!("{k}Label"))
-        .collect();
-    let mut first = true;
-    for (k, v) in ext {
-        if v.is_empty() || empty.iter().any(|e| e == k) {
-            continue;
+/// CEF extension pairs in order; a key without a value is never added (nor the label naming it).
+#[derive(Default)]
+struct Extension(Vec<(&'static str, String)>);
+
+impl Extension {
+    fn put(&mut self, key: &'static str, value: String) {
+        if !value.is_empty() {
+            self.0.push((key, value));
         }
-        if !first {
-            out.push(' ');
+    }
+
+    /// A custom field and the label that says what it holds (`cs1Label=reasons cs1=...`).
+    fn labeled(&mut self, keys: (&'static str, &'static str), label: &str, value: String) {
+        if !value.is_empty() {
+            self.0.push((keys.0, label.to_string()));
+            self.0.push((keys.1, value));
         }
-        first = false;
-        let _ = write!(out, "{k}={}", value(&clipped(v, limit(k))));
+    }
+
+    /// Written out after `out`: each value cut to its dictionary limit and escaped.
+    fn write(&self, out: &mut String) {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            let _ = write!(out, "{k}={}", value(&clipped(v, limit(k))));
+        }
     }
 }
 
@@ -107,14 +116,11 @@ pub fn heartbeat(timestamp: &str, counters_json: &str, dvchost: Option<&str>) ->
         "CEF:0|kextwatch|kextwatch|{}|heartbeat|kextwatch heartbeat|0|",
         header(env!("CARGO_PKG_VERSION"))
     );
-    let mut ext: Vec<(&str, String)> = Vec::new();
-    if let Some(ms) = epoch_ms(timestamp) {
-        ext.push(("rt", ms));
-    }
-    ext.push(("dvchost", dvchost.unwrap_or_default().to_string()));
-    ext.push(("cs1Label", "counters".into()));
-    ext.push(("cs1", counters_json.to_string()));
-    extension(&mut out, &ext);
+    let mut ext = Extension::default();
+    ext.put("rt", epoch_ms(timestamp).unwrap_or_default());
+    ext.put("dvchost", dvchost.unwrap_or_default().to_string());
+    ext.labeled(("cs1Label", "cs1"), "counters", counters_json.to_string());
+    ext.write(&mut out);
     out
 }
 
@@ -127,60 +133,59 @@ pub fn alert(a: &Alert, dvchost: Option<&str>) -> String {
         header(a.rule.name),
         cef_severity(a.severity)
     );
-    let mut ext: Vec<(&str, String)> = Vec::new();
-    if let Some(ms) = epoch_ms(&a.timestamp) {
-        ext.push(("rt", ms));
-    }
-    ext.push(("dvchost", dvchost.unwrap_or_default().to_string()));
-    ext.push(("act", a.event.action.to_string()));
+    let mut ext = Extension::default();
+    ext.put("rt", epoch_ms(&a.timestamp).unwrap_or_default());
+    ext.put("dvchost", dvchost.unwrap_or_default().to_string());
+    ext.put("act", a.event.action.to_string());
     if let Some(p) = &a.process {
-        ext.push(("dproc", p.executable.clone()));
-        ext.push(("dpid", p.pid.to_string()));
-        if let Some(exe) = &p.parent.executable {
-            ext.push(("sproc", exe.clone()));
-        }
-        ext.push(("spid", p.parent.pid.to_string()));
-        if let Some(t) = &p.code_signature.team_id {
-            ext.push(("cs3Label", "teamId".into()));
-            ext.push(("cs3", t.clone()));
-        }
-        if let Some(s) = &p.code_signature.signing_id {
-            ext.push(("cs4Label", "signingId".into()));
-            ext.push(("cs4", s.clone()));
-        }
-        if let Some(s) = p
+        ext.put("dproc", p.executable.clone());
+        ext.put("dpid", p.pid.to_string());
+        ext.put("sproc", p.parent.executable.clone().unwrap_or_default());
+        ext.put("spid", p.parent.pid.to_string());
+        let sig = &p.code_signature;
+        ext.labeled(
+            ("cs3Label", "cs3"),
+            "teamId",
+            sig.team_id.clone().unwrap_or_default(),
+        );
+        ext.labeled(
+            ("cs4Label", "cs4"),
+            "signingId",
+            sig.signing_id.clone().unwrap_or_default(),
+        );
+        let parent_signing_id = p
             .parent
             .code_signature
             .as_ref()
-            .and_then(|c| c.signing_id.clone())
-        {
-            ext.push(("cs6Label", "parentSigningId".into()));
-            ext.push(("cs6", s));
-        }
+            .and_then(|c| c.signing_id.clone());
+        ext.labeled(
+            ("cs6Label", "cs6"),
+            "parentSigningId",
+            parent_signing_id.unwrap_or_default(),
+        );
     }
     if let Some(u) = &a.user {
-        ext.push(("suid", u.id.clone()));
+        ext.put("suid", u.id.clone());
     }
     if let Some(f) = &a.file {
-        ext.push(("filePath", f.path.clone()));
+        ext.put("filePath", f.path.clone());
     }
-    ext.push(("cs1Label", "reasons".into()));
-    ext.push(("cs1", a.reasons.join("; ")));
-    ext.push(("cs2Label", "attackTechniques".into()));
-    ext.push(("cs2", a.threat.technique.id.join(",")));
+    ext.labeled(("cs1Label", "cs1"), "reasons", a.reasons.join("; "));
+    ext.labeled(
+        ("cs2Label", "cs2"),
+        "attackTechniques",
+        a.threat.technique.id.join(","),
+    );
     if let Some(k) = &a.kextwatch.kext {
-        ext.push(("cs5Label", "kextBundleId".into()));
-        ext.push(("cs5", k.bundle_id.clone()));
-        if let Some(team) = &k.team_id {
-            // The kext's signer, not the acting process's (cs3): what a KextPolicy alert is about.
-            ext.push(("flexString1Label", "kextTeamId".into()));
-            ext.push(("flexString1", team.clone()));
-        }
+        ext.labeled(("cs5Label", "cs5"), "kextBundleId", k.bundle_id.clone());
+        // The kext's signer, not the acting process's (cs3): what a KextPolicy alert is about.
+        let team = k.team_id.clone().unwrap_or_default();
+        ext.labeled(("flexString1Label", "flexString1"), "kextTeamId", team);
     }
     if let Some(f) = &a.kextwatch.folded {
-        ext.push(("cnt", f.count.to_string()));
+        ext.put("cnt", f.count.to_string());
     }
-    extension(&mut out, &ext);
+    ext.write(&mut out);
     out
 }
 
