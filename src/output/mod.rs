@@ -165,30 +165,15 @@ impl Outputs {
     }
 
     fn offer(&mut self, alert: &Alert, now: bool) -> Result<(), OutputError> {
-        let mut first_error = None;
-        for s in &mut self.writers {
-            if let Err(e) = s.write(alert, now) {
-                first_error.get_or_insert(e);
-            }
-        }
-        for s in &mut self.syslog {
-            if let Err(e) = s.alert(alert) {
-                first_error.get_or_insert(e.into());
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let writers = self.writers.iter_mut().map(|s| s.write(alert, now));
+        let syslog = self.syslog.iter_mut().map(|s| Ok(s.alert(alert)?));
+        first_error(writers.chain(syslog))
     }
 
     /// Give syslog sinks a chance to deliver what they spooled (their backoff decides whether
     /// they try now). The daemon calls this on a timer and once at start.
     pub fn retry(&mut self) -> Result<(), OutputError> {
-        let mut first_error = None;
-        for s in &mut self.syslog {
-            if let Err(e) = s.retry() {
-                first_error.get_or_insert(e.into());
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        first_error(self.syslog.iter_mut().map(|s| Ok(s.retry()?)))
     }
 
     /// A heartbeat to every syslog sink (`body`: the counters as JSON).
@@ -198,38 +183,30 @@ impl Outputs {
         body: &serde_json::Value,
     ) -> Result<(), OutputError> {
         let body = body.to_string();
-        let mut first_error = None;
-        for s in &mut self.syslog {
-            if let Err(e) = s.heartbeat(timestamp, &body) {
-                first_error.get_or_insert(e.into());
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        first_error(
+            self.syslog
+                .iter_mut()
+                .map(|s| Ok(s.heartbeat(timestamp, &body)?)),
+        )
     }
 
     pub fn flush(&mut self) -> Result<(), OutputError> {
-        let mut first_error = None;
-        for s in &mut self.writers {
-            if let Err(source) = s.out.flush() {
+        first_error(self.writers.iter_mut().map(|s| {
+            s.out.flush().map_err(|source| {
                 s.stats.last_error = Some(source.to_string());
-                first_error.get_or_insert(OutputError::Write {
+                OutputError::Write {
                     name: s.stats.name.clone(),
                     source,
-                });
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+                }
+            })
+        }))
     }
 
     /// Flush, and give syslog sinks up to `deadline` to deliver their spools.
     pub fn finish(&mut self, deadline: Duration) -> Result<(), OutputError> {
-        let mut first_error = self.flush().err();
-        for s in &mut self.syslog {
-            if let Err(e) = s.finish(deadline) {
-                first_error.get_or_insert(e.into());
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        let flushed = self.flush();
+        let syslog = self.syslog.iter_mut().map(|s| Ok(s.finish(deadline)?));
+        first_error(std::iter::once(flushed).chain(syslog))
     }
 
     /// Where each sink stands: stdout/file counters, and syslog counters.
@@ -239,6 +216,18 @@ impl Outputs {
             self.syslog.iter().map(SyslogSink::stats).collect(),
         )
     }
+}
+
+/// Run every result to the end (one failing sink must not keep the others from their turn) and
+/// return the first failure.
+fn first_error(results: impl Iterator<Item = Result<(), OutputError>>) -> Result<(), OutputError> {
+    let mut first = Ok(());
+    for r in results {
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
 
 fn spool_path(state_dir: Option<&Path>) -> Option<PathBuf> {
