@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::health::lock;
 use crate::alert::Alert;
 use crate::output::{Outputs, OutputsReport};
 
@@ -32,10 +33,6 @@ struct Worker {
 
 pub struct OutputWorkers {
     workers: Vec<Worker>,
-}
-
-fn lock(m: &Mutex<OutputsReport>) -> std::sync::MutexGuard<'_, OutputsReport> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Logs a failure that repeats (an alert output, the status file) when it starts or changes, not
