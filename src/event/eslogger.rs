@@ -92,24 +92,22 @@ pub trait Interest {
 /// matters (a watched root added by a reload is decoded from the next event on).
 impl<I: Interest> Interest for std::sync::RwLock<I> {
     fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool {
-        let i = self.read().unwrap_or_else(|p| p.into_inner());
-        i.exec_matters(path, signing_id)
+        current(self).exec_matters(path, signing_id)
     }
     fn path_matters(&self, path: &str) -> bool {
-        self.read()
-            .unwrap_or_else(|p| p.into_inner())
-            .path_matters(path)
+        current(self).path_matters(path)
     }
     fn lifecycle_matters(&self) -> bool {
-        self.read()
-            .unwrap_or_else(|p| p.into_inner())
-            .lifecycle_matters()
+        current(self).lifecycle_matters()
     }
     fn exits_matter(&self) -> bool {
-        self.read()
-            .unwrap_or_else(|p| p.into_inner())
-            .exits_matter()
+        current(self).exits_matter()
     }
+}
+
+/// The interest as last replaced (a writer that panicked left a whole value behind).
+fn current<I>(lock: &std::sync::RwLock<I>) -> std::sync::RwLockReadGuard<'_, I> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<I: Interest + ?Sized> Interest for std::sync::Arc<I> {
