@@ -49,7 +49,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let alert: Alert = {
-        let mut a = test_alert("2026-11-26T12:00:00.123456789Z".into(), "bench");
+        let mut a = test_alert(
+            "2026-11-26T12:00:00.123456789Z".into(),
+            kextwatch::alert::Host::named("bench"),
+        );
         a.reasons.push("a realistic reason of about the usual length for a kext alert, with a path /Library/Extensions/X.kext".into());
         a
     };

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod enrich;
 pub mod event;
 pub mod files;
+pub mod host;
 pub mod inventory;
 pub mod kextpolicy;
 pub mod output;

@@ -45,6 +45,9 @@ enum Command {
         /// events stage or load are read from under it for their signing identity.
         #[arg(long, value_name = "DIR")]
         bundles_root: Option<PathBuf>,
+        /// The Mac the capture came from, named in every alert (`host.name`, CEF `dvchost`).
+        #[arg(long, value_name = "NAME")]
+        host_name: Option<String>,
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
@@ -352,10 +355,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             alerts,
             kext_policy,
             bundles_root,
+            host_name,
             quiet,
         } => {
             let (config, mut outputs) = alerts.settings()?;
             let mut engine = Engine::new(config);
+            if let Some(name) = &host_name {
+                engine.set_host(kextwatch::alert::Host::named(name));
+            }
             if let Some(db) = &kext_policy {
                 engine.set_kext_policy(&kextpolicy::read_file(db)?);
             }
@@ -484,8 +491,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::TestAlert { config } => {
             let config = load_config(config.as_deref())?;
             let mut outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
-            let host = gethostname::gethostname().to_string_lossy().into_owned();
-            let alert = kextwatch::alert::test_alert(kextwatch::replay::now_rfc3339(), &host);
+            let alert = kextwatch::alert::test_alert(
+                kextwatch::replay::now_rfc3339(),
+                kextwatch::host::this_host(),
+            );
             outputs.write(&alert)?;
             outputs.finish(std::time::Duration::from_secs(10))?;
             let (writers, syslog) = outputs.report();

@@ -41,16 +41,22 @@ impl Summary {
     pub fn heartbeat(
         &self,
         timestamp: &str,
+        host: &crate::alert::Host,
         source: &str,
         kextpolicy_readable: Option<bool>,
         config_generation: u64,
     ) -> serde_json::Value {
         let i = &self.input;
-        serde_json::json!({
-            "@timestamp": timestamp,
-            "event": {"kind": "heartbeat"},
-            "kextwatch": {
-                "version": env!("CARGO_PKG_VERSION"),
+        let message = format!(
+            "kextwatch heartbeat: source {source}, {} events analysed, {} alerts",
+            i.decoded,
+            self.alerts()
+        );
+        crate::alert::ecs::heartbeat(
+            timestamp,
+            host,
+            &message,
+            serde_json::json!({
                 "sources": {source: {
                     "lines": i.lines,
                     "events_analysed": i.decoded,
@@ -63,8 +69,8 @@ impl Summary {
                 "sinks": self.sinks,
                 "kextpolicy_readable": kextpolicy_readable,
                 "config_generation": config_generation,
-            }
-        })
+            }),
+        )
     }
 }
 
@@ -152,7 +158,8 @@ pub fn replay(
                 sinks: outputs.report().1,
             };
             let now = now_rfc3339();
-            outputs.heartbeat(&now, &summary.heartbeat(&now, "replay", None, 1))?;
+            let body = summary.heartbeat(&now, engine.host(), "replay", None, 1);
+            outputs.heartbeat(&now, &body)?;
         }
     }
     engine.finish(&mut alerts);

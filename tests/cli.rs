@@ -36,20 +36,17 @@ fn replay_sample_prints_contract_alerts_and_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(support::parse_alert)
         .collect();
     assert_eq!(lines.len(), 9);
     for a in &lines {
         assert!(a["@timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(["info", "low", "medium", "high", "critical"]
-            .contains(&a["severity"].as_str().unwrap()));
+            .contains(&a["kextwatch"]["severity"].as_str().unwrap()));
         assert!(a["rule"]["id"].as_str().unwrap().starts_with("KW-"));
         assert!(!a["rule"]["name"].as_str().unwrap().is_empty());
-        assert!(!a["threat"]["technique"]["id"]
-            .as_array()
-            .unwrap()
-            .is_empty());
-        assert!(!a["reasons"].as_array().unwrap().is_empty());
+        assert!(!support::techniques(a).is_empty());
+        assert!(!a["kextwatch"]["reasons"].as_array().unwrap().is_empty());
         assert!(a["process"]["executable"].is_string());
         assert!(a["user"]["id"].is_string());
     }
@@ -64,7 +61,7 @@ fn replay_writes_the_same_alerts_as_cef_lines() {
     let rules: Vec<String> = text(&json.stdout)
         .lines()
         .map(|l| {
-            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            let a: serde_json::Value = support::parse_alert(l);
             a["rule"]["id"].as_str().unwrap().to_string()
         })
         .collect();
@@ -345,14 +342,14 @@ fn policy_diff_prints_the_alerts_of_a_change() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let alerts: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(support::parse_alert)
         .collect();
     let got: Vec<(&str, &str)> = alerts
         .iter()
         .map(|a| {
             (
                 a["rule"]["id"].as_str().unwrap(),
-                a["severity"].as_str().unwrap(),
+                a["kextwatch"]["severity"].as_str().unwrap(),
             )
         })
         .collect();
@@ -380,7 +377,8 @@ fn replay_with_kext_policy_uses_recorded_team_ids() {
         Some(c.out.as_bytes()),
     );
     let sev = |o: &Output| {
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["severity"].clone()
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["kextwatch"]["severity"]
+            .clone()
     };
     assert_eq!(sev(&plain), "medium");
     assert_eq!(sev(&enriched), "critical");
@@ -488,7 +486,7 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
         text(&out.stdout)
             .lines()
             .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["severity"]
+                support::parse_alert(l)["kextwatch"]["severity"]
                     .as_str()
                     .unwrap()
                     .to_string()
@@ -514,7 +512,7 @@ fn replay_with_bundles_root_judges_staged_kexts_by_signature() {
         Some(load.out.as_bytes()),
     );
     let alert: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(alert["severity"], "high", "{alert:#}");
+    assert_eq!(alert["kextwatch"]["severity"], "high", "{alert:#}");
     assert_eq!(alert["kextwatch"]["kext"]["team_id"], "K3XW9TESTQ");
 
     // Allowlisting the team lowers the developer kext's staging below the default minimum.

@@ -152,7 +152,7 @@ fn alerts_in(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("alerts.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(support::parse_alert)
         .collect()
 }
 
@@ -612,10 +612,14 @@ fn a_forced_restart_does_not_forget_a_staged_bundle() {
         .find(|a| a["rule"]["id"] == "KW-9001")
         .unwrap();
     assert!(
-        load["reasons"].as_array().unwrap().iter().any(|r| r
-            .as_str()
+        load["kextwatch"]["reasons"]
+            .as_array()
             .unwrap()
-            .contains("was staged by /bin/cp (pid 4100) 3 h earlier")),
+            .iter()
+            .any(|r| r
+                .as_str()
+                .unwrap()
+                .contains("was staged by /bin/cp (pid 4100) 3 h earlier")),
         "{load:#}"
     );
     let (code, _dir) = d.stop();

@@ -1570,16 +1570,21 @@ fn alerts_describe_the_code_signature_of_the_actor() {
     };
     c.create(&unsigned, "/Library/Extensions", "G.kext");
     let alerts = run(&c.out);
+    // ECS's code-signature fields, and what ECS has no field for under kextwatch.
     let sig = |a: &serde_json::Value| a["process"]["code_signature"].clone();
+    let apple = |a: &serde_json::Value| a["kextwatch"]["process"]["code_signature"].clone();
     assert_eq!(sig(&alerts[2])["valid"], false);
-    assert_eq!(sig(&alerts[2])["adhoc"], false);
-    assert_eq!(sig(&alerts[0])["adhoc"], true);
+    assert_eq!(sig(&alerts[2])["exists"], false);
+    assert_eq!(apple(&alerts[2])["adhoc"], false);
+    assert_eq!(apple(&alerts[0])["adhoc"], true);
     assert_eq!(sig(&alerts[0])["valid"], true);
-    assert_eq!(sig(&alerts[0])["platform_binary"], false);
-    assert_eq!(sig(&alerts[1])["adhoc"], false);
+    assert_eq!(sig(&alerts[0])["exists"], true);
+    assert_eq!(apple(&alerts[0])["platform_binary"], false);
+    assert_eq!(apple(&alerts[1])["adhoc"], false);
     assert_eq!(sig(&alerts[1])["valid"], true);
-    assert_eq!(sig(&alerts[1])["platform_binary"], true);
+    assert_eq!(apple(&alerts[1])["platform_binary"], true);
     assert_eq!(sig(&alerts[1])["signing_id"], "com.apple.cp");
+    assert!(sig(&alerts[1]).get("adhoc").is_none());
 }
 
 #[test]

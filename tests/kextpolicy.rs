@@ -420,7 +420,7 @@ fn an_emptied_database_is_tampering_like_a_deleted_one() {
     assert_eq!(
         (
             alerts[0]["rule"]["id"].as_str(),
-            alerts[0]["severity"].as_str()
+            alerts[0]["kextwatch"]["severity"].as_str()
         ),
         (Some("KW-5007"), Some("high"))
     );
@@ -498,9 +498,7 @@ fn alerts_for(changes: &[PolicyChange], config: Config) -> Vec<serde_json::Value
         engine.process_policy(c, NOW, &mut out);
     }
     engine.finish(&mut out);
-    out.iter()
-        .map(|a| serde_json::to_value(a).unwrap())
-        .collect()
+    out.iter().map(support::alert_json).collect()
 }
 
 #[test]
@@ -518,7 +516,7 @@ fn policy_changes_raise_alerts_by_team_trust() {
         .map(|a| {
             (
                 a["rule"]["id"].as_str().unwrap(),
-                a["severity"].as_str().unwrap(),
+                a["kextwatch"]["severity"].as_str().unwrap(),
                 a["event"]["action"].as_str().unwrap(),
             )
         })
@@ -535,7 +533,9 @@ fn policy_changes_raise_alerts_by_team_trust() {
         ],
         "{alerts:#?}"
     );
-    assert!(alerts[1]["reasons"].to_string().contains("unsigned"));
+    assert!(alerts[1]["kextwatch"]["reasons"]
+        .to_string()
+        .contains("unsigned"));
     assert_eq!(
         alerts[2]["file"]["path"],
         "/Library/Extensions/Unknown.kext"
@@ -572,7 +572,7 @@ fn new_user_approval_of_unlisted_team_is_high_and_correlates_with_staging() {
     assert_eq!(
         (
             alone[0]["rule"]["id"].as_str(),
-            alone[0]["severity"].as_str()
+            alone[0]["kextwatch"]["severity"].as_str()
         ),
         (Some("KW-5001"), Some("high"))
     );
@@ -588,7 +588,7 @@ fn new_user_approval_of_unlisted_team_is_high_and_correlates_with_staging() {
     engine.process_policy(&approval, ev.time_ns + 30_000_000_000, &mut out);
     let last = serde_json::to_value(out.last().unwrap()).unwrap();
     assert_eq!(last["rule"]["id"], "KW-9003");
-    assert!(last["reasons"]
+    assert!(last["kextwatch"]["reasons"]
         .to_string()
         .contains("/Library/Extensions/Evil.kext was staged by /bin/cp"));
     assert_eq!(last["kextwatch"]["evidence"].as_array().unwrap().len(), 2);
@@ -731,10 +731,13 @@ fn approval_after_sip_weakening_is_critical() {
     engine.process_policy(&approval, ev.time_ns + 60_000_000_000, &mut out);
     let last = serde_json::to_value(out.last().unwrap()).unwrap();
     assert_eq!(
-        (last["rule"]["id"].as_str(), last["severity"].as_str()),
+        (
+            last["rule"]["id"].as_str(),
+            last["kextwatch"]["severity"].as_str()
+        ),
         (Some("KW-9002"), Some("critical"))
     );
-    assert!(last["reasons"]
+    assert!(last["kextwatch"]["reasons"]
         .to_string()
         .contains("follows `csrutil disable`"));
 }
@@ -751,7 +754,7 @@ fn summary(alerts: &[serde_json::Value]) -> Vec<(String, String, String)> {
         .map(|a| {
             (
                 a["rule"]["id"].as_str().unwrap().to_string(),
-                a["severity"].as_str().unwrap().to_string(),
+                a["kextwatch"]["severity"].as_str().unwrap().to_string(),
                 a["event"]["action"].as_str().unwrap().to_string(),
             )
         })
@@ -798,7 +801,7 @@ fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
         ],
         "{alerts:#?}"
     );
-    let reason = |i: usize| alerts[i]["reasons"].to_string();
+    let reason = |i: usize| alerts[i]["kextwatch"]["reasons"].to_string();
     assert!(
         reason(0).contains("flags Some(1) -> Some(3)"),
         "{}",
@@ -839,7 +842,9 @@ fn every_kind_of_policy_change_is_reported_as_the_rule_table_says() {
         ],
         "{alerts:#?}"
     );
-    assert!(alerts[1]["reasons"].to_string().contains("SIP-protected"));
+    assert!(alerts[1]["kextwatch"]["reasons"]
+        .to_string()
+        .contains("SIP-protected"));
 }
 
 #[test]
@@ -859,7 +864,7 @@ fn a_denied_approval_turned_allowed_is_a_new_approval() {
         [row("KW-5001", "high", "approval_changed")],
         "{alerts:#?}"
     );
-    assert!(alerts[0]["reasons"].to_string().contains(
+    assert!(alerts[0]["kextwatch"]["reasons"].to_string().contains(
         "changed to allowed: approval of com.symantec.kext.SymAPComm by Symantec (team 9PTGMPNXZ2); the team is not allowlisted"
     ));
 }
@@ -896,10 +901,10 @@ fn an_mdm_approval_is_expected_only_from_a_known_payload_for_an_allowlisted_team
         ],
         "{alerts:#?}"
     );
-    assert!(alerts[0]["reasons"]
+    assert!(alerts[0]["kextwatch"]["reasons"]
         .to_string()
         .contains("the team is not allowlisted"));
-    assert!(alerts[1]["reasons"]
+    assert!(alerts[1]["kextwatch"]["reasons"]
         .to_string()
         .contains("the payload is not one of the known MDM payloads"));
 }

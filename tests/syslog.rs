@@ -41,6 +41,8 @@ fn alerts() -> Vec<Alert> {
         "a\nb]\"c\\d|e=f\u{0}g.kext",
     );
     let mut engine = Engine::new(Config::default_config());
+    // As the daemon does: the alerts name this machine.
+    engine.set_host(kextwatch::host::this_host());
     let mut out = Vec::new();
     for line in c.out.lines() {
         engine.process(&support::event(line), &mut out);
@@ -60,10 +62,11 @@ const EXPECTED: [(u16, &str, &str, &str); 2] = [
 /// The staged file's name, exactly as the attacker wrote it.
 const HOSTILE_PATH: &str = "/Library/Extensions/a\nb]\"c\\d|e=f\u{0}g.kext";
 
-/// A copy of the first alert, told apart by `tag` (in `reasons`): markers and numbered streams.
+/// A copy of the first alert, told apart by `tag` (at the head of its message, early in every
+/// payload): markers and numbered streams.
 fn tagged(tag: &str) -> Alert {
     let mut a = alerts().remove(0);
-    a.reasons.push(format!("tag {tag}"));
+    a.message = format!("tag {tag}: {}", a.message);
     a
 }
 
@@ -117,11 +120,12 @@ fn parse_5424(line: &str) -> (syslog_rfc5424::SyslogMessage, Value) {
     assert_eq!(m.appname.as_deref(), Some("kextwatch"));
     let body: Value =
         serde_json::from_str(&m.msg).unwrap_or_else(|e| panic!("payload not JSON: {e}: {}", m.msg));
+    support::ecs::assert_conforms(&body);
     (m, body)
 }
 
 fn seq_of(body: &Value) -> Option<u64> {
-    body["reasons"]
+    body["kextwatch"]["reasons"]
         .as_array()?
         .iter()
         .find_map(|r| r.as_str()?.strip_prefix("seq ")?.parse().ok())
@@ -150,7 +154,7 @@ fn assert_expected_payloads(lines: &[String], what: &str) {
             (rule, severity)
         );
         assert_eq!(body["rule"]["id"], rule);
-        assert_eq!(body["severity"], severity);
+        assert_eq!(body["kextwatch"]["severity"], severity);
     }
     let (m0, first) = parse_5424(&lines[0]);
     // The event's own time, whole seconds as recorded.
@@ -325,17 +329,18 @@ fn cef_and_rfc3164_payloads() {
         extensions.push(cef_extension(&cur));
     }
     // The first alert's extension, key by key as the README's mapping lists them: event time in
-    // milliseconds (2026-11-25T14:03:12Z), the reporting host, action, process and parent, signing
+    // milliseconds (2026-11-25T14:03:12Z), the reporting host, action, message, process and parent, signing
     // ids, user, reasons, techniques. No Team ID (Apple code), no file, no kext, not folded.
     let keys: Vec<&str> = extensions[0].iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
         [
-            "rt", "dvchost", "act", "dproc", "dpid", "sproc", "spid", "cs4Label", "cs4",
+            "rt", "dvchost", "act", "msg", "dproc", "dpid", "sproc", "spid", "cs4Label", "cs4",
             "cs6Label", "cs6", "suid", "cs1Label", "cs1", "cs2Label", "cs2"
         ]
     );
-    // dvchost is the HOSTNAME of the RFC 3164 header (`<PRI>Mmm dd hh:mm:ss HOST ...`).
+    // dvchost is the host the alert names (the daemon's Mac), which is also the HOSTNAME of the
+    // RFC 3164 header (`<PRI>Mmm dd hh:mm:ss HOST ...`).
     let header_host = lines[0][lines[0].find('>').unwrap() + 17..]
         .split(' ')
         .next()
@@ -350,6 +355,11 @@ fn cef_and_rfc3164_payloads() {
     };
     assert_eq!(get("rt"), "1795615392000");
     assert_eq!(get("act"), "exec");
+    assert!(
+        get("msg").starts_with("System Integrity Protection change attempted"),
+        "{}",
+        get("msg")
+    );
     assert_eq!(get("dproc"), "/usr/bin/csrutil");
     assert_eq!(get("sproc"), "/bin/zsh");
     assert_eq!(
@@ -769,7 +779,13 @@ fn heartbeats_carry_counters() {
     let summary = support::run_with(c.out.as_bytes(), Config::default_config()).1;
     out.heartbeat(
         "2026-11-26T12:00:00Z",
-        &summary.heartbeat("2026-11-26T12:00:00Z", "replay", Some(true), 3),
+        &summary.heartbeat(
+            "2026-11-26T12:00:00Z",
+            &kextwatch::alert::Host::named("mac-17"),
+            "replay",
+            Some(true),
+            3,
+        ),
     )
     .unwrap();
     out.write(&tagged("after-heartbeat")).unwrap();
@@ -783,7 +799,17 @@ fn heartbeats_carry_counters() {
     assert_eq!(m.timestamp, Some(1_795_694_400), "2026-11-26T12:00:00Z");
     assert_eq!(m.sd["kextwatch@32473"]["type"], "heartbeat");
     let body: Value = serde_json::from_str(&m.msg).unwrap();
-    assert_eq!(body["event"]["kind"], "heartbeat");
+    support::ecs::assert_conforms(&body);
+    // An ECS metric document naming the host and kextwatch, with a line a person can read.
+    assert_eq!(body["event"]["kind"], "metric");
+    assert_eq!(body["event"]["dataset"], "kextwatch.heartbeat");
+    assert_eq!(body["host"]["name"], "mac-17");
+    assert_eq!(body["agent"]["name"], "kextwatch");
+    assert_eq!(body["agent"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        body["message"],
+        "kextwatch heartbeat: source replay, 1 events analysed, 1 alerts"
+    );
     let k = &body["kextwatch"];
     assert_eq!(
         k["sources"]["replay"],
@@ -798,7 +824,6 @@ fn heartbeats_carry_counters() {
     assert_eq!(k["alerts"], serde_json::json!({"high": 1}));
     assert_eq!(k["kextpolicy_readable"], true);
     assert_eq!(k["config_generation"], 3);
-    assert_eq!(k["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[test]

@@ -92,9 +92,7 @@ impl Mac {
             engine.process(&support::event(line), &mut out);
         }
         engine.finish(&mut out);
-        out.iter()
-            .map(|a| serde_json::to_value(a).unwrap())
-            .collect()
+        out.iter().map(support::alert_json).collect()
     }
 }
 
@@ -109,7 +107,7 @@ fn only(alerts: &[Value]) -> (&str, &str, String) {
     let a = &alerts[0];
     (
         a["rule"]["id"].as_str().unwrap(),
-        a["severity"].as_str().unwrap(),
+        a["kextwatch"]["severity"].as_str().unwrap(),
         support::reasons(a),
     )
 }
@@ -449,7 +447,10 @@ fn an_allowlisted_vendor_bundle_is_quieter_when_an_admin_stages_it_but_not_when_
 fn staging(alerts: &[Value]) -> (&str, &str, String) {
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     assert_eq!(alerts[1]["kextwatch"]["folded"]["count"], 9, "{alerts:#?}");
-    assert_eq!(alerts[0]["severity"], alerts[1]["severity"]);
+    assert_eq!(
+        alerts[0]["kextwatch"]["severity"],
+        alerts[1]["kextwatch"]["severity"]
+    );
     only(&alerts[..1])
 }
 

@@ -1,7 +1,12 @@
-//! The alert model (the JSON Lines contract the README documents) and its encoders.
+//! The alert model and its encoders. The model is shaped for detection; `ecs` writes it as the ECS
+//! document that is the JSON Lines contract the README documents.
 
+pub mod attack;
+pub mod ecs;
 mod encode;
 
+pub use attack::Threat;
+pub use ecs::{EventClass, Host};
 pub use encode::{escape_controls, write_json, write_text};
 
 use serde::Serialize;
@@ -75,12 +80,13 @@ impl std::fmt::Display for Severity {
     }
 }
 
-/// One alert. Field names follow ECS; serialised as nested objects (`rule.id` is `{"rule":{"id":..}}`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One alert (serialised by `ecs` as an ECS document).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     /// RFC 3339 time of the triggering event (not of detection).
-    #[serde(rename = "@timestamp")]
     pub timestamp: String,
+    /// One readable line: the rule, what it is about, and the reason that set the severity.
+    pub message: String,
     pub severity: Severity,
     pub rule: Rule,
     pub threat: Threat,
@@ -88,12 +94,10 @@ pub struct Alert {
     pub reasons: Vec<String>,
     pub event: EventInfo,
     /// Absent for alerts from KextPolicy changes, which no process event carries.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserInfo>,
+    pub host: Host,
     pub kextwatch: Extra,
 }
 
@@ -103,61 +107,46 @@ pub struct Rule {
     pub name: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Threat {
-    pub framework: &'static str,
-    pub technique: Technique,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Technique {
-    pub id: Vec<&'static str>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventInfo {
-    pub kind: &'static str,
     /// The ES event name of the triggering event (`exec`, `rename`, `kextload`, ...), or the
     /// KextPolicy change (`kextpolicy.approval_added`, ...).
     pub action: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: EventClass,
     pub sequence: Option<u64>,
 }
 
 /// The acting process. For exec events this is the new image and `parent` is the image that called
 /// exec (in the usual fork + exec, the parent's program); its identity is what the initiator allowlist
 /// is checked against.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessInfo {
     pub pid: i32,
     pub executable: String,
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub working_directory: Option<String>,
     pub interactive: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The controlling terminal's path.
     pub tty: Option<String>,
     pub code_signature: CodeSignature,
     pub parent: ParentInfo,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ParentInfo {
     pub pid: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub executable: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code_signature: Option<CodeSignature>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CodeSignature {
     pub team_id: Option<String>,
     pub signing_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cdhash: Option<String>,
+    /// Signed at all (CS_SIGNED), ad-hoc included.
+    pub signed: bool,
     /// Validly signed (CS_VALID).
     pub valid: bool,
     /// Ad-hoc signed (CS_ADHOC): no identity behind the signature.
@@ -165,11 +154,10 @@ pub struct CodeSignature {
     pub platform_binary: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileInfo {
     pub path: String,
     /// Rename source, when the alert is about a rename.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_path: Option<String>,
 }
 
@@ -185,22 +173,19 @@ pub struct UserId {
     pub id: String,
 }
 
-/// kextwatch-specific fields.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// kextwatch-specific facts (with severity, reasons and what ECS has no field for, they make up
+/// the document's `kextwatch.` object).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Extra {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub kext: Option<KextInfo>,
     /// The process chain behind the action, acting process first, up to the initiator (or as far
     /// as known): each hop's image.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<LineageHop>,
     /// Every event behind the alert, oldest first, the triggering one last.
     pub evidence: Vec<Evidence>,
     /// Present on a follow-up alert that reports duplicates folded into an earlier one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<Folded>,
     /// Set only on the synthetic alert of `kextwatch test-alert`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
 }
 
@@ -247,6 +232,7 @@ fn clip_args(args: &mut Option<Vec<String>>) {
 impl Alert {
     /// Bound every string that came from an event (see [`MAX_FIELD_BYTES`]).
     pub fn clip_fields(&mut self) {
+        clip(&mut self.message);
         self.reasons.iter_mut().for_each(clip);
         if let Some(p) = &mut self.process {
             clip(&mut p.executable);
@@ -271,21 +257,39 @@ impl Alert {
     }
 }
 
-/// The clearly marked synthetic alert `kextwatch test-alert` sends to prove the route to the SIEM.
-pub fn test_alert(timestamp: String, host: &str) -> Alert {
+/// The clearly marked synthetic alert `kextwatch test-alert` sends from `host` to prove the route
+/// to the SIEM.
+pub fn test_alert(timestamp: String, host: Host) -> Alert {
+    let reason = format!(
+        "synthetic test alert sent by `kextwatch test-alert` on {}: it proves the route to the SIEM and needs no action",
+        host.name.as_deref().unwrap_or("this host")
+    );
     Alert {
         timestamp,
+        message: format!("kextwatch test alert (synthetic): {reason}"),
         severity: Severity::Low,
-        rule: Rule { id: "KW-0000", name: "kextwatch test alert (synthetic)" },
-        threat: Threat { framework: "MITRE ATT&CK", technique: Technique { id: Vec::new() } },
-        reasons: vec![format!(
-            "synthetic test alert sent by `kextwatch test-alert` on {host}: it proves the route to the SIEM and needs no action"
-        )],
-        event: EventInfo { kind: "alert", action: "test-alert", sequence: None },
+        rule: Rule {
+            id: "KW-0000",
+            name: "kextwatch test alert (synthetic)",
+        },
+        threat: Threat::default(),
+        reasons: vec![reason],
+        event: EventInfo {
+            action: "test-alert",
+            class: ecs::class_of("test-alert"),
+            sequence: None,
+        },
         process: None,
         file: None,
         user: None,
-        kextwatch: Extra { kext: None, lineage: Vec::new(), evidence: Vec::new(), folded: None, test: true },
+        host,
+        kextwatch: Extra {
+            kext: None,
+            lineage: Vec::new(),
+            evidence: Vec::new(),
+            folded: None,
+            test: true,
+        },
     }
 }
 

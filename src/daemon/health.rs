@@ -225,13 +225,18 @@ impl Status {
         out
     }
 
-    /// The heartbeat body sent to each syslog sink.
-    pub fn heartbeat(&self, timestamp: &str) -> serde_json::Value {
-        serde_json::json!({
-            "@timestamp": timestamp,
-            "event": {"kind": "heartbeat"},
-            "kextwatch": {
-                "version": env!("CARGO_PKG_VERSION"),
+    /// The heartbeat sent to each syslog sink: an ECS metric document naming `host`.
+    pub fn heartbeat(&self, timestamp: &str, host: &crate::alert::Host) -> serde_json::Value {
+        let alerts: u64 = self.alerts.values().sum();
+        let message = format!(
+            "kextwatch heartbeat: source {} {}, {} events analysed, {alerts} alerts",
+            self.source, self.source_state, self.events_analysed
+        );
+        crate::alert::ecs::heartbeat(
+            timestamp,
+            host,
+            &message,
+            serde_json::json!({
                 "sources": {self.source.clone(): {
                     "state": self.source_state,
                     "lines": self.lines_read,
@@ -247,8 +252,8 @@ impl Status {
                 "outputs": self.outputs,
                 "kextpolicy_readable": self.kextpolicy_readable,
                 "config_generation": self.config_generation,
-            }
-        })
+            }),
+        )
     }
 }
 
@@ -298,7 +303,7 @@ mod tests {
                 ..SinkStats::default()
             }],
         ));
-        let hb = status.heartbeat("2026-11-26T12:00:00Z");
+        let hb = status.heartbeat("2026-11-26T12:00:00Z", &crate::alert::Host::named("mac-17"));
         let k = &hb["kextwatch"];
         assert_eq!(k["outputs"][0]["written"], 7);
         assert_eq!(k["outputs"][0]["lost"], 3);

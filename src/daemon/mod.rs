@@ -116,19 +116,25 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     start_signals(ctl_tx.clone())?;
     drop(tx);
 
+    let host = crate::host::this_host();
     let (alert_tx, alert_rx) = mpsc::sync_channel::<Alert>(4096);
     let sink_thread = {
         let health = health.clone();
-        let heartbeat = config.daemon.heartbeat_interval;
+        let heartbeat = Heartbeat {
+            every: config.daemon.heartbeat_interval,
+            host: host.clone(),
+        };
         let status_path = state_dir.join(STATUS_FILE);
         std::thread::Builder::new()
             .name("sinks".into())
             .spawn(move || sinks(outputs, alert_rx, health, heartbeat, &status_path))?
     };
     tracing::info!(source = %opts.source, config = %opts.config_path.display(), "kextwatch running");
-    let staged = staged_store::StagedStore::new(&state_dir, staged_store::boot_session());
+    let staged = staged_store::StagedStore::new(&state_dir, crate::host::boot_session());
+    let mut engine = Engine::new(config);
+    engine.set_host(host);
     detection(
-        config,
+        engine,
         &opts.config_path,
         &opts.managed_prefs,
         rx,
@@ -204,7 +210,7 @@ struct Followers<'a> {
 /// The detection loop: owns the engine. Control messages first, then events.
 #[allow(clippy::too_many_arguments)]
 fn detection(
-    config: Config,
+    mut engine: Engine,
     config_path: &Path,
     managed_prefs: &Path,
     rx: Receiver<Msg>,
@@ -228,7 +234,6 @@ fn detection(
             .unwrap_or_else(|p| p.into_inner());
         *interest = crate::detect::KextInterest::new(engine.config());
     };
-    let mut engine = Engine::new(config);
     let remembered = staged.load();
     if !remembered.is_empty() {
         tracing::info!(
@@ -345,13 +350,19 @@ fn detection(
     health.set_engine(engine.stats());
 }
 
+/// How often heartbeats go out, and the host they name.
+struct Heartbeat {
+    every: Duration,
+    host: crate::alert::Host,
+}
+
 /// The sink loop: hands each alert to every output's worker; heartbeats and the status file on a
 /// timer.
 fn sinks(
     outputs: Outputs,
     rx: Receiver<Alert>,
     health: Arc<Health>,
-    heartbeat: Duration,
+    heartbeat: Heartbeat,
     status_path: &Path,
 ) {
     let mut workers = match OutputWorkers::start(outputs, DRAIN_DEADLINE) {
@@ -361,7 +372,7 @@ fn sinks(
             return;
         }
     };
-    let mut next_heartbeat = Instant::now() + heartbeat;
+    let mut next_heartbeat = Instant::now() + heartbeat.every;
     let mut next_status = Instant::now();
     let mut status_failing = output_workers::RepeatedError::new("writing the status file");
     loop {
@@ -372,10 +383,10 @@ fn sinks(
         }
         let now = Instant::now();
         if now >= next_heartbeat {
-            next_heartbeat = now + heartbeat;
+            next_heartbeat = now + heartbeat.every;
             let ts = crate::replay::now_rfc3339();
             let status = health.snapshot(workers.report());
-            let body = status.heartbeat(&ts);
+            let body = status.heartbeat(&ts, &heartbeat.host);
             workers.heartbeat(ts, body);
         }
         if now >= next_status {

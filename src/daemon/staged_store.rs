@@ -24,38 +24,6 @@ pub struct StagedStore {
     last_saved: Vec<Staging>,
 }
 
-/// This boot's identity: `kern.bootsessionuuid` on macOS, the kernel's boot id on Linux.
-pub fn boot_session() -> Option<String> {
-    #[cfg(target_os = "macos")]
-    {
-        let name = c"kern.bootsessionuuid";
-        let mut buf = [0u8; 64];
-        let mut len = buf.len();
-        // SAFETY: `buf` has `len` writable bytes; the name is NUL-terminated; no new value is set.
-        let r = unsafe {
-            libc::sysctlbyname(
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        if r != 0 {
-            return None;
-        }
-        let s = buf.get(..len)?;
-        let s = s.split(|b| *b == 0).next().unwrap_or(s);
-        Some(String::from_utf8_lossy(s).trim().to_string())
-    }
-    #[cfg(not(target_os = "macos"))]
-    {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-}
-
 impl StagedStore {
     pub fn new(state_dir: &Path, boot_session: Option<String>) -> StagedStore {
         StagedStore {

@@ -123,12 +123,14 @@ impl Correlator {
             if let Some((s, bundle)) = named.or(if paths.is_empty() { any } else { None }) {
                 f.rule = rule;
                 f.staging_correlated = true;
-                f.severity = f.severity.max(Severity::High);
-                f.reasons.push(format!(
-                    "{bundle} was staged by {} {}",
-                    s.evidence.actor(),
-                    how_close(s)
-                ));
+                f.floor(
+                    Severity::High,
+                    format!(
+                        "{bundle} was staged by {} {}",
+                        s.evidence.actor(),
+                        how_close(s)
+                    ),
+                );
                 f.related.push(s.evidence.clone());
             }
         }
@@ -144,11 +146,10 @@ impl Correlator {
             });
             if let Some(Some((s, exe))) = root {
                 f.rule = KEXT_AFTER_UNSIGNED_ROOT;
-                f.severity = f.severity.max(Severity::High);
-                f.reasons.push(format!(
-                    "unsigned or ad-hoc code {exe} ran as root {}",
-                    how_close(s)
-                ));
+                f.floor(
+                    Severity::High,
+                    format!("unsigned or ad-hoc code {exe} ran as root {}", how_close(s)),
+                );
                 f.related.push(s.evidence.clone());
             }
         }
@@ -160,12 +161,14 @@ impl Correlator {
             });
             if let Some((s, what)) = weakened {
                 f.rule = KEXT_AFTER_WEAKENING;
-                f.severity = Severity::Critical;
-                f.reasons.push(format!(
-                    "follows `{what}` by {} {}",
-                    s.evidence.actor(),
-                    how_close(s)
-                ));
+                f.floor(
+                    Severity::Critical,
+                    format!(
+                        "follows `{what}` by {} {}",
+                        s.evidence.actor(),
+                        how_close(s)
+                    ),
+                );
                 f.related.insert(0, s.evidence.clone());
             }
         }

@@ -116,11 +116,12 @@ impl Folder {
 fn follow_up(o: Open) -> Option<Alert> {
     let mut alert = o.latest?;
     let extra = o.count - 1;
+    let plural = if extra == 1 { "" } else { "s" };
     alert.reasons.push(format!(
-        "{extra} more identical alert{} folded into this one since {}",
-        if extra == 1 { "" } else { "s" },
+        "{extra} more identical alert{plural} folded into this one since {}",
         o.first_timestamp
     ));
+    alert.message += &format!(" ({extra} more identical alert{plural} folded)");
     alert.kextwatch.folded = Some(Folded {
         count: o.count,
         first: o.first_timestamp,

@@ -14,7 +14,7 @@ pub mod tools;
 mod verdict;
 
 use crate::alert::{
-    Alert, CodeSignature, EventInfo, Evidence, Extra, ParentInfo, ProcessInfo, Technique, Threat,
+    ecs, Alert, CodeSignature, EventInfo, Evidence, Extra, Host, ParentInfo, ProcessInfo, Threat,
     UserId, UserInfo,
 };
 use crate::config::Config;
@@ -95,6 +95,8 @@ pub struct EngineStats {
 
 pub struct Engine {
     config: Config,
+    /// The Mac the events come from, as every alert names it.
+    host: Host,
     /// What the latest KextPolicy snapshot says (None: no KextPolicy, identities are unknown).
     policy: Option<PolicyFacts>,
     /// Kext bundle identities read from disk, by `rules::bundle_key`.
@@ -125,6 +127,7 @@ impl Engine {
         let fold = config.detection.fold_window.as_nanos() as i64;
         Engine {
             config,
+            host: Host::default(),
             policy: None,
             bundles: HashMap::new(),
             processes: lineage::ProcessTable::default(),
@@ -141,6 +144,15 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Name the Mac the events come from in every alert (the OS fields are always there).
+    pub fn set_host(&mut self, host: Host) {
+        self.host = host;
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// What `AUTH_KEXTLOAD` answers are decided from: the allowlist and the KextPolicy teams.
@@ -227,9 +239,15 @@ impl Engine {
         let evidence = evidence_of(ev, &finding);
         let key = fold_key(Some(&ev.process), &finding);
         let (time, asid) = (ev.time_ns, Some(ev.process.asid));
-        self.report(finding, evidence, time, asid, key, out, |f, evidence| {
-            build_alert(ev, f, evidence)
-        });
+        self.report(
+            finding,
+            evidence,
+            time,
+            asid,
+            key,
+            out,
+            |f, evidence, host| build_alert(ev, f, evidence, host),
+        );
     }
 
     /// Feed one KextPolicy change observed at `time_ns`.
@@ -268,13 +286,19 @@ impl Engine {
         };
         let key = fold_key(None, &finding);
         let info = EventInfo {
-            kind: "alert",
             action,
+            class: ecs::class_of(action),
             sequence: None,
         };
-        self.report(finding, evidence, time_ns, None, key, out, |f, evidence| {
-            alert_from(f, evidence, time_ns, info, None, None)
-        });
+        self.report(
+            finding,
+            evidence,
+            time_ns,
+            None,
+            key,
+            out,
+            |f, evidence, host| alert_from(f, evidence, time_ns, info, None, None, host),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -286,7 +310,7 @@ impl Engine {
         asid: Option<i32>,
         key: String,
         out: &mut Vec<Alert>,
-        build: impl FnOnce(Finding, Evidence) -> Alert,
+        build: impl FnOnce(Finding, Evidence, &Host) -> Alert,
     ) {
         self.findings += 1;
         self.correlator
@@ -309,7 +333,7 @@ impl Engine {
             self.below_min += 1;
             return;
         }
-        let alert = build(finding, evidence);
+        let alert = build(finding, evidence, &self.host);
         self.folder.offer(key, alert, time_ns, out);
     }
 
@@ -395,6 +419,7 @@ fn signature(p: &Process) -> CodeSignature {
         team_id: p.team_id.clone(),
         signing_id: p.signing_id.clone(),
         cdhash: p.cdhash.clone(),
+        signed: p.cs_flags & (cs_flags::SIGNED | cs_flags::VALID) != 0,
         valid: p.cs_flags & cs_flags::VALID != 0,
         adhoc: p.cs_flags & cs_flags::ADHOC != 0,
         platform_binary: p.is_platform_binary,
@@ -421,7 +446,7 @@ fn evidence_of(ev: &Event, f: &Finding) -> Evidence {
     }
 }
 
-fn build_alert(ev: &Event, f: Finding, evidence: Evidence) -> Alert {
+fn build_alert(ev: &Event, f: Finding, evidence: Evidence, host: &Host) -> Alert {
     let (proc_, parent, args, cwd) = match &ev.kind {
         EventKind::Exec(e) => (
             &e.target,
@@ -461,14 +486,37 @@ fn build_alert(ev: &Event, f: Finding, evidence: Evidence) -> Alert {
             id: proc_.euid.to_string(),
         },
     };
+    let action = ev.kind.action();
     let info = EventInfo {
-        kind: "alert",
-        action: ev.kind.action(),
+        action,
+        class: match &ev.kind {
+            EventKind::KextLoadDecision { allowed, .. } => ecs::decision_class(*allowed),
+            _ => ecs::class_of(action),
+        },
         sequence: ev.global_seq_num,
     };
-    alert_from(f, evidence, ev.time_ns, info, Some(process), Some(user))
+    alert_from(
+        f,
+        evidence,
+        ev.time_ns,
+        info,
+        Some(process),
+        Some(user),
+        host,
+    )
 }
 
+/// "RULE NAME (SUBJECT): MAIN REASON", the subject left out when the reason already says it.
+fn message(f: &Finding) -> String {
+    let name = f.rule.name;
+    match f.main_reason() {
+        Some(r) if r.contains(&f.subject) => format!("{name}: {r}"),
+        Some(r) => format!("{name} ({}): {r}", f.subject),
+        None => format!("{name}: {}", f.subject),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn alert_from(
     f: Finding,
     evidence: Evidence,
@@ -476,31 +524,30 @@ fn alert_from(
     event: EventInfo,
     process: Option<ProcessInfo>,
     user: Option<UserInfo>,
+    host: &Host,
 ) -> Alert {
-    let mut techniques: Vec<&'static str> = f.rule.techniques.to_vec();
-    for t in f.extra_techniques {
-        if !techniques.contains(&t) {
-            techniques.push(t);
-        }
+    let mut threat = Threat::default();
+    for t in f.rule.techniques.iter().chain(&f.extra_techniques) {
+        threat.add(t);
     }
+    let message = message(&f);
     let mut all_evidence = f.related;
     all_evidence.push(evidence);
     let mut alert = Alert {
         timestamp: format_time(time_ns),
+        message,
         severity: f.severity,
         rule: crate::alert::Rule {
             id: f.rule.id,
             name: f.rule.name,
         },
-        threat: Threat {
-            framework: "MITRE ATT&CK",
-            technique: Technique { id: techniques },
-        },
+        threat,
         reasons: f.reasons,
         event,
         process,
         file: f.file,
         user,
+        host: host.clone(),
         kextwatch: Extra {
             kext: f.kext,
             lineage: f.lineage,
@@ -531,6 +578,52 @@ mod watch_tests {
             .contains(&"/var/db/SystemPolicyConfiguration/KextPolicy".to_string()));
         // Every exec and the process lifecycle are wanted, so lineage sees each image.
         assert!(interest.lifecycle_matters());
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+    use crate::alert::Severity;
+
+    #[test]
+    fn the_message_leads_with_the_reason_that_set_the_severity() {
+        let mut f = Finding::new(
+            rules::ROOT_CHANGE,
+            Severity::Low,
+            "/Library/Extensions/X.kext".into(),
+        );
+        f.reasons
+            .push("/Library/Extensions/X.kext created by /bin/cp".into());
+        // The rule's own severity: the first reason, which names the subject.
+        assert_eq!(
+            message(&f),
+            "Change under a kernel extension directory: /Library/Extensions/X.kext created by /bin/cp"
+        );
+        f.floor(Severity::High, "moved in from /tmp/X.kext".into());
+        f.floor(Severity::Medium, "not decisive".into());
+        f.reasons.push("context only".into());
+        assert_eq!(f.main_reason(), Some("moved in from /tmp/X.kext"));
+        // A reason that does not name the subject gets it in brackets.
+        assert_eq!(
+            message(&f),
+            "Change under a kernel extension directory (/Library/Extensions/X.kext): moved in from /tmp/X.kext"
+        );
+        f.raise("an unsigned initiator".into());
+        assert_eq!(
+            (f.severity, f.main_reason()),
+            (Severity::Critical, Some("an unsigned initiator"))
+        );
+        // Lowering is decisive too.
+        f.settle(
+            Severity::Low,
+            "signed by allowlisted team AAAAAAAAAA".into(),
+        );
+        assert_eq!(
+            f.main_reason(),
+            Some("signed by allowlisted team AAAAAAAAAA")
+        );
+        assert_eq!(f.reasons.len(), 6);
     }
 }
 

@@ -10,6 +10,7 @@ use super::tools::{
     self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
 };
 use super::verdict::Verdict;
+use crate::alert::attack::{self, Technique};
 use crate::alert::{Evidence, FileInfo, KextInfo, LineageHop, Severity};
 use crate::config::{Config, KextTrust};
 use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
@@ -17,17 +18,18 @@ use crate::kextpolicy::PolicyFacts;
 use crate::signing::Signature;
 use std::collections::HashMap;
 
-pub const T_KEXT: &str = "T1547.006";
-pub const T_IMPAIR_DEFENSES: &str = "T1562.001";
-pub const T_CODE_SIGNING_POLICY: &str = "T1553.006";
-pub const T_GATEKEEPER: &str = "T1553.001";
-pub const T_SYSTEM_DISCOVERY: &str = "T1082";
+const T_KEXT: &Technique = &attack::KERNEL_MODULES;
+const T_IMPAIR_DEFENSES: &Technique = &attack::DISABLE_TOOLS;
+const T_CODE_SIGNING_POLICY: &Technique = &attack::CODE_SIGNING_POLICY;
+const T_GATEKEEPER: &Technique = &attack::GATEKEEPER_BYPASS;
+const T_SYSTEM_DISCOVERY: &Technique = &attack::SYSTEM_INFORMATION_DISCOVERY;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleDef {
     pub id: &'static str,
     pub name: &'static str,
-    pub techniques: &'static [&'static str],
+    /// Most specific first (sub-techniques where ATT&CK has one).
+    pub techniques: &'static [&'static Technique],
 }
 
 macro_rules! rules {
@@ -112,8 +114,11 @@ pub struct Finding {
     pub rule: RuleDef,
     pub severity: Severity,
     pub reasons: Vec<String>,
-    /// Extra technique ids beyond the rule's.
-    pub extra_techniques: Vec<&'static str>,
+    /// The reason that last set the severity (an index into `reasons`): the alert's message
+    /// leads with it. None: the rule's own severity, explained by the first reason.
+    pub headline: Option<usize>,
+    /// Techniques beyond the rule's.
+    pub extra_techniques: Vec<&'static Technique>,
     pub kext: Option<KextInfo>,
     pub file: Option<FileInfo>,
     /// What the alert is about, for folding duplicates ("/Library/Extensions/Foo.kext", "csrutil disable").
@@ -137,6 +142,7 @@ impl Finding {
             rule,
             severity,
             reasons: Vec::new(),
+            headline: None,
             extra_techniques: Vec::new(),
             kext: None,
             file: None,
@@ -150,14 +156,32 @@ impl Finding {
         }
     }
 
+    /// One step more severe because of `reason`.
     pub(crate) fn raise(&mut self, reason: String) {
-        self.severity = self.severity.raised();
+        self.settle(self.severity.raised(), reason);
+    }
+
+    /// At least `at_least` because of `reason` (the headline only if it raised the severity).
+    pub(crate) fn floor(&mut self, at_least: Severity, reason: String) {
+        if at_least > self.severity {
+            self.settle(at_least, reason);
+        } else {
+            self.reasons.push(reason);
+        }
+    }
+
+    /// Exactly `severity`, up or down, because of `reason`.
+    pub(crate) fn settle(&mut self, severity: Severity, reason: String) {
+        self.severity = severity;
+        self.headline = Some(self.reasons.len());
         self.reasons.push(reason);
     }
 
-    pub(crate) fn floor(&mut self, at_least: Severity, reason: String) {
-        self.severity = self.severity.max(at_least);
-        self.reasons.push(reason);
+    /// The reason the message leads with.
+    pub fn main_reason(&self) -> Option<&str> {
+        self.reasons
+            .get(self.headline.unwrap_or(0))
+            .map(String::as_str)
     }
 }
 
@@ -371,9 +395,11 @@ impl Rules<'_> {
                 });
                 if *allowed {
                     f.trusted = true;
-                    f.reasons.push(format!("load allowed: {reason}"));
+                    let why = format!("load allowed: {reason}");
                     if reason.contains("fail open") {
-                        f.severity = Severity::Medium;
+                        f.settle(Severity::Medium, why);
+                    } else {
+                        f.reasons.push(why);
                     }
                 } else {
                     f.floor(
@@ -561,18 +587,13 @@ impl Rules<'_> {
             // The allowlist vouches for the vendor's code, not for how it arrived: a vendor-signed
             // kext dropped by unsigned code or moved in from /tmp (a vulnerable driver brought
             // along) keeps its high severity.
-            let lowered = f.severity < Severity::High;
-            if lowered {
-                f.severity = f.severity.lowered();
-            }
-            let excuse = if lowered {
-                ""
+            let why = format!("kext bundle {path} is signed by allowlisted team {team}");
+            if f.severity < Severity::High {
+                f.settle(f.severity.lowered(), why);
             } else {
-                ", which does not excuse how it arrived"
-            };
-            f.reasons.push(format!(
-                "kext bundle {path} is signed by allowlisted team {team}{excuse}"
-            ));
+                f.reasons
+                    .push(format!("{why}, which does not excuse how it arrived"));
+            }
         } else {
             f.trusted = false;
             f.floor(
@@ -738,9 +759,10 @@ impl Rules<'_> {
         });
         if let Some(team) = &change.team_id {
             if self.config.allowlist.team_ids.contains(team) {
-                f.severity = Severity::Low;
-                f.reasons
-                    .push(format!("consent is for allowlisted team {team}"));
+                f.settle(
+                    Severity::Low,
+                    format!("consent is for allowlisted team {team}"),
+                );
             } else {
                 f.raise(format!(
                     "consent is for team {team}, which is not allowlisted"

@@ -62,8 +62,7 @@ impl Staging {
 /// A remembered staging makes `f` untrusted and at least high, with `reason` and its evidence.
 fn tell(f: &mut Finding, s: &Staging, reason: String) {
     f.trusted = false;
-    f.severity = f.severity.max(Severity::High);
-    f.reasons.push(reason);
+    f.floor(Severity::High, reason);
     f.related.push(s.evidence());
 }
 

@@ -1,6 +1,7 @@
 //! ArcSight CEF payload: `CEF:0|Vendor|Product|Version|SignatureID|Name|Severity|Extension`.
 //!
-//! Mapping (documented in README.md): `rt` event time (ms), `act` event action, `dproc`/`dpid` the
+//! Mapping (documented in README.md): `rt` event time (ms), `dvchost` the host the alert names, `act`
+//! event action, `msg` the alert's message, `dproc`/`dpid` the
 //! acting process, `sproc`/`spid` its parent (the initiator for exec), `suid` user, `filePath` file,
 //! `cs1` reasons, `cs2` ATT&CK techniques, `cs3` Team ID, `cs4` signing id, `cs5` kext bundle id,
 //! `cs6` parent signing id, `flexString1` the kext's Team ID, `cnt` folded count. Severity 0-10:
@@ -124,8 +125,9 @@ pub fn heartbeat(timestamp: &str, counters_json: &str, dvchost: Option<&str>) ->
     out
 }
 
-/// One alert as CEF; `dvchost` names the reporting host where there is one to name (syslog).
-pub fn alert(a: &Alert, dvchost: Option<&str>) -> String {
+/// One alert as CEF; `dvchost` is the host the alert names (the daemon's Mac, or the name a replay
+/// was given), left out when it names none.
+pub fn alert(a: &Alert) -> String {
     let mut out = format!(
         "CEF:0|kextwatch|kextwatch|{}|{}|{}|{}|",
         header(env!("CARGO_PKG_VERSION")),
@@ -135,8 +137,9 @@ pub fn alert(a: &Alert, dvchost: Option<&str>) -> String {
     );
     let mut ext = Extension::default();
     ext.put("rt", epoch_ms(&a.timestamp).unwrap_or_default());
-    ext.put("dvchost", dvchost.unwrap_or_default().to_string());
+    ext.put("dvchost", a.host.hostname.clone().unwrap_or_default());
     ext.put("act", a.event.action.to_string());
+    ext.put("msg", a.message.clone());
     if let Some(p) = &a.process {
         ext.put("dproc", p.executable.clone());
         ext.put("dpid", p.pid.to_string());
@@ -174,7 +177,7 @@ pub fn alert(a: &Alert, dvchost: Option<&str>) -> String {
     ext.labeled(
         ("cs2Label", "cs2"),
         "attackTechniques",
-        a.threat.technique.id.join(","),
+        a.threat.ids().join(","),
     );
     if let Some(k) = &a.kextwatch.kext {
         ext.labeled(("cs5Label", "cs5"), "kextBundleId", k.bundle_id.clone());
@@ -213,9 +216,8 @@ mod tests {
 
     #[test]
     fn no_key_without_a_value_and_every_value_within_its_dictionary_limit() {
-        let mut a = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
+        let mut a = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), Default::default());
         a.reasons.clear();
-        a.threat.technique.id.clear();
         a.file = Some(crate::alert::FileInfo {
             path: "/tmp/".to_string() + &"x".repeat(5000),
             source_path: None,
@@ -224,7 +226,7 @@ mod tests {
             bundle_id: "com.example.driver".into(),
             team_id: Some("ABCDE12345".into()),
         });
-        let pairs = pairs_of(&alert(&a, None));
+        let pairs = pairs_of(&alert(&a));
         for (k, v) in &pairs {
             assert!(!v.is_empty(), "{k} is empty");
             assert!(
@@ -234,10 +236,16 @@ mod tests {
             );
         }
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        // No reasons and no techniques: neither the values nor their labels.
+        // No reasons, no techniques and no host: neither the values nor their labels.
         assert_eq!(
             (get("cs1"), get("cs1Label"), get("cs2"), get("cs2Label")),
             (None, None, None, None)
+        );
+        assert_eq!(get("dvchost"), None);
+        a.host = crate::alert::Host::named("mac-17");
+        assert_eq!(
+            pairs_of(&alert(&a)).iter().find(|(k, _)| k == "dvchost"),
+            Some(&("dvchost".to_string(), "mac-17".to_string()))
         );
         let path = get("filePath").unwrap();
         assert_eq!(path.chars().count(), 1023);

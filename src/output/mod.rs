@@ -68,8 +68,7 @@ impl WriterSink {
         let written = match self.format {
             AlertFormat::Json => write_json(&mut self.out, alert),
             AlertFormat::Text => write_text(&mut self.out, alert),
-            // No dvchost: a replayed capture may come from another Mac than this one.
-            AlertFormat::Cef => writeln!(self.out, "{}", cef::alert(alert, None)),
+            AlertFormat::Cef => writeln!(self.out, "{}", cef::alert(alert)),
         }
         .and_then(|()| if now { self.out.flush() } else { Ok(()) });
         match written {
@@ -306,7 +305,10 @@ mod tests {
             ("full".into(), AlertFormat::Json, Box::new(Full)),
             ("good".into(), AlertFormat::Json, Box::new(good.clone())),
         ]);
-        let alert = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
+        let alert = crate::alert::test_alert(
+            "2026-11-25T14:03:12Z".into(),
+            crate::alert::Host::named("mac"),
+        );
         for _ in 0..3 {
             let e = out.write_now(&alert).unwrap_err().to_string();
             assert!(e.starts_with("cannot write alerts to full:"), "{e}");

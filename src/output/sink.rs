@@ -359,7 +359,10 @@ mod tests {
     }
 
     fn alert(n: usize) -> Alert {
-        let mut a = crate::alert::test_alert("2026-11-25T14:03:12Z".into(), "mac");
+        let mut a = crate::alert::test_alert(
+            "2026-11-25T14:03:12Z".into(),
+            crate::alert::Host::named("mac"),
+        );
         a.reasons.push(format!("seq {n}"));
         a
     }

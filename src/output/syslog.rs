@@ -139,13 +139,13 @@ impl Encoder {
             SyslogPayload::Json => {
                 serde_json::to_string(a).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
             }
-            SyslogPayload::Cef => cef::alert(a, Some(&self.hostname)),
+            SyslogPayload::Cef => cef::alert(a),
         };
         let mut sd = format!(
             "[{SD_ID} rule=\"{}\" severity=\"{}\" technique=\"{}\"",
             sd_value(a.rule.id),
             a.severity,
-            sd_value(&a.threat.technique.id.join(","))
+            sd_value(&a.threat.ids().join(","))
         );
         let team = a
             .process

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod ecs;
 pub mod eslogger;
 pub mod kextpolicy;
 pub mod rsyslog;
@@ -53,9 +54,23 @@ pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
     let alerts = String::from_utf8(bytes)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).expect("alert line is JSON"))
+        .map(parse_alert)
         .collect();
     (alerts, summary)
+}
+
+/// One JSON alert line, checked against ECS: every test that reads alerts checks their fields.
+pub fn parse_alert(line: &str) -> Value {
+    let v: Value = serde_json::from_str(line).expect("alert line is JSON");
+    ecs::assert_conforms(&v);
+    v
+}
+
+/// An alert as its JSON document, checked against ECS.
+pub fn alert_json(a: &kextwatch::alert::Alert) -> Value {
+    let v = serde_json::to_value(a).unwrap();
+    ecs::assert_conforms(&v);
+    v
 }
 
 /// Replay with the shipped default config.
@@ -75,11 +90,11 @@ pub fn rule(a: &Value) -> &str {
 }
 
 pub fn severity(a: &Value) -> &str {
-    a["severity"].as_str().unwrap()
+    a["kextwatch"]["severity"].as_str().unwrap()
 }
 
 pub fn reasons(a: &Value) -> String {
-    a["reasons"]
+    a["kextwatch"]["reasons"]
         .as_array()
         .unwrap()
         .iter()
@@ -88,13 +103,21 @@ pub fn reasons(a: &Value) -> String {
         .join(" | ")
 }
 
+/// The most specific ATT&CK ids: each sub-technique, and each technique without one.
 pub fn techniques(a: &Value) -> Vec<&str> {
-    a["threat"]["technique"]["id"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect()
+    fn ids(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap()).collect())
+            .unwrap_or_default()
+    }
+    let technique = &a["threat"]["technique"];
+    let subs = ids(&technique["subtechnique"]["id"]);
+    let mut out: Vec<&str> = ids(&technique["id"])
+        .into_iter()
+        .filter(|t| !subs.iter().any(|s| s.starts_with(&format!("{t}."))))
+        .collect();
+    out.extend(subs);
+    out
 }
 
 /// Decode one eslogger line (any event type) into an event.
