@@ -256,7 +256,8 @@ fn sighup_with_a_new_allowlist_changes_the_next_decisions() {
     assert_eq!(
         alerts_in(dir_out.path()).len(),
         1,
-        "the allowlisted manager's load no longer alerts"
+        "the allowlisted manager's load no longer alerts: {:#?}",
+        alerts_in(dir_out.path())
     );
 }
 
@@ -623,6 +624,96 @@ fn a_forced_restart_does_not_forget_a_staged_bundle() {
         "{load:#}"
     );
     let (code, _dir) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn tampering_before_a_forced_restart_makes_the_kext_load_after_it_critical() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kextwatch.toml"),
+        config_text(dir.path(), &file_output(dir.path())),
+    )
+    .unwrap();
+    let d = Daemon::launch(dir, &[]);
+    let mut c = Capture::new(9);
+    let sudo = cast::sudo();
+    c.spawn(
+        &sudo,
+        4131,
+        "/bin/launchctl",
+        "com.apple.xpc.launchctl",
+        &["launchctl", "bootout", "system/com.kextwatch.daemon"],
+    );
+    d.feed(&c.out);
+    let saved = d.dir.path().join("state/staged-bundles.json");
+    wait_for(|| std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("launchctl bootout")));
+    let dir = d.kill();
+
+    let d = Daemon::launch(dir, &[]);
+    let mut later = Capture::new(9);
+    later.now_ns = c.now_ns + 20 * 60_000_000_000;
+    later.kextload(&cast::kernelmanagerd(), "com.evil.rootkit");
+    d.feed(&later.out);
+    let out = d.dir.path().to_path_buf();
+    wait_for(|| alerts_in(&out).iter().any(|a| a["rule"]["id"] == "KW-9005"));
+    let load = alerts_in(&out)
+        .into_iter()
+        .find(|a| a["rule"]["id"] == "KW-9005")
+        .unwrap();
+    assert_eq!(load["kextwatch"]["severity"], "critical");
+    assert_eq!(
+        load["kextwatch"]["evidence"][0]["executable"],
+        "/bin/launchctl"
+    );
+    let (code, _dir) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_reload_that_detects_less_is_applied_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let config = dir.path().join("kextwatch.toml");
+    std::fs::write(&config, config_text(dir.path(), &file_output(&out))).unwrap();
+    let state = dir.path().to_path_buf();
+    let d = Daemon::launch(dir, &[]);
+    // Someone raises the minimum severity and trusts every zsh script, then asks for a reload.
+    let weaker = format!(
+        "[allowlist]\ninitiators = [{{ signing_id = \"com.apple.zsh\", team_id = \"ZZZZZZZZZZ\" }}]\n[detection]\nmin_severity = \"critical\"\n{}",
+        file_output(&out)
+    );
+    std::fs::write(&config, config_text(&state, &weaker)).unwrap();
+    d.signal("HUP");
+    d.wait_status(|s| s.config_generation == 2);
+    wait_for(|| !alerts_in(&out).is_empty());
+    let a = &alerts_in(&out)[0];
+    assert_eq!(a["rule"]["id"], "KW-6006", "{a:#}");
+    assert_eq!(a["kextwatch"]["severity"], "high");
+    let reasons = a["kextwatch"]["reasons"].to_string();
+    assert!(
+        reasons.contains("minimum severity raised from low to critical"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("allowlisted initiators added: com.apple.zsh (ZZZZZZZZZZ)"),
+        "{reasons}"
+    );
+    // Applied: a high alert is now below the minimum.
+    let mut c = Capture::new(9);
+    let shell = cast::sudo();
+    c.spawn(
+        &shell,
+        4131,
+        "/usr/bin/csrutil",
+        "com.apple.csrutil",
+        &["csrutil", "disable"],
+    );
+    d.feed(&c.out);
+    d.wait_status(|s| s.events_analysed >= 2);
+    assert_eq!(alerts_in(&out).len(), 1);
+    let (code, _) = d.stop();
     assert_eq!(code, 0);
 }
 

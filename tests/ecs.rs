@@ -216,6 +216,9 @@ fn every_action_kextwatch_names_has_an_ecs_class_that_fits() {
         "kextpolicy.database_unreadable",
         "sip-state",
         "test-alert",
+        "signal",
+        "settime",
+        "config-reload",
     ];
     let mut doc = sample_alert();
     for action in actions {

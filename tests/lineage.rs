@@ -9,7 +9,6 @@ use support::{reasons, rule, run, run_min, severity};
 
 const KEXT: &str = "/Library/Extensions/Vendor.kext";
 
-/// `parent` forks `child_pid`, and the child execs `exe` with `args`. Returns the new image.
 fn spawn(
     c: &mut Capture,
     parent: &Proc,
@@ -18,13 +17,7 @@ fn spawn(
     sid: &str,
     args: &[&str],
 ) -> Proc {
-    let child = parent.forked(child_pid);
-    c.fork(parent, &child);
-    c.after_ms(1);
-    let image = child.exec_into(exe, sid);
-    c.exec(&child, &image, args, "/");
-    c.after_ms(1);
-    image
+    c.spawn(parent, child_pid, exe, sid, args)
 }
 
 /// Jamf runs a policy script: jamf → sh -c script → kmutil load, and cp into /Library/Extensions.

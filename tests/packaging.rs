@@ -378,3 +378,39 @@ fn profile_organization_is_escaped_or_refused_never_invalid_xml() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("contains control characters"));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn the_shipped_tamper_settings_name_what_the_pkg_installs() {
+    let l = layout();
+    let config = kextwatch::config::Config::default_config();
+    let t = &config.tamper;
+    let sysext_exe = format!(
+        "{}/Contents/Library/SystemExtensions/{id}.systemextension/Contents/MacOS/{id}",
+        l["KW_APP"],
+        id = l["KW_SYSEXT_BUNDLE_ID"]
+    );
+    assert_eq!(t.executables, [l["KW_BIN"].clone(), sysext_exe]);
+    assert_eq!(t.launchd_label, l["KW_LAUNCHD_LABEL"]);
+    assert_eq!(t.launchd_plist, l["KW_LAUNCHD_PLIST"]);
+    assert_eq!(t.system_extension, l["KW_SYSEXT_BUNDLE_ID"]);
+    let protected = config.protected_paths();
+    let config_dir = Path::new(&l["KW_CONFIG"]).parent().unwrap();
+    for installed in [
+        l["KW_BIN"].as_str(),
+        l["KW_CONFIG"].as_str(),
+        l["KW_LAUNCHD_PLIST"].as_str(),
+        l["KW_APP"].as_str(),
+        l["KW_STATE_DIR"].as_str(),
+        l["KW_LOG_DIR"].as_str(),
+    ] {
+        assert!(
+            protected
+                .iter()
+                .any(|p| kextwatch::detect::path::is_under(installed, p)),
+            "{installed} is not protected: {protected:?}"
+        );
+    }
+    assert!(protected.contains(&config_dir.display().to_string()));
+    // The profile `kextwatch profile` writes is one tamper rules recognise.
+    assert!("com.kextwatch.profile.ABCDE12345".starts_with(&t.profile_identifier));
+}

@@ -45,6 +45,10 @@ pub fn class_of(action: &str) -> EventClass {
     match action {
         "exec" | "fork" => class(&["process"], &["start"]),
         "exit" => class(&["process"], &["end"]),
+        // A signal acts on a running process: kextwatch or its eslogger (tampering).
+        "signal" => class(&["process"], &["change"]),
+        "settime" => class(&["host"], &["change"]),
+        "config-reload" => class(&["configuration"], &["change"]),
         "create" | "link" | "clone" => class(&["file"], &["creation"]),
         "unlink" => class(&["file"], &["deletion"]),
         "write" | "close" | "rename" | "setmode" | "setowner" | "setextattr" | "deleteextattr"

@@ -329,7 +329,11 @@ impl Evidence {
         match (&self.executable, self.pid) {
             (Some(exe), Some(pid)) => format!("{exe} (pid {pid})"),
             (Some(exe), None) => exe.clone(),
-            _ => "KextPolicy".to_string(),
+            _ => match self.action {
+                "sip-state" => "the SIP state".to_string(),
+                "config-reload" => "a configuration reload".to_string(),
+                _ => "KextPolicy".to_string(),
+            },
         }
     }
 }

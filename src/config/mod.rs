@@ -28,7 +28,28 @@ pub struct Config {
     pub detection: DetectionSettings,
     pub kextpolicy: KextPolicySettings,
     pub daemon: DaemonSettings,
+    pub tamper: TamperSettings,
     pub outputs: Vec<OutputSpec>,
+}
+
+/// What kextwatch itself is, so that attempts to stop, blind or mislead it are recognised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TamperSettings {
+    /// kextwatch's own executables (normalised): processes running them are kextwatch.
+    pub executables: Vec<String>,
+    /// The Team ID kextwatch is signed with; when set, a process counts as kextwatch only with it.
+    pub team_id: Option<String>,
+    /// kextwatch's files and folders (normalised); `state_dir` and file outputs count too.
+    pub protected_paths: Vec<String>,
+    /// The LaunchDaemon's label and plist.
+    pub launchd_label: String,
+    pub launchd_plist: String,
+    /// The system extension's bundle id.
+    pub system_extension: String,
+    /// Identifier prefix of kextwatch's configuration profiles.
+    pub profile_identifier: String,
+    /// How long kext activity after tampering is critical (remembered across restarts).
+    pub memory: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +98,16 @@ pub struct KextEntry {
 pub enum BundlePattern {
     Exact(String),
     Prefix(String),
+}
+
+/// As written in the config: the bundle id, or the prefix and `*`.
+impl fmt::Display for BundlePattern {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            BundlePattern::Exact(id) => f.write_str(id),
+            BundlePattern::Prefix(p) => write!(f, "{p}*"),
+        }
+    }
 }
 
 impl BundlePattern {
@@ -251,6 +282,22 @@ impl fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// Every path whose change is tampering with kextwatch: the configured ones, `state_dir` and the
+    /// alert files (normalised).
+    pub fn protected_paths(&self) -> Vec<String> {
+        let mut paths = self.tamper.protected_paths.clone();
+        let extra = std::iter::once(&self.daemon.state_dir).chain(self.outputs.iter().filter_map(
+            |o| match o {
+                OutputSpec::File { path, .. } => Some(path),
+                _ => None,
+            },
+        ));
+        paths.extend(extra.filter_map(|p| normalize_root(&p.to_string_lossy())));
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();

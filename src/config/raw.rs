@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::{
     normalize_root, AlertFormat, Allowlist, BundlePattern, Config, DaemonSettings,
     DetectionSettings, InitiatorEntry, Invalid, KextEntry, KextPolicySettings, OutputSpec,
+    TamperSettings,
 };
 use crate::alert::Severity;
 
@@ -26,8 +27,35 @@ pub(super) struct RawConfig {
     #[serde(default)]
     daemon: RawDaemon,
     #[serde(default)]
+    tamper: RawTamper,
+    #[serde(default)]
     output: Vec<RawOutput>,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTamper {
+    executables: Option<Vec<S>>,
+    team_id: Option<S>,
+    protected_paths: Option<Vec<S>>,
+    launchd_label: Option<S>,
+    launchd_plist: Option<S>,
+    system_extension: Option<S>,
+    profile_identifier: Option<S>,
+    memory_minutes: Option<Spanned<i64>>,
+}
+
+/// Where the package installs kextwatch (packaging/scripts/layout.env).
+pub(super) const DEFAULT_EXECUTABLES: [&str; 2] = [
+    "/Library/Application Support/kextwatch/kextwatch",
+    "/Applications/Kextwatch.app/Contents/Library/SystemExtensions/com.kextwatch.app.agent.systemextension/Contents/MacOS/com.kextwatch.app.agent",
+];
+pub(super) const DEFAULT_PROTECTED_PATHS: [&str; 4] = [
+    "/Library/Application Support/kextwatch",
+    "/Library/LaunchDaemons/com.kextwatch.daemon.plist",
+    "/Applications/Kextwatch.app",
+    "/var/log/kextwatch",
+];
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +253,97 @@ impl RawKextPolicy {
     }
 }
 
+/// A list of absolute paths below `/`, normalised; `default` when the key is absent.
+fn path_list(key: &str, v: &Option<Vec<S>>, default: &[&str]) -> Result<Vec<String>, Invalid> {
+    let Some(list) = v else {
+        return Ok(default.iter().map(|p| p.to_string()).collect());
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            normalize_root(p.get_ref())
+                .filter(|n| n != "/")
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{key}[{i}]"),
+                        p,
+                        format!("{:?} must be an absolute path below /", p.get_ref()),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn identifier(key: &str, v: &Option<S>, default: &str) -> Result<String, Invalid> {
+    match v {
+        None => Ok(default.to_string()),
+        Some(s) if identifier_chars_ok(s.get_ref()) => Ok(s.get_ref().clone()),
+        Some(s) => Err(invalid(
+            key,
+            s,
+            format!(
+                "{:?} is not an identifier (letters, digits, '.', '-', '_')",
+                s.get_ref()
+            ),
+        )),
+    }
+}
+
+impl RawTamper {
+    fn validate(&self) -> Result<TamperSettings, Invalid> {
+        let minutes = match &self.memory_minutes {
+            None => 60,
+            Some(m) if (1..=10_080).contains(m.get_ref()) => *m.get_ref() as u64,
+            Some(m) => {
+                return Err(invalid(
+                    "tamper.memory_minutes",
+                    m,
+                    format!("{} is out of range (1 to 10080)", m.get_ref()),
+                ))
+            }
+        };
+        let team_id = match &self.team_id {
+            Some(t) if !t.get_ref().is_empty() => Some(team_id("tamper.team_id".into(), t)?),
+            _ => None,
+        };
+        let launchd_plist = absolute_path(
+            "tamper.launchd_plist",
+            &self.launchd_plist,
+            "/Library/LaunchDaemons/com.kextwatch.daemon.plist",
+        )?;
+        Ok(TamperSettings {
+            executables: path_list(
+                "tamper.executables",
+                &self.executables,
+                &DEFAULT_EXECUTABLES,
+            )?,
+            team_id,
+            protected_paths: path_list(
+                "tamper.protected_paths",
+                &self.protected_paths,
+                &DEFAULT_PROTECTED_PATHS,
+            )?,
+            launchd_label: identifier(
+                "tamper.launchd_label",
+                &self.launchd_label,
+                "com.kextwatch.daemon",
+            )?,
+            launchd_plist: normalize_root(&launchd_plist.to_string_lossy()).unwrap_or_default(),
+            system_extension: identifier(
+                "tamper.system_extension",
+                &self.system_extension,
+                "com.kextwatch.app.agent",
+            )?,
+            profile_identifier: identifier(
+                "tamper.profile_identifier",
+                &self.profile_identifier,
+                "com.kextwatch",
+            )?,
+            memory: Duration::from_secs(minutes * 60),
+        })
+    }
+}
+
 impl RawDaemon {
     fn validate(&self) -> Result<DaemonSettings, Invalid> {
         let minutes = match &self.heartbeat_minutes {
@@ -407,6 +526,7 @@ impl RawConfig {
             detection,
             kextpolicy: self.kextpolicy.validate()?,
             daemon: self.daemon.validate()?,
+            tamper: self.tamper.validate()?,
             outputs,
         })
     }

@@ -237,21 +237,22 @@ fn detection(
     let remembered = staged.load();
     if !remembered.is_empty() {
         tracing::info!(
-            bundles = remembered.len(),
-            "staged bundles remembered from before the restart"
+            bundles = remembered.stagings.len(),
+            tampering = remembered.tampers.len(),
+            "staged bundles and tampering remembered from before the restart"
         );
     }
-    engine.restore_staged_bundles(remembered);
+    engine.restore_durable_memory(remembered);
     // Saved when it changed, at most once a second: a forced restart loses at most that second.
     let mut next_staged_save = Instant::now();
-    let mut saved_generation = engine.staged_generation();
+    let mut saved_generation = engine.durable_generation();
     let mut save_staged = |engine: &Engine| {
         // Exported (a copy of every staging) only when something changed since the last save.
-        if engine.staged_generation() == saved_generation {
+        if engine.durable_generation() == saved_generation {
             return;
         }
-        match staged.save_if_changed(engine.staged_bundles()) {
-            Ok(_) => saved_generation = engine.staged_generation(),
+        match staged.save_if_changed(engine.durable_memory()) {
+            Ok(_) => saved_generation = engine.durable_generation(),
             Err(e) => tracing::warn!(error = %e, "staged-bundle memory not saved"),
         }
     };
@@ -272,7 +273,8 @@ fn detection(
             match m {
                 Msg::Reload => match Config::load_managed_or_file(managed_prefs, config_path) {
                     Ok((c, origin)) => {
-                        engine.reload(c);
+                        engine.reload_reporting(c, &origin.to_string(), now_ns(), &mut out);
+                        deliver(&mut out);
                         refresh(&engine);
                         health.config_reloaded();
                         tracing::info!(config = %origin, "configuration reloaded");

@@ -19,7 +19,7 @@ pub(super) type SharedInterest = Arc<std::sync::RwLock<KextInterest>>;
 use crate::source::replay::{EventDecoder, Line, LineReader, MAX_LINE};
 
 /// The events eslogger is asked for: those detection uses.
-pub const ESLOGGER_EVENTS: [&str; 19] = [
+pub const ESLOGGER_EVENTS: [&str; 21] = [
     "exec",
     "fork",
     "deleteextattr",
@@ -39,6 +39,8 @@ pub const ESLOGGER_EVENTS: [&str; 19] = [
     "setextattr",
     "kextload",
     "kextunload",
+    "signal",
+    "settime",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::staged::Staging;
+use crate::detect::DurableMemory;
 
 pub const FILE: &str = "staged-bundles.json";
 /// A state file bigger than this is not ours to read (4,096 stagings are well under it).
@@ -15,13 +15,14 @@ const MAX_BYTES: u64 = 16 << 20;
 #[derive(Serialize, Deserialize)]
 struct Saved {
     boot_session: Option<String>,
-    stagings: Vec<Staging>,
+    #[serde(flatten)]
+    memory: DurableMemory,
 }
 
 pub struct StagedStore {
     path: PathBuf,
     boot_session: Option<String>,
-    last_saved: Vec<Staging>,
+    last_saved: DurableMemory,
 }
 
 impl StagedStore {
@@ -29,48 +30,48 @@ impl StagedStore {
         StagedStore {
             path: state_dir.join(FILE),
             boot_session,
-            last_saved: Vec::new(),
+            last_saved: DurableMemory::default(),
         }
     }
 
     /// What a previous run of this boot saved; nothing from another boot or an unreadable file
     /// (which is logged, not fatal: the memory starts empty).
-    pub fn load(&mut self) -> Vec<Staging> {
+    pub fn load(&mut self) -> DurableMemory {
         let bytes = match read_bounded(&self.path) {
             Ok(Some(b)) => b,
-            Ok(None) => return Vec::new(),
+            Ok(None) => return DurableMemory::default(),
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "staged-bundle memory not read");
-                return Vec::new();
+                return DurableMemory::default();
             }
         };
         let saved: Saved = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "staged-bundle memory not read");
-                return Vec::new();
+                return DurableMemory::default();
             }
         };
         if saved.boot_session.is_none() || saved.boot_session != self.boot_session {
             tracing::info!("staged-bundle memory is from another boot: starting empty");
-            return Vec::new();
+            return DurableMemory::default();
         }
-        self.last_saved = saved.stagings.clone();
-        saved.stagings
+        self.last_saved = saved.memory.clone();
+        saved.memory
     }
 
     /// Save `now` if it differs from what was last saved (write to a temporary file, then rename).
-    pub fn save_if_changed(&mut self, now: Vec<Staging>) -> std::io::Result<bool> {
+    pub fn save_if_changed(&mut self, now: DurableMemory) -> std::io::Result<bool> {
         if now == self.last_saved {
             return Ok(false);
         }
         let saved = Saved {
             boot_session: self.boot_session.clone(),
-            stagings: now,
+            memory: now,
         };
         let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
         crate::files::replace_file(&self.path, &bytes, 0o600, crate::files::Durability::Synced)?;
-        self.last_saved = saved.stagings;
+        self.last_saved = saved.memory;
         Ok(true)
     }
 }
@@ -89,6 +90,8 @@ fn read_bounded(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::staged::Staging;
+    use crate::detect::tamper::TamperMark;
 
     fn staging(bundle: &str) -> Staging {
         Staging {
@@ -112,7 +115,20 @@ mod tests {
         let boot = Some("B1".to_string());
         let mut store = StagedStore::new(dir.path(), boot.clone());
         assert!(store.load().is_empty());
-        let v = vec![staging("/Library/Extensions/Evil.kext")];
+        let v = DurableMemory {
+            stagings: vec![staging("/Library/Extensions/Evil.kext")],
+            tampers: vec![TamperMark {
+                time_ns: 5,
+                what: "launchctl bootout system/com.kextwatch.daemon".into(),
+                timestamp: "2026-11-25T14:03:10Z".into(),
+                action: "exec".into(),
+                pid: Some(4100),
+                executable: Some("/bin/launchctl".into()),
+                signing_id: Some("com.apple.xpc.launchctl".into()),
+                team_id: None,
+                user_id: Some("501".into()),
+            }],
+        };
         assert!(store.save_if_changed(v.clone()).unwrap());
         assert!(
             !store.save_if_changed(v.clone()).unwrap(),
@@ -124,6 +140,15 @@ mod tests {
             .load()
             .is_empty());
         assert!(StagedStore::new(dir.path(), None).load().is_empty());
+    }
+
+    #[test]
+    fn a_file_from_before_tamper_memory_loads_its_stagings() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = serde_json::json!({"boot_session": "B1", "stagings": [staging("/Library/Extensions/A.kext")]});
+        std::fs::write(dir.path().join(FILE), old.to_string()).unwrap();
+        let m = StagedStore::new(dir.path(), Some("B1".into())).load();
+        assert_eq!((m.stagings.len(), m.tampers.len()), (1, 0));
     }
 
     #[test]

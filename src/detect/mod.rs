@@ -10,6 +10,7 @@ pub mod policy;
 pub mod rules;
 pub mod sip;
 pub mod staged;
+pub mod tamper;
 pub mod tools;
 mod verdict;
 
@@ -28,15 +29,22 @@ use correlate::Correlator;
 use fold::Folder;
 use rules::{BundleFacts, Finding, Rules};
 
-/// What the engine wants decoded: exec of kext/policy tools, changes under watched roots, kext events.
+/// What the engine wants decoded: exec of kext, policy and tamper tools, changes under watched roots
+/// and to kextwatch's own files, kext events, signals to kextwatch and its eslogger.
 pub struct KextInterest {
     roots: Vec<String>,
+    /// kextwatch's files, the TCC database, and its executables (as signal targets).
+    protected: Vec<String>,
+    executables: Vec<String>,
 }
 
 impl KextInterest {
     pub fn new(config: &Config) -> KextInterest {
+        let surface = tamper::Surface::new(config);
         KextInterest {
             roots: config.detection.watched_roots.clone(),
+            protected: surface.watched_paths(),
+            executables: config.tamper.executables.clone(),
         }
     }
 }
@@ -54,6 +62,7 @@ impl WatchList {
     pub fn new(config: &Config) -> WatchList {
         let mut prefixes = config.detection.watched_roots.clone();
         prefixes.push(config.kextpolicy.path.display().to_string());
+        prefixes.extend(tamper::Surface::new(config).watched_paths());
         // ES reports real paths (/private/var, not /var): the stores are listed that way.
         prefixes.extend(path::KEXT_STORES.iter().map(|s| s.path.to_string()));
         prefixes.sort();
@@ -65,16 +74,39 @@ impl WatchList {
 impl Interest for KextInterest {
     fn exec_matters(&self, path: &str, signing_id: Option<&str>) -> bool {
         tools::Tool::identify(path, signing_id).is_some()
+            || tamper::TamperTool::identify(path, signing_id).is_some()
     }
 
     fn path_matters(&self, p: &str) -> bool {
         let n = path::normalize(p);
-        self.roots.iter().any(|r| path::is_under(&n, r)) || path::kext_store(&n).is_some()
+        self.roots.iter().any(|r| path::is_under(&n, r))
+            || path::kext_store(&n).is_some()
+            || self.protected.iter().any(|r| path::is_under(&n, r))
+    }
+
+    fn signal_matters(&self, target: &str) -> bool {
+        let n = path::normalize(target);
+        n.eq_ignore_ascii_case(tamper::ESLOGGER)
+            || self.executables.iter().any(|e| n.eq_ignore_ascii_case(e))
     }
 
     /// Lineage: every exec (without arguments unless it is a tool) and fork.
     fn lifecycle_matters(&self) -> bool {
         true
+    }
+}
+
+/// Detection's memory that outlives the correlation window, as the daemon persists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DurableMemory {
+    pub stagings: Vec<staged::Staging>,
+    #[serde(default)]
+    pub tampers: Vec<tamper::TamperMark>,
+}
+
+impl DurableMemory {
+    pub fn is_empty(&self) -> bool {
+        self.stagings.is_empty() && self.tampers.is_empty()
     }
 }
 
@@ -105,6 +137,8 @@ pub struct Engine {
     processes: lineage::ProcessTable,
     /// Bundles staged and not yet loaded or removed, beyond the correlation window.
     staged: staged::StagedMemory,
+    /// Recent tampering with kextwatch, for `tamper.memory`.
+    tampers: tamper::TamperMemory,
     correlator: Correlator,
     folder: Folder,
     /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
@@ -132,6 +166,7 @@ impl Engine {
             bundles: HashMap::new(),
             processes: lineage::ProcessTable::default(),
             staged: staged::StagedMemory::default(),
+            tampers: tamper::TamperMemory::default(),
             correlator: Correlator::new(window),
             folder: Folder::new(fold),
             now_ns: i64::MIN,
@@ -173,6 +208,38 @@ impl Engine {
     /// windows.
     pub fn reload(&mut self, config: Config) {
         self.config = config;
+    }
+
+    /// A new configuration (SIGHUP), reported first when it detects less than the current one
+    /// (judged by the current minimum severity, so raising it cannot hide its own alert), then
+    /// applied as [`Engine::reload`] does. `origin` says where it came from.
+    pub fn reload_reporting(
+        &mut self,
+        config: Config,
+        origin: &str,
+        time_ns: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let (reasons, strong) = tamper::weakening(&self.config, &config);
+        if !reasons.is_empty() {
+            let severity = if strong {
+                crate::alert::Severity::High
+            } else {
+                crate::alert::Severity::Medium
+            };
+            let mut f = Finding::new(rules::CONFIG_WEAKENED, severity, origin.to_string());
+            f.reasons.push(format!(
+                "the configuration reloaded from {origin} detects less"
+            ));
+            f.reasons.extend(reasons);
+            if strong {
+                f.tamper = Some(format!(
+                    "a configuration reload from {origin} weakened detection"
+                ));
+            }
+            self.process_unattributed(f, "config-reload", time_ns, out);
+        }
+        self.reload(config);
     }
 
     /// Use a KextPolicy snapshot to tell the Team ID behind a kext load event's bundle id, and
@@ -329,12 +396,66 @@ impl Engine {
                     allowlisted_signature,
                 })
             });
+        self.follow_tampering(&mut finding, time_ns, &evidence);
         if finding.severity < self.config.detection.min_severity {
             self.below_min += 1;
             return;
         }
         let alert = build(finding, evidence, &self.host);
         self.folder.offer(key, alert, time_ns, out);
+    }
+
+    /// Kext activity inside `tamper.memory` after tampering is critical, with the tampering as
+    /// evidence; a tampering is remembered.
+    fn follow_tampering(&mut self, f: &mut Finding, time_ns: i64, evidence: &Evidence) {
+        if f.trusted {
+            return;
+        }
+        let memory = self.tamper_memory_ns();
+        if f.activity.is_some() && f.tamper.is_none() {
+            if let Some(m) = self.tampers.latest(time_ns, memory) {
+                let mins = (time_ns - m.time_ns) / 60_000_000_000;
+                let secs = (time_ns - m.time_ns) / 1_000_000_000 % 60;
+                f.rule = rules::KEXT_AFTER_TAMPER;
+                f.floor(
+                    crate::alert::Severity::Critical,
+                    format!(
+                        "follows tampering with kextwatch: `{}` by {} {mins} min {secs} s earlier",
+                        m.what,
+                        m.actor()
+                    ),
+                );
+                f.related.insert(0, m.evidence());
+            }
+        }
+        if let Some(what) = &f.tamper {
+            self.tampers
+                .remember(tamper::TamperMark::new(time_ns, what.clone(), evidence));
+        }
+    }
+
+    fn tamper_memory_ns(&self) -> i64 {
+        i64::try_from(self.config.tamper.memory.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// What the daemon persists so a restart (which an attacker can force) forgets nothing:
+    /// stagings not yet loaded or removed, and recent tampering.
+    pub fn durable_memory(&self) -> DurableMemory {
+        DurableMemory {
+            stagings: self.staged.export(),
+            tampers: self.tampers.export(),
+        }
+    }
+
+    /// Changes to the durable memory so far: persist it only when this moved.
+    pub fn durable_generation(&self) -> u64 {
+        self.staged.generation + self.tampers.generation
+    }
+
+    /// Remember what a previous run persisted.
+    pub fn restore_durable_memory(&mut self, m: DurableMemory) {
+        self.staged.restore(m.stagings);
+        self.tampers.restore(m.tampers);
     }
 
     /// End of input: report what is still folded.
@@ -355,21 +476,6 @@ impl Engine {
         }
     }
 
-    /// Bundles staged and not yet loaded or removed (the daemon persists them across restarts).
-    pub fn staged_bundles(&self) -> Vec<staged::Staging> {
-        self.staged.export()
-    }
-
-    /// Changes to the staged-bundle memory so far: persist it only when this moved.
-    pub fn staged_generation(&self) -> u64 {
-        self.staged.generation
-    }
-
-    /// Remember stagings a previous run of this boot persisted.
-    pub fn restore_staged_bundles(&mut self, stagings: Vec<staged::Staging>) {
-        self.staged.restore(stagings);
-    }
-
     /// Correlation signals and fold windows currently held (memory stays bounded by these).
     pub fn open_state(&self) -> (usize, usize) {
         (self.correlator.len(), self.folder.open_windows())
@@ -381,6 +487,8 @@ impl Engine {
         }
         if self.now_ns >= self.next_expiry_ns {
             self.correlator.expire(self.now_ns);
+            let memory = self.tamper_memory_ns();
+            self.tampers.expire(self.now_ns, memory);
             self.folder.expire(self.now_ns, out);
             self.next_expiry_ns = self.now_ns.saturating_add(SWEEP_NS);
         }

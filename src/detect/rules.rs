@@ -6,6 +6,7 @@
 
 use super::lineage::{Hop, Lineage, ProcessTable};
 use super::path::{bundle_under, kext_store, normalize, resolve, unexpected_location};
+use super::tamper;
 use super::tools::{
     self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
 };
@@ -68,6 +69,13 @@ rules! {
     STAGED_THEN_APPROVED = "KW-9003", "Kernel extension approved shortly after being staged", [T_KEXT, T_CODE_SIGNING_POLICY];
     KEXT_AFTER_UNSIGNED_ROOT = "KW-9004", "Kext loaded shortly after unsigned code ran as root", [T_KEXT];
     KEXT_AFTER_WEAKENING = "KW-9002", "Kext activity after SIP or boot policy weakening", [T_KEXT, T_IMPAIR_DEFENSES, T_CODE_SIGNING_POLICY];
+    TAMPER_STOP = "KW-6001", "kextwatch stopped, disabled or uninstalled", [T_IMPAIR_DEFENSES];
+    TAMPER_SIGNAL = "KW-6002", "Signal sent to stop kextwatch or its event source", [T_IMPAIR_DEFENSES];
+    TAMPER_FILES = "KW-6003", "kextwatch's files changed", [T_IMPAIR_DEFENSES];
+    TAMPER_PERMISSIONS = "KW-6004", "kextwatch's profile or Full Disk Access removed", [T_IMPAIR_DEFENSES];
+    TAMPER_CLOCK = "KW-6005", "System clock set", [T_IMPAIR_DEFENSES];
+    CONFIG_WEAKENED = "KW-6006", "Detection weakened by a configuration reload", [T_IMPAIR_DEFENSES];
+    KEXT_AFTER_TAMPER = "KW-9005", "Kext activity after tampering with kextwatch", [T_KEXT, T_IMPAIR_DEFENSES];
 }
 
 /// Apple daemons that manage kexts, policy and installs as part of normal operation. Matched by
@@ -85,6 +93,10 @@ const SYSTEM_ACTORS: [&str; 10] = [
     "com.apple.kextcache",
     "com.apple.kextload",
 ];
+
+/// Apple daemons that maintain kextwatch's files or the TCC database as part of normal operation
+/// (log rotation, TCC itself): their changes are not tampering. Platform binaries only.
+const FILE_MAINTAINERS: [&str; 2] = ["com.apple.newsyslog", "com.apple.tccd"];
 
 /// Kext activity an event represents, for correlation.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +138,8 @@ pub struct Finding {
     pub activity: Option<Activity>,
     /// The policy change, if this weakens protection (a correlation signal).
     pub weakening: Option<String>,
+    /// The tampering with kextwatch, in words (a durable correlation signal).
+    pub tamper: Option<String>,
     /// The actor or kext is trusted (Apple system daemon, allowlisted): no correlation either way.
     pub trusted: bool,
     /// Earlier events that correlation tied to this one.
@@ -149,6 +163,7 @@ impl Finding {
             subject,
             activity: None,
             weakening: None,
+            tamper: None,
             trusted: false,
             related: Vec::new(),
             lineage: Vec::new(),
@@ -409,8 +424,35 @@ impl Rules<'_> {
                 }
                 Some(f)
             }
+            EventKind::Signal { signal, target } => {
+                let parent = self
+                    .lineage
+                    .chain(target)
+                    .get(1)
+                    .map(|h| h.executable.clone());
+                let t = tamper::Surface::new(self.config).signal(
+                    *signal,
+                    &ev.process,
+                    target,
+                    parent.as_deref(),
+                )?;
+                self.tamper(ev, t, None)
+            }
+            EventKind::SetTime => {
+                // Apple's time daemon keeps the clock right; anyone else setting it is noted.
+                let p = &ev.process;
+                if p.is_platform_binary && p.signing_id.as_deref() == Some("com.apple.timed") {
+                    return None;
+                }
+                let what = "the system clock was set".to_string();
+                let t = tamper::Tamper {
+                    kind: tamper::TamperKind::Clock,
+                    what,
+                };
+                self.tamper(ev, t, None)
+            }
             // Fork and exit feed lineage only: `file_change` finds no path in them.
-            _ => self.file_change(ev),
+            _ => self.tamper_file(ev).or_else(|| self.file_change(ev)),
         }
     }
 
@@ -605,7 +647,19 @@ impl Rules<'_> {
 
     fn exec(&self, ev: &Event, exec: &Exec) -> Option<Finding> {
         let target = &exec.target;
+        let surface = tamper::Surface::new(self.config);
+        if let Some(t) =
+            tamper::TamperTool::identify(&target.executable, target.signing_id.as_deref())
+        {
+            let t = surface.command(t, &exec.args)?;
+            return self.tamper(ev, t, None);
+        }
         let tool = Tool::identify(&target.executable, target.signing_id.as_deref())?;
+        if tool == Tool::Systemextensionsctl {
+            if let Some(t) = surface.sysext_uninstall(&exec.args) {
+                return self.tamper(ev, t, None);
+            }
+        }
         if tool == Tool::Kmutil && is_kext_shim(&ev.process) {
             // Apple's kextload/kextutil/kextunload run kmutil to do their work: that command was
             // reported when the shim itself ran, so its kmutil is not a second alert.
@@ -809,6 +863,78 @@ impl Rules<'_> {
         // Who was behind it is stated; no initiator makes this trusted.
         let _ = self.resolve_initiator(&mut f, &ev.process);
         f.activity = store.consent.then_some(Activity::Approval);
+        Some(f)
+    }
+
+    /// A change to kextwatch's files (or the TCC database) by anyone but kextwatch and the
+    /// daemons that maintain them.
+    fn tamper_file(&self, ev: &Event) -> Option<Finding> {
+        let (verb, path, other, _) = file_change_target(&ev.kind, &[])?;
+        if matches!(
+            ev.kind,
+            EventKind::SetExtattr { .. }
+                | EventKind::DeleteExtattr { .. }
+                | EventKind::Utimes { .. }
+        ) {
+            return None;
+        }
+        let surface = tamper::Surface::new(self.config);
+        let p = &ev.process;
+        let maintainer = p.is_platform_binary
+            && p.signing_id
+                .as_deref()
+                .is_some_and(|s| FILE_MAINTAINERS.contains(&s));
+        if surface.is_kextwatch(p) || maintainer {
+            return None;
+        }
+        let (hit, touched) = [Some(path), other]
+            .into_iter()
+            .flatten()
+            .find_map(|x| surface.protected_file(x).map(|h| (h, x)))?;
+        let touched = normalize(touched).into_owned();
+        let what = if hit == tamper::TCC_DB {
+            format!("the TCC database (Full Disk Access grants) {verb}")
+        } else {
+            format!("{touched} {verb}")
+        };
+        let kind = if hit == tamper::TCC_DB {
+            tamper::TamperKind::Permissions
+        } else {
+            tamper::TamperKind::Files
+        };
+        let file = FileInfo {
+            path: touched,
+            source_path: other.map(|o| normalize(o).into_owned()),
+        };
+        self.tamper(ev, tamper::Tamper { kind, what }, Some(file))
+    }
+
+    /// A tampering: high (the clock: medium) when anyone but Apple's installer or an allowlisted
+    /// management tool is behind it, and remembered for escalation; maintenance otherwise.
+    fn tamper(&self, ev: &Event, t: tamper::Tamper, file: Option<FileInfo>) -> Option<Finding> {
+        use tamper::TamperKind as K;
+        let (rule, base) = match t.kind {
+            K::Stop => (TAMPER_STOP, Severity::High),
+            K::Signal => (TAMPER_SIGNAL, Severity::High),
+            K::Files => (TAMPER_FILES, Severity::High),
+            K::Permissions => (TAMPER_PERMISSIONS, Severity::High),
+            K::Clock => (TAMPER_CLOCK, Severity::Medium),
+        };
+        let mut f = Finding::new(rule, base, t.what.clone());
+        f.reasons.push(format!(
+            "{} by {} ({})",
+            t.what,
+            ev.process.executable,
+            identity(&ev.process)
+        ));
+        f.file = file;
+        match self.initiator_context(&mut f, &ev.process, Raise::Nothing) {
+            Actor::Other => f.tamper = Some(t.what),
+            Actor::System | Actor::Allowlisted => f.settle(
+                Severity::Info,
+                "done for Apple's installer or an allowlisted management tool: maintenance".into(),
+            ),
+        }
         Some(f)
     }
 

@@ -75,8 +75,8 @@ pub struct ReadBack {
 }
 
 /// Evidence actions are static names; a restored one maps back to its name.
-fn static_action(a: &str) -> &'static str {
-    const ACTIONS: [&str; 9] = [
+pub(crate) fn static_action(a: &str) -> &'static str {
+    const ACTIONS: [&str; 16] = [
         "create",
         "write",
         "close",
@@ -84,8 +84,15 @@ fn static_action(a: &str) -> &'static str {
         "setmode",
         "setowner",
         "setextattr",
+        "deleteextattr",
+        "setflags",
+        "setacl",
+        "truncate",
+        "link",
+        "clone",
         "unlink",
         "exec",
+        "signal",
     ];
     ACTIONS
         .iter()

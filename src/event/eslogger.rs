@@ -38,6 +38,8 @@ pub mod event_type {
     pub const NOTIFY_CLONE: u32 = 61;
     pub const NOTIFY_DELETEEXTATTR: u32 = 70;
     pub const NOTIFY_SETACL: u32 = 82;
+    pub const NOTIFY_SIGNAL: u32 = 31;
+    pub const NOTIFY_SETTIME: u32 = 75;
 
     /// A readable name for summaries, for the types kextwatch decodes or commonly sees.
     pub fn name(t: u32) -> Option<&'static str> {
@@ -66,6 +68,8 @@ pub mod event_type {
             NOTIFY_CLONE => "clone",
             NOTIFY_DELETEEXTATTR => "deleteextattr",
             NOTIFY_SETACL => "setacl",
+            NOTIFY_SIGNAL => "signal",
+            NOTIFY_SETTIME => "settime",
             _ => return None,
         })
     }
@@ -86,6 +90,10 @@ pub trait Interest {
     fn exits_matter(&self) -> bool {
         false
     }
+    /// Can a signal sent to a process running this image matter? (kextwatch and its eslogger.)
+    fn signal_matters(&self, _target: &str) -> bool {
+        false
+    }
 }
 
 /// A shared interest the daemon replaces on SIGHUP, so sources decode what the current config says
@@ -102,6 +110,9 @@ impl<I: Interest> Interest for std::sync::RwLock<I> {
     }
     fn exits_matter(&self) -> bool {
         current(self).exits_matter()
+    }
+    fn signal_matters(&self, target: &str) -> bool {
+        current(self).signal_matters(target)
     }
 }
 
@@ -123,6 +134,9 @@ impl<I: Interest + ?Sized> Interest for std::sync::Arc<I> {
     fn exits_matter(&self) -> bool {
         (**self).exits_matter()
     }
+    fn signal_matters(&self, target: &str) -> bool {
+        (**self).signal_matters(target)
+    }
 }
 
 /// Decode everything (tests, tooling).
@@ -139,6 +153,9 @@ impl Interest for AllEvents {
         true
     }
     fn exits_matter(&self) -> bool {
+        true
+    }
+    fn signal_matters(&self, _: &str) -> bool {
         true
     }
 }
@@ -375,6 +392,24 @@ fn decode_kind(
                 child_pidversion: child.pidversion,
             })
         }
+        NOTIFY_SIGNAL => {
+            let peek: Wrap<SignalPeek> = serde_json::from_str(body)?;
+            let path = peek
+                .body
+                .target
+                .executable
+                .as_ref()
+                .map_or("", |f| &*f.path);
+            if !interest.signal_matters(path) {
+                return Ok(None);
+            }
+            let w: Wrap<RawSignal> = serde_json::from_str(body)?;
+            Some(EventKind::Signal {
+                signal: w.body.sig.ok_or(DecodeError::Missing("signal.sig"))?,
+                target: Box::new(w.body.target.into_process()),
+            })
+        }
+        NOTIFY_SETTIME => Some(EventKind::SetTime),
         NOTIFY_EXIT if interest.exits_matter() => {
             let w: Wrap<RawExit> = serde_json::from_str(body)?;
             Some(EventKind::Exit {
@@ -628,6 +663,20 @@ struct RawExec<'a> {
     args: Option<Vec<Cow<'a, str>>>,
     #[serde(default, borrow)]
     cwd: Option<RawFile<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SignalPeek<'a> {
+    #[serde(borrow)]
+    target: PeekProcess<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawSignal<'a> {
+    #[serde(default)]
+    sig: Option<i32>,
+    #[serde(borrow)]
+    target: RawProcess<'a>,
 }
 
 #[derive(Deserialize)]

@@ -169,6 +169,13 @@ pub enum EventKind {
         allowed: bool,
         reason: String,
     },
+    /// A signal sent (kill(2)): `process` sent `signal` to `target`.
+    Signal {
+        signal: i32,
+        target: Box<Process>,
+    },
+    /// The system clock was set (settimeofday): `process` set it.
+    SetTime,
     KextUnload {
         identifier: String,
     },
@@ -215,6 +222,8 @@ impl EventKind {
             EventKind::KextUnload { .. } => "kextunload",
             EventKind::Fork { .. } => "fork",
             EventKind::Exit { .. } => "exit",
+            EventKind::Signal { .. } => "signal",
+            EventKind::SetTime => "settime",
         }
     }
 }

@@ -57,6 +57,13 @@ pub const LIFECYCLE_SUBSCRIPTIONS: [es_event_type_t; 2] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_FORK,
 ];
 
+/// Attempts to stop or mislead kextwatch that carry no path: signals (to kextwatch and its
+/// eslogger) and clock changes. On the lifecycle client, which no path muting touches.
+pub const TAMPER_SUBSCRIPTIONS: [es_event_type_t; 2] = [
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_SIGNAL,
+    es_event_type_t::ES_EVENT_TYPE_NOTIFY_SETTIME,
+];
+
 /// Kext events carry no target path, so path muting must not touch them: a second client, without
 /// inversion (one client per concern). AUTH_KEXTLOAD joins it in enforce mode.
 pub const KEXT_SUBSCRIPTIONS: [es_event_type_t; 2] = [
@@ -290,6 +297,17 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
                 destination,
             }
         }
+        EsEvent::NotifySignal(e) => {
+            let target = e.target();
+            if !interest.signal_matters(&target.executable().path().to_string_lossy()) {
+                return None;
+            }
+            EventKind::Signal {
+                signal: e.sig(),
+                target: Box::new(process(&target)),
+            }
+        }
+        EsEvent::NotifySetTime(_) => EventKind::SetTime,
         EsEvent::NotifyKextLoad(e) => EventKind::KextLoad {
             identifier: lossy(e.identifier()),
         },
@@ -470,6 +488,9 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
                     mute_self(&mut lifecycle)?;
                     lifecycle
                         .subscribe(&LIFECYCLE_SUBSCRIPTIONS)
+                        .map_err(|e| format!("subscribe: {e:?}"))?;
+                    lifecycle
+                        .subscribe(&TAMPER_SUBSCRIPTIONS)
                         .map_err(|e| format!("subscribe: {e:?}"))?;
                     Ok((files, kexts, lifecycle))
                 })();

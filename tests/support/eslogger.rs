@@ -406,6 +406,36 @@ impl Capture {
         self.exec(&child, &kmutil, args, "/")
     }
 
+    /// `parent` forks `child_pid`, and the child execs `exe` with `args`. Returns the new image.
+    pub fn spawn(
+        &mut self,
+        parent: &Proc,
+        child_pid: i32,
+        exe: &str,
+        sid: &str,
+        args: &[&str],
+    ) -> Proc {
+        let child = parent.forked(child_pid);
+        self.fork(parent, &child);
+        self.after_ms(1);
+        let image = child.exec_into(exe, sid);
+        self.exec(&child, &image, args, "/");
+        self.after_ms(1);
+        image
+    }
+
+    /// `sender` sends signal `sig` to `target` (kill(2)); macOS 15.4+ adds the instigator (null
+    /// for a direct signal).
+    pub fn signal(&mut self, sender: &Proc, target: &Proc, sig: i32) -> &mut Self {
+        let body = json!({"sig": sig, "target": target.json(self.version), "instigator": null});
+        self.message(31, sender, "signal", body)
+    }
+
+    /// `p` set the system clock (the event has no fields).
+    pub fn settime(&mut self, p: &Proc) -> &mut Self {
+        self.message(75, p, "settime", json!({}))
+    }
+
     pub fn exit(&mut self, p: &Proc) -> &mut Self {
         self.message(15, p, "exit", json!({"stat": 0}))
     }
@@ -463,6 +493,45 @@ pub mod cast {
             "/usr/local/jamf/bin/jamf",
             "com.jamfsoftware.jamf",
             "483DWKW443",
+        )
+    }
+    /// The kextwatch daemon, as the pkg installs it (launchd's child).
+    pub fn kextwatch() -> Proc {
+        Proc::developer(
+            300,
+            1,
+            "/Library/Application Support/kextwatch/kextwatch",
+            "kextwatch",
+            "KXWATCH123",
+        )
+    }
+    /// The eslogger the daemon runs.
+    pub fn kextwatch_eslogger() -> Proc {
+        Proc::apple(301, 300, "/usr/bin/eslogger", "com.apple.eslogger")
+    }
+    pub fn system_installd() -> Proc {
+        Proc::apple(640, 1, "/System/Library/PrivateFrameworks/PackageKit.framework/Versions/A/Resources/system_installd", "com.apple.system_installd")
+    }
+    pub fn newsyslog() -> Proc {
+        Proc::apple(910, 1, "/usr/sbin/newsyslog", "com.apple.newsyslog")
+    }
+    pub fn tccd() -> Proc {
+        Proc::apple(
+            420,
+            1,
+            "/System/Library/PrivateFrameworks/TCC.framework/Support/tccd",
+            "com.apple.tccd",
+        )
+    }
+    pub fn timed() -> Proc {
+        Proc::apple(233, 1, "/usr/libexec/timed", "com.apple.timed")
+    }
+    pub fn backupd() -> Proc {
+        Proc::apple(
+            1290,
+            1,
+            "/System/Library/CoreServices/backupd.bundle/Contents/Resources/backupd",
+            "com.apple.backupd",
         )
     }
     pub fn launchd() -> Proc {
