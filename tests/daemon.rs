@@ -484,6 +484,76 @@ fn eslogger_source_is_restarted_when_it_exits() {
 }
 
 #[test]
+fn a_killed_eslogger_is_restarted_at_once_and_reported_with_its_killer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("eslogger");
+    // A stand-in that reports a root shell sending it SIGKILL (its own pid, as eslogger would),
+    // then dies of it.
+    let mut c = Capture::new(9);
+    // Live: the event is stamped as it happens.
+    c.now_ns = kextwatch::event::now_ns();
+    let shell = cast::sudo().exec_into("/bin/bash", "com.apple.bash");
+    let target = support::eslogger::Proc {
+        pid: 999_999,
+        ..cast::kextwatch_eslogger()
+    };
+    c.signal(&shell, &target, 9);
+    std::fs::write(dir.path().join("signal.jsonl"), &c.out).unwrap();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nsed \"s/999999/$$/g\" '{}'\nkill -9 $$\n",
+            dir.path().join("signal.jsonl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.path().join("k.toml");
+    std::fs::write(&config, config_text(dir.path(), &file_output(dir.path()))).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--source", "eslogger", "--eslogger"])
+        .arg(&fake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed again and again, it keeps coming back (how soon is `Restart`'s unit test: at once
+    // after a kill, not on the failure backoff).
+    let status_path = dir.path().join("state/status.json");
+    wait_for(|| Status::read(&status_path).is_ok_and(|s| s.source_restarts >= 3));
+    wait_for(|| {
+        alerts_in(dir.path()).iter().any(|a| {
+            a["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ended by SIGKILL")
+        })
+    });
+    let died = alerts_in(dir.path())
+        .into_iter()
+        .find(|a| {
+            a["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ended by SIGKILL")
+        })
+        .unwrap();
+    assert_eq!(died["rule"]["id"], "KW-6002");
+    let reasons = died["kextwatch"]["reasons"].to_string();
+    assert!(
+        reasons.contains("the signal was sent by /bin/bash"),
+        "{reasons}"
+    );
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
 fn doctor_says_what_is_wrong_and_how_to_fix_it() {
     let Some(r) =
         support::rsyslog::Rsyslog::start_or_skip("doctor_says_what_is_wrong_and_how_to_fix_it")

@@ -53,6 +53,13 @@ pub(crate) enum Msg {
     Sip(u32, i64),
     Reload,
     Stop,
+    /// The eslogger source ended by a signal (and was restarted); sent on the event channel,
+    /// after the events it read.
+    SourceKilled {
+        pid: u32,
+        signal: i32,
+        time_ns: i64,
+    },
 }
 
 /// Where macOS puts the managed preferences MDM delivers for the `com.kextwatch` domain.
@@ -305,7 +312,7 @@ fn detection(
                     engine.process_sip(flags, t, &mut out);
                     deliver(&mut out);
                 }
-                Msg::Event(_) => {}
+                Msg::Event(_) | Msg::SourceKilled { .. } => {}
             }
         }
         let wait = if stopping.is_some() {
@@ -322,6 +329,14 @@ fn detection(
                 deliver(&mut out);
                 // Counted once its alerts are: a status that shows an event analysed shows them.
                 health.count_processed();
+            }
+            Ok(Msg::SourceKilled {
+                pid,
+                signal,
+                time_ns,
+            }) => {
+                engine.process_source_killed(pid, signal, time_ns, &mut out);
+                deliver(&mut out);
             }
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) => {

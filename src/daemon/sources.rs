@@ -247,23 +247,75 @@ fn replay(feeder: &Feeder, path: &Path, stop: &AtomicBool) {
     }
 }
 
-/// Run eslogger and read its output; restart it with backoff when it exits.
+/// When to start eslogger again after it ended. At once after a kill: the kill is the attack, and
+/// waiting would widen the blind gap it made (a kill loop must not stretch it). With a doubling
+/// backoff after quick failures (a missing binary, no Full Disk Access), reset once it ran for a
+/// healthy period.
+#[derive(Debug)]
+struct Restart {
+    backoff: Duration,
+}
+
+const RESTART_AFTER_KILL: Duration = Duration::from_millis(100);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Running this long means the last failure is behind it.
+const HEALTHY: Duration = Duration::from_secs(60);
+
+impl Restart {
+    fn new() -> Restart {
+        Restart {
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// The wait before the next start, for a run that lasted `ran` and ended by a signal or not.
+    fn after(&mut self, ran: Duration, killed: bool) -> Duration {
+        if ran >= HEALTHY {
+            self.backoff = FIRST_BACKOFF;
+        }
+        if killed {
+            return RESTART_AFTER_KILL;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
+
+/// The signal that ended a child, if one did.
+fn ending_signal(status: &std::io::Result<std::process::ExitStatus>) -> Option<i32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status.as_ref().ok().and_then(|s| s.signal())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        None
+    }
+}
+
+/// Run eslogger and read its output; start it again when it ends (see [`Restart`]). A kill is
+/// reported to detection, which raises it as tampering.
 fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
-    let mut backoff = Duration::from_secs(1);
+    let mut restart = Restart::new();
     loop {
+        let started = std::time::Instant::now();
         let child = Command::new(bin)
             .args(ESLOGGER_EVENTS)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn();
+        let mut killed = false;
         match child {
             Ok(mut child) => {
-                feeder.health.set_source_state(format!(
-                    "running {} (pid {})",
-                    bin.display(),
-                    child.id()
-                ));
+                let pid = child.id();
+                feeder
+                    .health
+                    .set_source_state(format!("running {} (pid {pid})", bin.display()));
                 if let Some(out) = child.stdout.take() {
                     feeder.read_all(out, stop);
                 }
@@ -272,9 +324,21 @@ fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                tracing::warn!(?status, "eslogger exited; restarting");
+                if let Some(signal) = ending_signal(&status) {
+                    killed = true;
+                    tracing::warn!(pid, signal, "eslogger was killed; restarting at once");
+                    // After its events, in order (detection may then name the sender from the
+                    // signal event eslogger reported), and never dropped: this send waits.
+                    let _ = feeder.tx.send(Msg::SourceKilled {
+                        pid,
+                        signal,
+                        time_ns: crate::event::now_ns(),
+                    });
+                } else {
+                    tracing::warn!(?status, "eslogger exited; restarting");
+                }
                 feeder.health.set_source_state(format!(
-                    "eslogger exited ({status:?}); restarting in {backoff:?}"
+                    "eslogger (pid {pid}) ended ({status:?}); restarting"
                 ));
             }
             Err(e) => {
@@ -288,15 +352,37 @@ fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
             .health
             .source_restarts
             .fetch_add(1, Ordering::Relaxed);
+        let wait = restart.after(started.elapsed(), killed);
         let mut slept = Duration::ZERO;
-        while slept < backoff && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-            slept += Duration::from_millis(100);
+        while slept < wait && !stop.load(Ordering::Relaxed) {
+            let step = Duration::from_millis(100).min(wait - slept);
+            std::thread::sleep(step);
+            slept += step;
         }
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_restarts_at_once_failures_back_off_and_a_healthy_run_resets() {
+        let mut r = Restart::new();
+        let quick = Duration::from_millis(200);
+        // Quick failures double the wait, up to the cap.
+        let waits: Vec<u64> = (0..8).map(|_| r.after(quick, false).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        // A kill loop does not wait on that backoff.
+        for _ in 0..5 {
+            assert_eq!(r.after(quick, true), RESTART_AFTER_KILL);
+        }
+        // A healthy run forgets the failures before it.
+        assert_eq!(r.after(HEALTHY, false), FIRST_BACKOFF);
+        assert_eq!(r.after(quick, false), FIRST_BACKOFF * 2);
     }
 }
 

@@ -152,6 +152,9 @@ pub struct Engine {
 /// Bundle identities kept; past it the map starts over (identities are re-read on the next event).
 const MAX_BUNDLES: usize = 16_384;
 
+/// How close a signal event must be to the death it explains.
+const SIGNAL_MATCH_NS: i64 = 10_000_000_000;
+
 /// How often (in event time) windows are swept.
 const SWEEP_NS: i64 = 1_000_000_000;
 
@@ -321,6 +324,42 @@ impl Engine {
     pub fn process_policy(&mut self, change: &PolicyChange, time_ns: i64, out: &mut Vec<Alert>) {
         let finding = policy::evaluate(&self.config, change);
         self.process_unattributed(finding, policy::action(change), time_ns, out);
+    }
+
+    /// kextwatch's eslogger (pid `pid`) ended by `signal` at `time_ns` and was restarted: events
+    /// between are missing. Tampering, naming who sent the signal when a signal event showed it.
+    pub fn process_source_killed(
+        &mut self,
+        pid: u32,
+        signal: i32,
+        time_ns: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let what = format!(
+            "kextwatch's eslogger (pid {pid}) ended by {}",
+            tamper::signal_name(signal)
+        );
+        let mut f = Finding::new(
+            rules::TAMPER_SIGNAL,
+            crate::alert::Severity::High,
+            what.clone(),
+        );
+        f.reasons.push(format!(
+            "{what} and was restarted: events in between are missing"
+        ));
+        // The signal event itself, if eslogger reported it before it died.
+        let named = format!("(pid {pid})");
+        let killer = self
+            .tampers
+            .latest(time_ns, SIGNAL_MATCH_NS)
+            .filter(|m| m.what.contains(&named) && m.what.contains("eslogger"));
+        if let Some(m) = killer {
+            f.reasons
+                .push(format!("the signal was sent by {}", m.actor()));
+            f.related.push(m.evidence());
+        }
+        f.tamper = Some(what);
+        self.process_unattributed(f, "signal", time_ns, out);
     }
 
     /// The SIP configuration read on the Mac at `time_ns` (at start, and when it changes).
