@@ -41,7 +41,7 @@ impl Summary {
     pub fn heartbeat(
         &self,
         timestamp: &str,
-        host: &crate::alert::Host,
+        (host, beat): (&crate::alert::Host, &crate::alert::ecs::Beat),
         source: &str,
         kextpolicy_readable: Option<bool>,
         config_generation: u64,
@@ -55,6 +55,7 @@ impl Summary {
         crate::alert::ecs::heartbeat(
             timestamp,
             host,
+            beat,
             &message,
             serde_json::json!({
                 "sources": {source: {
@@ -111,6 +112,7 @@ pub fn replay(
     let mut progress = progress;
 
     let heartbeat_every = engine.config().daemon.heartbeat_interval;
+    let mut beat = crate::alert::ecs::Beat::new_run(None);
     let mut next_heartbeat = Instant::now() + heartbeat_every;
 
     fn emit(
@@ -158,7 +160,7 @@ pub fn replay(
                 sinks: outputs.report().1,
             };
             let now = now_rfc3339();
-            let body = summary.heartbeat(&now, engine.host(), "replay", None, 1);
+            let body = summary.heartbeat(&now, (engine.host(), beat.advance()), "replay", None, 1);
             outputs.heartbeat(&now, &body)?;
         }
     }

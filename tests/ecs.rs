@@ -167,15 +167,29 @@ fn sip_policy_decision_and_test_alerts_and_heartbeats_are_ecs() {
     );
 
     let (_, summary) = support::run_with(b"", Config::default_config());
+    let mut beat = ecs::Beat::new_run(Some("6F1E2D3C-0000-4000-8000-000000000001".into()));
+    beat.advance();
     let hb = summary.heartbeat(
         "2026-11-25T14:03:12Z",
-        &Host::named("mac-17"),
+        (&Host::named("mac-17"), beat.advance()),
         "replay",
         Some(true),
         1,
     );
     assert_conforms(&hb);
     assert_eq!(hb["event"]["kind"], "metric");
+    // The dead-man switch's fields: which run, which beat of it, which boot.
+    assert_eq!(hb["event"]["sequence"], 2);
+    assert_eq!(hb["agent"]["ephemeral_id"], beat.run_id.as_str());
+    assert_eq!(
+        hb["host"]["boot"]["id"],
+        "6F1E2D3C-0000-4000-8000-000000000001"
+    );
+    assert_ne!(
+        ecs::Beat::new_run(None).run_id,
+        beat.run_id,
+        "each run has its own id"
+    );
     assert_eq!(hb["host"]["name"], "mac-17");
     assert_eq!(hb["kextwatch"]["sources"]["replay"]["lines"], 0);
 }

@@ -781,7 +781,10 @@ fn heartbeats_carry_counters() {
         "2026-11-26T12:00:00Z",
         &summary.heartbeat(
             "2026-11-26T12:00:00Z",
-            &kextwatch::alert::Host::named("mac-17"),
+            (
+                &kextwatch::alert::Host::named("mac-17"),
+                kextwatch::alert::ecs::Beat::new_run(Some("B1".into())).advance(),
+            ),
             "replay",
             Some(true),
             3,

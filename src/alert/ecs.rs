@@ -396,10 +396,39 @@ impl Serialize for Alert {
     }
 }
 
+/// What tells heartbeats apart: this run of kextwatch (`agent.ephemeral_id`, new at every start), the
+/// count of beats in it (`event.sequence`, from 1) and the boot (`host.boot.id`). A SIEM that stops
+/// receiving beats from a host, or sees the count start over, knows kextwatch was silenced or
+/// restarted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat {
+    pub run_id: String,
+    pub sequence: u64,
+    pub boot_id: Option<String>,
+}
+
+impl Beat {
+    /// A new run: a random run id, no beat yet.
+    pub fn new_run(boot_id: Option<String>) -> Beat {
+        Beat {
+            run_id: uuid::Uuid::new_v4().to_string(),
+            sequence: 0,
+            boot_id,
+        }
+    }
+
+    /// The next beat of this run.
+    pub fn advance(&mut self) -> &Beat {
+        self.sequence += 1;
+        self
+    }
+}
+
 /// A heartbeat as an ECS document (`event.kind: metric`): `counters` go under `kextwatch.`.
 pub fn heartbeat(
     timestamp: &str,
     host: &Host,
+    beat: &Beat,
     message: &str,
     counters: serde_json::Value,
 ) -> serde_json::Value {
@@ -412,15 +441,23 @@ pub fn heartbeat(
         module: MODULE,
         dataset: "kextwatch.heartbeat",
         severity: None,
-        sequence: None,
+        sequence: Some(beat.sequence),
     };
+    let mut host = serde_json::to_value(host).unwrap_or_default();
+    if let (Some(h), Some(boot)) = (host.as_object_mut(), &beat.boot_id) {
+        h.insert("boot".into(), serde_json::json!({ "id": boot }));
+    }
+    let mut agent = serde_json::to_value(AGENT).unwrap_or_default();
+    if let Some(a) = agent.as_object_mut() {
+        a.insert("ephemeral_id".into(), beat.run_id.clone().into());
+    }
     serde_json::json!({
         "@timestamp": timestamp,
         "message": message,
         "ecs": Ecs { version: ECS_VERSION },
         "event": event,
         "host": host,
-        "agent": AGENT,
+        "agent": agent,
         "kextwatch": counters,
     })
 }

@@ -226,7 +226,12 @@ impl Status {
     }
 
     /// The heartbeat sent to each syslog sink: an ECS metric document naming `host`.
-    pub fn heartbeat(&self, timestamp: &str, host: &crate::alert::Host) -> serde_json::Value {
+    pub fn heartbeat(
+        &self,
+        timestamp: &str,
+        host: &crate::alert::Host,
+        beat: &crate::alert::ecs::Beat,
+    ) -> serde_json::Value {
         let alerts: u64 = self.alerts.values().sum();
         let message = format!(
             "kextwatch heartbeat: source {} {}, {} events analysed, {alerts} alerts",
@@ -235,6 +240,7 @@ impl Status {
         crate::alert::ecs::heartbeat(
             timestamp,
             host,
+            beat,
             &message,
             serde_json::json!({
                 "sources": {self.source.clone(): {
@@ -303,7 +309,15 @@ mod tests {
                 ..SinkStats::default()
             }],
         ));
-        let hb = status.heartbeat("2026-11-26T12:00:00Z", &crate::alert::Host::named("mac-17"));
+        let mut beat = crate::alert::ecs::Beat::new_run(Some("B1".into()));
+        let hb = status.heartbeat(
+            "2026-11-26T12:00:00Z",
+            &crate::alert::Host::named("mac-17"),
+            beat.advance(),
+        );
+        assert_eq!(hb["event"]["sequence"], 1);
+        assert_eq!(hb["host"]["boot"]["id"], "B1");
+        assert_eq!(hb["agent"]["ephemeral_id"], beat.run_id.as_str());
         let k = &hb["kextwatch"];
         assert_eq!(k["outputs"][0]["written"], 7);
         assert_eq!(k["outputs"][0]["lost"], 3);

@@ -130,6 +130,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         let heartbeat = Heartbeat {
             every: config.daemon.heartbeat_interval,
             host: host.clone(),
+            beat: crate::alert::ecs::Beat::new_run(crate::host::boot_session()),
         };
         let status_path = state_dir.join(STATUS_FILE);
         std::thread::Builder::new()
@@ -371,6 +372,7 @@ fn detection(
 struct Heartbeat {
     every: Duration,
     host: crate::alert::Host,
+    beat: crate::alert::ecs::Beat,
 }
 
 /// The sink loop: hands each alert to every output's worker; heartbeats and the status file on a
@@ -379,7 +381,7 @@ fn sinks(
     outputs: Outputs,
     rx: Receiver<Alert>,
     health: Arc<Health>,
-    heartbeat: Heartbeat,
+    mut heartbeat: Heartbeat,
     status_path: &Path,
 ) {
     let mut workers = match OutputWorkers::start(outputs, DRAIN_DEADLINE) {
@@ -403,7 +405,7 @@ fn sinks(
             next_heartbeat = now + heartbeat.every;
             let ts = crate::replay::now_rfc3339();
             let status = health.snapshot(workers.report());
-            let body = status.heartbeat(&ts, &heartbeat.host);
+            let body = status.heartbeat(&ts, &heartbeat.host, heartbeat.beat.advance());
             workers.heartbeat(ts, body);
         }
         if now >= next_status {
