@@ -116,6 +116,7 @@ fn sip_policy_decision_and_test_alerts_and_heartbeats_are_ecs() {
         version: 8,
         seq_num: None,
         global_seq_num: Some(7),
+        mach_time: None,
         process: Process {
             executable: "/usr/libexec/kernelmanagerd".into(),
             signing_id: Some("com.apple.kernelmanagerd".into()),

@@ -525,3 +525,74 @@ fn a_kext_loaded_after_a_restart_still_follows_the_tampering_before_it() {
     let alone = feed(&mut forgetful, &after);
     assert_eq!(rule(&alone[0]), "KW-3001");
 }
+
+/// What a Mac does every second anyway: launchd starting processes (a stream is never silent, and
+/// detection sees every fork and exec for lineage).
+fn everyday_noise(c: &mut Capture, seconds: i64) {
+    let launchd = cast::launchd();
+    for i in 0..seconds * 4 {
+        c.after_ms(250);
+        c.fork(&launchd, &launchd.forked(20_000 + i as i32));
+    }
+}
+
+#[test]
+fn setting_the_clock_forward_does_not_expire_the_correlation_window() {
+    // boot-args weakened, then the wall clock jumps a day ahead (however it was done), then a kext
+    // is staged 30 s later: event time runs on the kernel's ticks, so the two are 30 s apart.
+    let mut c = Capture::new(9);
+    c.in_terminal(
+        "/usr/sbin/nvram",
+        "com.apple.nvram",
+        &["nvram", "boot-args=amfi_get_out_of_my_way=1"],
+        "/",
+    );
+    everyday_noise(&mut c, 3);
+    c.after_ms(27_000);
+    c.wall_skew_ns = 86_400_000_000_000;
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    let alerts = run(&c.out);
+    let staged = alerts
+        .iter()
+        .find(|a| a["file"]["path"] == "/Library/Extensions/Evil.kext")
+        .unwrap();
+    assert_eq!(
+        (rule(staged), severity(staged)),
+        ("KW-9002", "critical"),
+        "{staged:#}"
+    );
+    assert!(
+        reasons(staged).contains("30 s earlier"),
+        "{}",
+        reasons(staged)
+    );
+    // The alert still shows the (wrong) wall time the Mac recorded.
+    assert!(
+        staged["@timestamp"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-26T"),
+        "{}",
+        staged["@timestamp"]
+    );
+
+    // And set back an hour: a staging an hour "before" the weakening still follows it.
+    let mut c = Capture::new(9);
+    c.in_terminal(
+        "/usr/sbin/nvram",
+        "com.apple.nvram",
+        &["nvram", "boot-args=amfi_get_out_of_my_way=1"],
+        "/",
+    );
+    everyday_noise(&mut c, 3);
+    c.after_ms(2_000);
+    c.wall_skew_ns = -3_600_000_000_000;
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    let alerts = run(&c.out);
+    assert!(
+        alerts.iter().any(|a| rule(a) == "KW-9002"),
+        "{:?}",
+        rules_and_severities(&alerts)
+    );
+}

@@ -306,6 +306,7 @@ mod tests {
             version: 8,
             seq_num: None,
             global_seq_num: None,
+            mach_time: None,
             process,
             kind,
         }

@@ -1,6 +1,7 @@
 //! Detection: pure and deterministic. Events, KextPolicy changes and snapshots in; alerts out. It reads no clock
 //! and does no I/O: all time comes from the events, so a replay gives the same alerts as the live run.
 
+mod clock;
 mod correlate;
 pub mod enforce;
 mod fold;
@@ -141,6 +142,8 @@ pub struct Engine {
     tampers: tamper::TamperMemory,
     correlator: Correlator,
     folder: Folder,
+    /// Event time that setting the wall clock does not move: windows run on it.
+    clock: clock::EventClock,
     /// Latest event time seen: windows expire against it, so out-of-order events never move time back.
     now_ns: i64,
     next_expiry_ns: i64,
@@ -165,6 +168,7 @@ impl Engine {
         Engine {
             config,
             host: Host::default(),
+            clock: clock::EventClock::default(),
             policy: None,
             bundles: HashMap::new(),
             processes: lineage::ProcessTable::default(),
@@ -276,7 +280,8 @@ impl Engine {
     /// Feed one event; alerts it completes are appended to `out`.
     pub fn process(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         self.events += 1;
-        self.advance(ev.time_ns, out);
+        let now = self.clock.time(ev.time_ns, ev.mach_time);
+        self.advance(now, out);
         self.processes.observe(ev);
         if let EventKind::Exec(e) = &ev.kind {
             if e.target.euid == 0 && e.target.is_unsigned_or_adhoc() {
@@ -294,7 +299,7 @@ impl Engine {
                     global_seq_num: ev.global_seq_num,
                 };
                 self.correlator
-                    .unsigned_root_ran(ev.time_ns, Some(ev.process.asid), &evidence);
+                    .unsigned_root_ran(now, Some(ev.process.asid), &evidence);
             }
         }
         let rules = Rules {
@@ -308,7 +313,7 @@ impl Engine {
         };
         let evidence = evidence_of(ev, &finding);
         let key = fold_key(Some(&ev.process), &finding);
-        let (time, asid) = (ev.time_ns, Some(ev.process.asid));
+        let (time, asid) = (now, Some(ev.process.asid));
         self.report(
             finding,
             evidence,
@@ -351,7 +356,7 @@ impl Engine {
         let named = format!("(pid {pid})");
         let killer = self
             .tampers
-            .latest(time_ns, SIGNAL_MATCH_NS)
+            .latest(self.clock.time(time_ns, None), SIGNAL_MATCH_NS)
             .filter(|m| m.what.contains(&named) && m.what.contains("eslogger"));
         if let Some(m) = killer {
             f.reasons
@@ -376,7 +381,8 @@ impl Engine {
         out: &mut Vec<Alert>,
     ) {
         self.events += 1;
-        self.advance(time_ns, out);
+        let now = self.clock.time(time_ns, None);
+        self.advance(now, out);
         let evidence = Evidence {
             timestamp: format_time(time_ns),
             action,
@@ -399,7 +405,7 @@ impl Engine {
         self.report(
             finding,
             evidence,
-            time_ns,
+            now,
             None,
             key,
             out,
@@ -816,6 +822,7 @@ mod engine_tests {
             version: 8,
             seq_num: None,
             global_seq_num: None,
+            mach_time: None,
             process: Process {
                 executable: "/usr/libexec/kernelmanagerd".into(),
                 signing_id: Some("com.apple.kernelmanagerd".into()),

@@ -207,6 +207,7 @@ pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, Decod
         version: meta.version,
         seq_num: env.seq_num,
         global_seq_num: env.global_seq_num,
+        mach_time: env.mach_time,
         process: process.into_process(),
         kind,
     })))
@@ -431,6 +432,8 @@ struct Envelope<'a> {
     seq_num: Option<u64>,
     #[serde(default)]
     global_seq_num: Option<u64>,
+    #[serde(default)]
+    mach_time: Option<u64>,
     #[serde(default, borrow)]
     process: Option<&'a RawValue>,
     #[serde(default, borrow)]

@@ -38,6 +38,9 @@ pub struct Event {
     pub version: u32,
     pub seq_num: Option<u64>,
     pub global_seq_num: Option<u64>,
+    /// The kernel's monotonic tick count at the event (`mach_time`), which setting the clock
+    /// does not move.
+    pub mach_time: Option<u64>,
     /// The process that caused the event (for exec: the image that called exec).
     pub process: Process,
     pub kind: EventKind,

@@ -326,6 +326,7 @@ fn event(msg: &Message, kind: EventKind) -> Event {
         version: msg.version(),
         seq_num: msg.seq_num(),
         global_seq_num: msg.global_seq_num(),
+        mach_time: Some(msg.raw_mach_time()),
         process: process(&msg.process()),
         kind,
     }
@@ -402,6 +403,7 @@ impl HandlerState {
                 version: msg.version(),
                 seq_num: msg.seq_num(),
                 global_seq_num: msg.global_seq_num(),
+                mach_time: Some(msg.raw_mach_time()),
                 process: process(&msg.process()),
                 kind: EventKind::KextLoadDecision {
                     identifier,

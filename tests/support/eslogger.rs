@@ -190,10 +190,20 @@ pub fn rfc3339(ns: i64) -> String {
         .unwrap()
 }
 
+/// The tick count (`mach_time`) at event time `ns`: 125/3 ns per tick (Apple silicon), the Mac
+/// booted 14 h before `BASE_NS`.
+pub fn mach_ticks(ns: i64) -> u64 {
+    let since_boot = ns - BASE_NS + 14 * 3_600_000_000_000;
+    (since_boot.max(0) as u64) * 3 / 125
+}
+
 /// Writes a stream of messages with consistent sequence numbers.
 pub struct Capture {
     pub version: u32,
     pub now_ns: i64,
+    /// How far the Mac's wall clock is off true time (someone set it): `time` moves with it,
+    /// `mach_time` does not.
+    pub wall_skew_ns: i64,
     pub seq: u64,
     pub out: String,
 }
@@ -203,6 +213,7 @@ impl Capture {
         Capture {
             version,
             now_ns: BASE_NS,
+            wall_skew_ns: 0,
             seq: 1000,
             out: String::new(),
         }
@@ -226,7 +237,8 @@ impl Capture {
         ev.insert(name.to_string(), body);
         let v = json!({
             "schema_version": 1,
-            "mach_time": 51_234_567_890_123u64 + self.seq,
+            // Apple silicon's 24 MHz ticks since a boot, moving with event time as a real Mac's do.
+            "mach_time": mach_ticks(self.now_ns),
             "event_type": event_type,
             "thread": {"thread_id": 1_234_567u64 + self.seq},
             "version": self.version,
@@ -234,7 +246,7 @@ impl Capture {
             "global_seq_num": self.seq,
             "action_type": 1,
             "action": {"result": {"result_type": 0, "result": {"auth": 0}}},
-            "time": rfc3339(self.now_ns),
+            "time": rfc3339(self.now_ns + self.wall_skew_ns),
             "process": process.json(self.version),
             "event": Value::Object(ev),
         });
