@@ -741,6 +741,50 @@ fn tampering_before_a_forced_restart_makes_the_kext_load_after_it_critical() {
 }
 
 #[test]
+fn state_removed_while_kextwatch_was_stopped_is_reported_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kextwatch.toml"),
+        config_text(dir.path(), &file_output(dir.path())),
+    )
+    .unwrap();
+    let d = Daemon::launch(dir, &[]);
+    let mut c = Capture::new(9);
+    let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
+    c.copy_bundle(&cp, "/Library/Extensions", "Evil");
+    d.feed(&c.out);
+    let ledger = d.dir.path().join("state/run-ledger.json");
+    wait_for(|| std::fs::read_to_string(&ledger).is_ok_and(|s| s.contains("staged-bundles.json")));
+    let (code, dir) = d.stop();
+    assert_eq!(code, 0);
+    // While it is stopped, someone removes its memory of the staged bundle.
+    std::fs::remove_file(dir.path().join("state/staged-bundles.json")).unwrap();
+    std::fs::remove_file(dir.path().join("events")).unwrap();
+    let before = alerts_in(dir.path()).len();
+    let d = Daemon::launch(dir, &[]);
+    let out = d.dir.path().to_path_buf();
+    wait_for(|| alerts_in(&out).len() > before);
+    let a = alerts_in(&out).pop().unwrap();
+    assert_eq!(
+        (
+            a["rule"]["id"].as_str(),
+            a["kextwatch"]["severity"].as_str()
+        ),
+        (Some("KW-6007"), Some("high")),
+        "{a:#}"
+    );
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("staged-bundles.json was removed since the last run"),
+        "{a:#}"
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
 fn a_reload_that_detects_less_is_applied_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");

@@ -234,6 +234,7 @@ fn every_action_kextwatch_names_has_an_ecs_class_that_fits() {
         "signal",
         "settime",
         "config-reload",
+        "start-check",
     ];
     let mut doc = sample_alert();
     for action in actions {

@@ -49,6 +49,7 @@ pub fn class_of(action: &str) -> EventClass {
         "signal" => class(&["process"], &["change"]),
         "settime" => class(&["host"], &["change"]),
         "config-reload" => class(&["configuration"], &["change"]),
+        "start-check" => class(&["host"], &["info"]),
         "create" | "link" | "clone" => class(&["file"], &["creation"]),
         "unlink" => class(&["file"], &["deletion"]),
         "write" | "close" | "rename" | "setmode" | "setowner" | "setextattr" | "deleteextattr"

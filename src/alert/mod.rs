@@ -332,6 +332,7 @@ impl Evidence {
             _ => match self.action {
                 "sip-state" => "the SIP state".to_string(),
                 "config-reload" => "a configuration reload".to_string(),
+                "start-check" => "kextwatch's start-up check".to_string(),
                 _ => "KextPolicy".to_string(),
             },
         }

@@ -15,6 +15,7 @@
 
 mod health;
 mod instance;
+mod integrity;
 mod output_workers;
 mod sources;
 mod staged_store;
@@ -84,6 +85,8 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     instance::check_state_dir(&state_dir)?;
     // Held until `run` returns; the kernel releases it if the daemon dies.
     let _instance = InstanceLock::acquire(&state_dir)?;
+    // Before anything creates state: what the last run left must still be there.
+    let start_check = integrity::check(&config, &state_dir);
     let health = Arc::new(Health::new(&opts.source));
     let stop = Arc::new(AtomicBool::new(false));
     let outputs = Outputs::open(&config.outputs, Some(&state_dir))?;
@@ -141,6 +144,17 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let staged = staged_store::StagedStore::new(&state_dir, crate::host::boot_session());
     let mut engine = Engine::new(config);
     engine.set_host(host);
+    if start_check.fresh {
+        // Routine on every Mac a fleet deploys to; a SIEM sees restarts in the heartbeats.
+        tracing::warn!(state_dir = %state_dir.display(), "no record of a previous run: the first start here, or the state was wiped");
+    }
+    let mut found = Vec::new();
+    engine.process_start_check(&start_check.problems, now_ns(), &mut found);
+    for a in found {
+        tracing::warn!(rule = a.rule.id, message = %a.message, "start-up check");
+        health.count_alert(a.severity);
+        let _ = alert_tx.send(a);
+    }
     detection(
         engine,
         &opts.config_path,
@@ -394,6 +408,9 @@ fn sinks(
     let mut next_heartbeat = Instant::now() + heartbeat.every;
     let mut next_status = Instant::now();
     let mut status_failing = output_workers::RepeatedError::new("writing the status file");
+    let mut ledger = integrity::LedgerWriter::default();
+    let mut ledger_failing = output_workers::RepeatedError::new("writing the run ledger");
+    let state_dir = status_path.parent().unwrap_or(Path::new("."));
     loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(a) => workers.alert(a),
@@ -413,6 +430,9 @@ fn sinks(
             // Every 2 s: a full disk is logged when it starts and when it clears, not each time.
             let written = health.snapshot(workers.report()).write(status_path);
             status_failing.note(written.map_err(|e| format!("{}: {e}", status_path.display())));
+            // What state exists now, for the next start to check it is still there.
+            let recorded = ledger.record_if_changed(state_dir).map(drop);
+            ledger_failing.note(recorded.map_err(|e| format!("{}: {e}", state_dir.display())));
         }
     }
     let mut final_status = health.snapshot(workers.finish(DRAIN_DEADLINE + Duration::from_secs(2)));

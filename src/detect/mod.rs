@@ -367,6 +367,22 @@ impl Engine {
         self.process_unattributed(f, "signal", time_ns, out);
     }
 
+    /// What the daemon found at start that is not as it should be: its binary, LaunchDaemon or
+    /// state files (`problems`, each in words). Tampering while it was not running.
+    pub fn process_start_check(&mut self, problems: &[String], time_ns: i64, out: &mut Vec<Alert>) {
+        if problems.is_empty() {
+            return;
+        }
+        let mut f = Finding::new(
+            rules::START_CHECK,
+            crate::alert::Severity::High,
+            "kextwatch start".into(),
+        );
+        f.reasons.extend(problems.iter().cloned());
+        f.tamper = Some(format!("kextwatch found at start: {}", problems.join("; ")));
+        self.process_unattributed(f, "start-check", time_ns, out);
+    }
+
     /// The SIP configuration read on the Mac at `time_ns` (at start, and when it changes).
     pub fn process_sip(&mut self, flags: u32, time_ns: i64, out: &mut Vec<Alert>) {
         self.process_unattributed(sip::evaluate(flags), "sip-state", time_ns, out);

@@ -75,6 +75,7 @@ rules! {
     TAMPER_PERMISSIONS = "KW-6004", "kextwatch's profile or Full Disk Access removed", [T_IMPAIR_DEFENSES];
     TAMPER_CLOCK = "KW-6005", "System clock set", [T_IMPAIR_DEFENSES];
     CONFIG_WEAKENED = "KW-6006", "Detection weakened by a configuration reload", [T_IMPAIR_DEFENSES];
+    START_CHECK = "KW-6007", "kextwatch's installation or state changed while it was not running", [T_IMPAIR_DEFENSES];
     KEXT_AFTER_TAMPER = "KW-9005", "Kext activity after tampering with kextwatch", [T_KEXT, T_IMPAIR_DEFENSES];
 }
 

@@ -97,6 +97,15 @@ fn signature_slices(bytes: &[u8]) -> Result<Vec<SliceIdentity>, String> {
         .collect())
 }
 
+/// Who signed a Mach-O executable: its overall signature and Team ID (the bundle rules: every
+/// architecture must agree).
+pub fn executable_signer(path: &Path) -> Result<(Signature, Option<String>), BundleError> {
+    let bytes = read_bounded(path, MAX_EXECUTABLE_BYTES)?;
+    let slices = signature_slices(&bytes).map_err(BundleError::Io)?;
+    let (signature, team, _, _) = combine(&slices);
+    Ok((signature, team))
+}
+
 /// Read a kext bundle's identity. Never fails: problems make it `invalid` with an `error`.
 pub fn read_identity(bundle: &Path) -> KextIdentity {
     let mut id = KextIdentity {

@@ -17,7 +17,9 @@ mod validity;
 
 use serde::Serialize;
 
-pub use bundle::{read_identity, BundleError, MAX_EXECUTABLE_BYTES, MAX_PLIST_BYTES};
+pub use bundle::{
+    executable_signer, read_identity, BundleError, MAX_EXECUTABLE_BYTES, MAX_PLIST_BYTES,
+};
 pub use cache::IdentityCache;
 pub use plist_guard::check as check_plist;
 pub use validity::{check_validity, Validity};
