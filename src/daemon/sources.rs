@@ -180,6 +180,9 @@ pub(super) fn start(
             let settings = es::EsSettings {
                 interest: Box::new(interest),
                 watch: crate::detect::WatchList::new(config),
+                guard: enforcement
+                    .is_some()
+                    .then(|| crate::detect::tamper::Surface::new(config)),
                 enforcement,
             };
             let hooks = es::EsHooks {

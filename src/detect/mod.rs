@@ -128,6 +128,8 @@ pub struct EngineStats {
 
 pub struct Engine {
     config: Config,
+    /// kextwatch itself as `config` describes it (tamper rules).
+    surface: tamper::Surface,
     /// The Mac the events come from, as every alert names it.
     host: Host,
     /// What the latest KextPolicy snapshot says (None: no KextPolicy, identities are unknown).
@@ -166,6 +168,7 @@ impl Engine {
         let window = config.detection.correlation_window.as_nanos() as i64;
         let fold = config.detection.fold_window.as_nanos() as i64;
         Engine {
+            surface: tamper::Surface::new(&config),
             config,
             host: Host::default(),
             clock: clock::EventClock::default(),
@@ -214,6 +217,7 @@ impl Engine {
     /// open are kept, so a reload does not forget what came before. Window lengths apply to new
     /// windows.
     pub fn reload(&mut self, config: Config) {
+        self.surface = tamper::Surface::new(&config);
         self.config = config;
     }
 
@@ -307,6 +311,7 @@ impl Engine {
             policy: self.policy.as_ref(),
             bundles: &self.bundles,
             lineage: &self.processes,
+            surface: &self.surface,
         };
         let Some(finding) = rules.evaluate(ev) else {
             return;

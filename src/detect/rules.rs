@@ -391,6 +391,8 @@ pub struct Rules<'a> {
     pub bundles: &'a HashMap<String, BundleFacts>,
     /// Process images seen so far, for resolving who is behind an action.
     pub lineage: &'a ProcessTable,
+    /// What kextwatch itself is (tampering).
+    pub surface: &'a tamper::Surface,
 }
 
 impl Rules<'_> {
@@ -431,12 +433,9 @@ impl Rules<'_> {
                     .chain(target)
                     .get(1)
                     .map(|h| h.executable.clone());
-                let t = tamper::Surface::new(self.config).signal(
-                    *signal,
-                    &ev.process,
-                    target,
-                    parent.as_deref(),
-                )?;
+                let t = self
+                    .surface
+                    .signal(*signal, &ev.process, target, parent.as_deref())?;
                 self.tamper(ev, t, None)
             }
             EventKind::SetTime => {
@@ -879,7 +878,7 @@ impl Rules<'_> {
         ) {
             return None;
         }
-        let surface = tamper::Surface::new(self.config);
+        let surface = self.surface;
         let p = &ev.process;
         let maintainer = p.is_platform_binary
             && p.signing_id

@@ -79,11 +79,32 @@ pub struct Tamper {
     pub what: String,
 }
 
-/// kextwatch as the config describes it.
-pub struct Surface<'a> {
-    config: &'a Config,
+/// kextwatch as the config describes it. Owned, so the engine keeps one per config and the ES
+/// thread can hold one for enforce mode.
+#[derive(Debug, Clone)]
+pub struct Surface {
+    tamper: crate::config::TamperSettings,
     protected: Vec<String>,
+    /// Management tools trusted to change kextwatch's files in enforce mode.
+    initiators: Vec<crate::config::InitiatorEntry>,
 }
+
+/// An enforce-mode answer to an authorisation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    pub allow: bool,
+    pub reason: String,
+}
+
+/// Apple daemons that install and update software (platform binaries, by signing id): their
+/// changes to kextwatch's files are an upgrade, not tampering, in enforce mode too.
+const INSTALLERS: [&str; 5] = [
+    "com.apple.installd",
+    "com.apple.system_installd",
+    "com.apple.softwareupdated",
+    "com.apple.package_script_service",
+    "com.apple.xpc.launchd",
+];
 
 /// Signals that only ask for a reload or information: not tampering.
 const HARMLESS_SIGNALS: [i32; 3] = [0, 1, 29]; // none (probe), SIGHUP (reload), SIGINFO
@@ -102,17 +123,91 @@ pub fn signal_name(sig: i32) -> String {
     }
 }
 
-impl<'a> Surface<'a> {
-    pub fn new(config: &'a Config) -> Surface<'a> {
+impl Surface {
+    pub fn new(config: &Config) -> Surface {
         Surface {
-            config,
+            tamper: config.tamper.clone(),
             protected: config.protected_paths(),
+            initiators: config.allowlist.initiators.clone(),
+        }
+    }
+
+    /// What the enforce-mode guard client listens to: kextwatch's files, and its executables (a
+    /// signal's target path is its target's image).
+    pub fn guarded_paths(&self) -> Vec<String> {
+        let mut v = self.protected.clone();
+        v.extend(self.tamper.executables.iter().cloned());
+        v
+    }
+
+    /// Enforce mode, AUTH_SIGNAL: a signal that would stop or suspend kextwatch is denied unless
+    /// launchd (shutdown, a service stop it was asked for) or kextwatch itself sends it. Only the
+    /// process's own signals are judged here: no lineage, the answer must be immediate.
+    pub fn guard_signal(&self, sig: i32, sender: &Process, target: &Process) -> Guarded {
+        let allow = |reason: &str| Guarded {
+            allow: true,
+            reason: reason.into(),
+        };
+        if !self.is_kextwatch_image(&target.executable) {
+            return allow("not kextwatch");
+        }
+        if HARMLESS_SIGNALS.contains(&sig) {
+            return allow("a reload or information request");
+        }
+        if self.is_kextwatch(sender) {
+            return allow("kextwatch itself");
+        }
+        if sender.is_platform_binary
+            && sender.signing_id.as_deref() == Some("com.apple.xpc.launchd")
+        {
+            return allow("launchd");
+        }
+        Guarded {
+            allow: false,
+            reason: format!(
+                "{} to kextwatch from {} denied (enforce mode)",
+                signal_name(sig),
+                sender.executable
+            ),
+        }
+    }
+
+    /// Enforce mode, AUTH_UNLINK / AUTH_RENAME / AUTH_TRUNCATE / AUTH_OPEN for writing: a change
+    /// to kextwatch's files is denied unless kextwatch, Apple's installer daemons or log rotation,
+    /// or an allowlisted management tool itself makes it.
+    pub fn guard_change(&self, actor: &Process, paths: &[&str]) -> Guarded {
+        let Some(path) = paths
+            .iter()
+            .find(|p| self.protected.iter().any(|r| is_under(&normalize(p), r)))
+        else {
+            return Guarded {
+                allow: true,
+                reason: "not kextwatch's".into(),
+            };
+        };
+        let sid = actor.signing_id.as_deref().unwrap_or("");
+        let trusted = self.is_kextwatch(actor)
+            || (actor.is_platform_binary
+                && (INSTALLERS.contains(&sid) || sid == "com.apple.newsyslog"))
+            || self.initiators.iter().any(|i| {
+                i.signing_id == sid && actor.team_id.as_deref() == Some(i.team_id.as_str())
+            });
+        Guarded {
+            allow: trusted,
+            reason: if trusted {
+                format!("{} may change kextwatch's files", actor.executable)
+            } else {
+                format!(
+                    "change to {path} by {} denied (enforce mode)",
+                    actor.executable
+                )
+            },
         }
     }
 
     /// Is `p` kextwatch itself: one of its executables, with its Team ID when one is configured?
     pub fn is_kextwatch(&self, p: &Process) -> bool {
-        let t = &self.config.tamper;
+        let t = &self.tamper;
         self.is_kextwatch_image(&p.executable)
             && t.team_id
                 .as_ref()
@@ -122,8 +217,7 @@ impl<'a> Surface<'a> {
     /// Is `path` one of kextwatch's executables?
     fn is_kextwatch_image(&self, path: &str) -> bool {
         let exe = normalize(path);
-        self.config
-            .tamper
+        self.tamper
             .executables
             .iter()
             .any(|e| exe.eq_ignore_ascii_case(e))
@@ -183,7 +277,7 @@ impl<'a> Surface<'a> {
     pub fn command(&self, tool: TamperTool, args: &[String]) -> Option<Tamper> {
         let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
         let line = || format!("{} {}", tool_name(tool), rest.join(" "));
-        let t = &self.config.tamper;
+        let t = &self.tamper;
         let kind = match tool {
             TamperTool::Launchctl => {
                 let verb = rest.first().copied().unwrap_or("");
@@ -295,7 +389,7 @@ impl<'a> Surface<'a> {
             .is_some_and(|v| v.eq_ignore_ascii_case("uninstall"));
         let ours = rest
             .iter()
-            .any(|a| a.eq_ignore_ascii_case(&self.config.tamper.system_extension));
+            .any(|a| a.eq_ignore_ascii_case(&self.tamper.system_extension));
         (uninstall && ours).then(|| Tamper {
             kind: TamperKind::Stop,
             what: format!("systemextensionsctl {}", rest.join(" ")),
@@ -575,6 +669,8 @@ impl TamperMemory {
 mod tests {
     use super::*;
 
+    const KW_BIN: &str = "/Library/Application Support/kextwatch/kextwatch";
+
     fn args(s: &str) -> Vec<String> {
         s.split(' ').map(String::from).collect()
     }
@@ -822,6 +918,64 @@ mod tests {
         );
         // Tightening is not weakening; moving the state directory (back) is still reported.
         assert_eq!(weakening(&weaker, &old).0, ["no longer protected: /tmp/kw"]);
+    }
+
+    #[test]
+    fn enforce_mode_lets_launchd_kextwatch_and_installers_through_and_no_one_else() {
+        let mut config = Config::default_config();
+        config
+            .allowlist
+            .initiators
+            .push(crate::config::InitiatorEntry {
+                signing_id: "com.jamfsoftware.jamf".into(),
+                team_id: "483DWKW443".into(),
+            });
+        let s = Surface::new(&config);
+        let image = |exe: &str, sid: &str, platform: bool, team: Option<&str>| Process {
+            executable: exe.into(),
+            signing_id: Some(sid.into()),
+            is_platform_binary: platform,
+            team_id: team.map(Into::into),
+            ..Process::default()
+        };
+        let kw = image(KW_BIN, "kextwatch", false, None);
+        let launchd = image("/sbin/launchd", "com.apple.xpc.launchd", true, None);
+        let bash = image("/bin/bash", "com.apple.bash", true, None);
+        let fake_launchd = image("/tmp/launchd", "com.apple.xpc.launchd", false, None);
+        let installd = image("/System/Library/PrivateFrameworks/PackageKit.framework/Versions/A/Resources/system_installd", "com.apple.system_installd", true, None);
+        let jamf = image(
+            "/usr/local/jamf/bin/jamf",
+            "com.jamfsoftware.jamf",
+            false,
+            Some("483DWKW443"),
+        );
+        let other = image("/bin/zsh", "com.apple.zsh", true, None);
+        // Signals.
+        assert!(!s.guard_signal(9, &bash, &kw).allow);
+        assert!(
+            !s.guard_signal(15, &fake_launchd, &kw).allow,
+            "not platform code"
+        );
+        assert!(s.guard_signal(15, &launchd, &kw).allow);
+        assert!(s.guard_signal(1, &bash, &kw).allow, "a reload");
+        assert!(s.guard_signal(9, &bash, &other).allow, "not kextwatch");
+        // Files.
+        let config_file = "/Library/Application Support/kextwatch/kextwatch.toml";
+        let denied = s.guard_change(&bash, &[config_file]);
+        assert!(!denied.allow);
+        assert_eq!(
+            denied.reason,
+            "change to /Library/Application Support/kextwatch/kextwatch.toml by /bin/bash denied (enforce mode)"
+        );
+        // A rename's destination counts as much as its source.
+        assert!(!s.guard_change(&bash, &["/private/tmp/kw", KW_BIN]).allow);
+        assert!(
+            s.guard_change(&kw, &["/var/db/kextwatch/status.json"])
+                .allow
+        );
+        assert!(s.guard_change(&installd, &[KW_BIN]).allow);
+        assert!(s.guard_change(&jamf, &[config_file]).allow);
+        assert!(s.guard_change(&bash, &["/Users/alice/notes.txt"]).allow);
     }
 
     #[test]

@@ -99,6 +99,34 @@ pub struct EsSettings {
     pub watch: WatchList,
     /// With enforcement, AUTH_KEXTLOAD is answered from this snapshot.
     pub enforcement: Option<Arc<RwLock<EnforcementPolicy>>>,
+    /// With enforcement, signals to kextwatch and changes to its files are answered from this.
+    pub guard: Option<crate::detect::tamper::Surface>,
+}
+
+/// What enforce mode protects kextwatch from: signals and changes to its files (answered by
+/// `Surface::guard_*`), on a client of its own, inverted-muted to kextwatch's paths.
+pub const GUARD_SUBSCRIPTIONS: [es_event_type_t; 5] = [
+    es_event_type_t::ES_EVENT_TYPE_AUTH_SIGNAL,
+    es_event_type_t::ES_EVENT_TYPE_AUTH_UNLINK,
+    es_event_type_t::ES_EVENT_TYPE_AUTH_RENAME,
+    es_event_type_t::ES_EVENT_TYPE_AUTH_TRUNCATE,
+    es_event_type_t::ES_EVENT_TYPE_AUTH_OPEN,
+];
+
+/// `FWRITE` in an open's `fflag` (sys/fcntl.h).
+const FWRITE: u32 = 0x0002;
+
+/// Where a rename puts its file.
+fn rename_destination(e: &endpoint_sec::EventRename<'_>) -> Option<String> {
+    Some(match e.destination()? {
+        EventRenameDestinationFile::ExistingFile { file, .. } => lossy(file.path()),
+        EventRenameDestinationFile::NewPath {
+            directory,
+            filename,
+            ..
+        } => join(directory.path(), filename),
+        _ => return None,
+    })
 }
 
 fn lossy(s: &OsStr) -> String {
@@ -226,15 +254,7 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
         },
         EsEvent::NotifyRename(e) => {
             let source = lossy(e.source().path());
-            let destination = match e.destination()? {
-                EventRenameDestinationFile::ExistingFile { file, .. } => lossy(file.path()),
-                EventRenameDestinationFile::NewPath {
-                    directory,
-                    filename,
-                    ..
-                } => join(directory.path(), filename),
-                _ => return None,
-            };
+            let destination = rename_destination(&e)?;
             if !interest.path_matters(&source) && !interest.path_matters(&destination) {
                 return None;
             }
@@ -368,6 +388,111 @@ struct HandlerState {
 }
 
 impl HandlerState {
+    /// Answers the guard client's authorisations; false for any other message. A denial is
+    /// handed to detection as the event it stopped, so it is also an alert.
+    fn guard(
+        &self,
+        guard: &crate::detect::tamper::Surface,
+        client: &mut Client<'_>,
+        msg: &Message,
+    ) -> bool {
+        // Only for the guard's own messages: every other message passes through here too.
+        if !matches!(
+            msg.event(),
+            Some(
+                EsEvent::AuthSignal(_)
+                    | EsEvent::AuthUnlink(_)
+                    | EsEvent::AuthTruncate(_)
+                    | EsEvent::AuthRename(_)
+                    | EsEvent::AuthOpen(_)
+            )
+        ) {
+            return false;
+        }
+        let actor = process(&msg.process());
+        let (decision, denied_kind, flags) = match msg.event() {
+            Some(EsEvent::AuthSignal(e)) => {
+                let target = process(&e.target());
+                let d = guard.guard_signal(e.sig(), &actor, &target);
+                let kind = EventKind::Signal {
+                    signal: e.sig(),
+                    target: Box::new(target),
+                };
+                (d, kind, None)
+            }
+            Some(EsEvent::AuthUnlink(e)) => {
+                let path = lossy(e.target().path());
+                (
+                    guard.guard_change(&actor, &[&path]),
+                    EventKind::Unlink { path },
+                    None,
+                )
+            }
+            Some(EsEvent::AuthTruncate(e)) => {
+                let path = lossy(e.target().path());
+                (
+                    guard.guard_change(&actor, &[&path]),
+                    EventKind::Truncate { path },
+                    None,
+                )
+            }
+            Some(EsEvent::AuthRename(e)) => {
+                let source = lossy(e.source().path());
+                let destination = rename_destination(&e).unwrap_or_default();
+                let d = guard.guard_change(&actor, &[&source, &destination]);
+                (
+                    d,
+                    EventKind::Rename {
+                        source,
+                        destination,
+                    },
+                    None,
+                )
+            }
+            Some(EsEvent::AuthOpen(e)) => {
+                let fflag = e.fflag() as u32;
+                let path = lossy(e.file().path());
+                let d = if fflag & FWRITE == 0 {
+                    crate::detect::tamper::Guarded {
+                        allow: true,
+                        reason: "read only".into(),
+                    }
+                } else {
+                    guard.guard_change(&actor, &[&path])
+                };
+                (d, EventKind::Write { path }, Some(fflag))
+            }
+            _ => return false,
+        };
+        let answered = match flags {
+            // An open is answered with the flags it may have: without FWRITE when denied.
+            Some(fflag) => {
+                let allowed = if decision.allow {
+                    fflag
+                } else {
+                    fflag & !FWRITE
+                };
+                client.respond_flags_result(msg, allowed, false)
+            }
+            None => {
+                let result = if decision.allow {
+                    es_auth_result_t::ES_AUTH_RESULT_ALLOW
+                } else {
+                    es_auth_result_t::ES_AUTH_RESULT_DENY
+                };
+                client.respond_auth_result(msg, result, false)
+            }
+        };
+        if let Err(e) = answered {
+            tracing::error!(error = ?e, "could not answer a self-protection authorisation");
+        }
+        if !decision.allow {
+            tracing::warn!(reason = %decision.reason, "tampering denied");
+            (self.hooks.on_event)(event(msg, denied_kind));
+        }
+        true
+    }
+
     /// Runs on the ES queue: converts and hands off, answers AUTH_KEXTLOAD; never blocks.
     fn handle(&self, last_seq: &AtomicU64, client: &mut Client<'_>, msg: Message) {
         // Sequence numbers are per client, so each handler keeps its own.
@@ -375,6 +500,11 @@ impl HandlerState {
             let last = last_seq.swap(seq, Ordering::Relaxed);
             if last != 0 && seq > last + 1 {
                 (self.hooks.on_gap)(seq - last - 1);
+            }
+        }
+        if let Some(guard) = self.settings.guard.as_ref() {
+            if self.guard(guard, client, &msg) {
+                return;
             }
         }
         if let (Some(EsEvent::AuthKextLoad(e)), Some(policy)) =
@@ -453,49 +583,70 @@ pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Res
             let enforce = settings.enforcement.is_some();
             let watch = settings.watch.clone();
             let state = Arc::new(HandlerState { settings, hooks });
-            let clients =
-                (|| -> Result<(Client<'static>, Client<'static>, Client<'static>), String> {
-                    let mut files = new_client(&state)?;
-                    mute_self(&mut files)?;
-                    if macos >= (13, 0, 0) {
-                        files
-                            .invert_muting(
-                                es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH,
-                            )
-                            .map_err(|e| format!("invert muting: {e:?}"))?;
-                        for p in &watch.prefixes {
-                            files
-                                .mute_path(
-                                    OsStr::new(p),
-                                    es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
-                                )
-                                .map_err(|e| format!("watch {p}: {e:?}"))?;
-                        }
-                    }
+            type Clients = (
+                Client<'static>,
+                Client<'static>,
+                Client<'static>,
+                Vec<Client<'static>>,
+            );
+            let clients = (|| -> Result<Clients, String> {
+                let mut guards = Vec::new();
+                let mut files = new_client(&state)?;
+                mute_self(&mut files)?;
+                if macos >= (13, 0, 0) {
                     files
-                        .subscribe(&FILE_SUBSCRIPTIONS)
-                        .map_err(|e| format!("subscribe: {e:?}"))?;
-
-                    let mut kexts = new_client(&state)?;
-                    mute_self(&mut kexts)?;
-                    kexts
-                        .subscribe(&KEXT_SUBSCRIPTIONS)
-                        .map_err(|e| format!("subscribe: {e:?}"))?;
-                    if enforce {
-                        kexts
-                            .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
-                            .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
+                        .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
+                        .map_err(|e| format!("invert muting: {e:?}"))?;
+                    for p in &watch.prefixes {
+                        files
+                            .mute_path(
+                                OsStr::new(p),
+                                es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
+                            )
+                            .map_err(|e| format!("watch {p}: {e:?}"))?;
                     }
-                    let mut lifecycle = new_client(&state)?;
-                    mute_self(&mut lifecycle)?;
-                    lifecycle
-                        .subscribe(&LIFECYCLE_SUBSCRIPTIONS)
-                        .map_err(|e| format!("subscribe: {e:?}"))?;
-                    lifecycle
-                        .subscribe(&TAMPER_SUBSCRIPTIONS)
-                        .map_err(|e| format!("subscribe: {e:?}"))?;
-                    Ok((files, kexts, lifecycle))
-                })();
+                }
+                files
+                    .subscribe(&FILE_SUBSCRIPTIONS)
+                    .map_err(|e| format!("subscribe: {e:?}"))?;
+
+                let mut kexts = new_client(&state)?;
+                mute_self(&mut kexts)?;
+                kexts
+                    .subscribe(&KEXT_SUBSCRIPTIONS)
+                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                if enforce {
+                    kexts
+                        .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
+                        .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
+                }
+                if let Some(guard) = state.settings.guard.as_ref() {
+                    let mut g = new_client(&state)?;
+                    // kextwatch's own signals and writes are never asked about.
+                    mute_self(&mut g)?;
+                    g.invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
+                        .map_err(|e| format!("invert muting: {e:?}"))?;
+                    for p in guard.guarded_paths() {
+                        g.mute_path(
+                            OsStr::new(&p),
+                            es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
+                        )
+                        .map_err(|e| format!("guard {p}: {e:?}"))?;
+                    }
+                    g.subscribe(&GUARD_SUBSCRIPTIONS)
+                        .map_err(|e| format!("subscribe guard: {e:?}"))?;
+                    guards.push(g);
+                }
+                let mut lifecycle = new_client(&state)?;
+                mute_self(&mut lifecycle)?;
+                lifecycle
+                    .subscribe(&LIFECYCLE_SUBSCRIPTIONS)
+                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                lifecycle
+                    .subscribe(&TAMPER_SUBSCRIPTIONS)
+                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                Ok((files, kexts, lifecycle, guards))
+            })();
             let clients = match clients {
                 Ok(c) => {
                     let _ = ready_tx.send(Ok(()));
