@@ -235,6 +235,8 @@ fn every_action_kextwatch_names_has_an_ecs_class_that_fits() {
         "settime",
         "config-reload",
         "start-check",
+        "profile_remove",
+        "tcc_modify",
     ];
     let mut doc = sample_alert();
     for action in actions {

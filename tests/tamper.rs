@@ -596,3 +596,55 @@ fn setting_the_clock_forward_does_not_expire_the_correlation_window() {
         rules_and_severities(&alerts)
     );
 }
+
+#[test]
+fn profile_and_tcc_events_name_who_took_kextwatch_s_permissions() {
+    let profiles = cast::sudo().exec_into("/usr/bin/profiles", "com.apple.profiles");
+    let tccd = cast::tccd();
+    let tccutil = cast::sudo().exec_into("/usr/bin/tccutil", "com.apple.tccutil");
+    let mdmclient = Proc::apple(512, 1, "/usr/libexec/mdmclient", "com.apple.mdmclient");
+    let mut c = Capture::new(10);
+    // By hand: kextwatch's profile removed, its Full Disk Access deleted.
+    c.profile_remove(&profiles, "com.kextwatch.profile.KXWATCH123", true, None);
+    c.tcc_modify(
+        &tccd,
+        "kTCCServiceSystemPolicyAllFiles",
+        "com.kextwatch.app.agent",
+        3,
+        0,
+        Some(&tccutil),
+    );
+    let alerts = run(&c.out);
+    assert_eq!(
+        rules_and_severities(&alerts),
+        vec![("KW-6004".to_string(), "high".to_string()); 2]
+    );
+    assert!(
+        reasons(&alerts[1])
+            .contains("Full Disk Access of com.kextwatch.app.agent removed by /usr/bin/tccutil"),
+        "{}",
+        reasons(&alerts[1])
+    );
+
+    // MDM taking back its profile; another app's permission; kextwatch granted access.
+    let mut c = Capture::new(10);
+    c.profile_remove(&mdmclient, "com.kextwatch.profile.KXWATCH123", true, None);
+    c.profile_remove(&profiles, "com.example.wifi", false, None);
+    c.tcc_modify(
+        &tccd,
+        "kTCCServiceSystemPolicyAllFiles",
+        "com.example.backup",
+        3,
+        0,
+        Some(&tccutil),
+    );
+    c.tcc_modify(
+        &tccd,
+        "kTCCServiceSystemPolicyAllFiles",
+        "com.kextwatch.app.agent",
+        1,
+        2,
+        None,
+    );
+    assert!(run(&c.out).is_empty());
+}

@@ -48,6 +48,8 @@ pub fn class_of(action: &str) -> EventClass {
         // A signal acts on a running process: kextwatch or its eslogger (tampering).
         "signal" => class(&["process"], &["change"]),
         "settime" => class(&["host"], &["change"]),
+        "profile_remove" => class(&["configuration"], &["deletion"]),
+        "tcc_modify" => class(&["configuration"], &["change"]),
         "config-reload" => class(&["configuration"], &["change"]),
         "start-check" => class(&["host"], &["info"]),
         "create" | "link" | "clone" => class(&["file"], &["creation"]),

@@ -224,6 +224,11 @@ pub fn is_system_actor(p: &Process) -> bool {
             .is_some_and(|s| SYSTEM_ACTORS.contains(&s))
 }
 
+/// Apple's MDM client, which installs and removes managed profiles for the fleet's MDM.
+fn is_mdm_client(p: &Process) -> bool {
+    p.is_platform_binary && p.signing_id.as_deref() == Some("com.apple.mdmclient")
+}
+
 /// Apple's own `kextload`, `kextutil` or `kextunload` (a copy elsewhere, or not platform code, is not).
 fn is_kext_shim(p: &Process) -> bool {
     match Tool::identify(&p.executable, p.signing_id.as_deref()) {
@@ -450,6 +455,32 @@ impl Rules<'_> {
                     what,
                 };
                 self.tamper(ev, t, None)
+            }
+            EventKind::ProfileRemoved {
+                identifier,
+                managed,
+                instigator,
+            } => {
+                let t = self.surface.profile_removed(identifier)?;
+                let actor = instigator.as_deref().unwrap_or(&ev.process);
+                // MDM taking back a profile it installed is the fleet's own decision.
+                if *managed && is_mdm_client(actor) {
+                    return None;
+                }
+                self.tamper_by(actor, t, None)
+            }
+            EventKind::TccModified {
+                service,
+                identity,
+                update_type,
+                right,
+                instigator,
+            } => {
+                let t = self
+                    .surface
+                    .tcc_modified(service, identity, *update_type, *right)?;
+                let actor = instigator.as_deref().unwrap_or(&ev.process);
+                self.tamper_by(actor, t, None)
             }
             // Fork and exit feed lineage only: `file_change` finds no path in them.
             _ => self.tamper_file(ev).or_else(|| self.file_change(ev)),
@@ -912,6 +943,16 @@ impl Rules<'_> {
     /// A tampering: high (the clock: medium) when anyone but Apple's installer or an allowlisted
     /// management tool is behind it, and remembered for escalation; maintenance otherwise.
     fn tamper(&self, ev: &Event, t: tamper::Tamper, file: Option<FileInfo>) -> Option<Finding> {
+        self.tamper_by(&ev.process, t, file)
+    }
+
+    /// A tampering whose actor is `actor` (the event's process, or an instigator it names).
+    fn tamper_by(
+        &self,
+        actor: &Process,
+        t: tamper::Tamper,
+        file: Option<FileInfo>,
+    ) -> Option<Finding> {
         use tamper::TamperKind as K;
         let (rule, base) = match t.kind {
             K::Stop => (TAMPER_STOP, Severity::High),
@@ -924,11 +965,11 @@ impl Rules<'_> {
         f.reasons.push(format!(
             "{} by {} ({})",
             t.what,
-            ev.process.executable,
-            identity(&ev.process)
+            actor.executable,
+            identity(actor)
         ));
         f.file = file;
-        match self.initiator_context(&mut f, &ev.process, Raise::Nothing) {
+        match self.initiator_context(&mut f, actor, Raise::Nothing) {
             Actor::Other => f.tamper = Some(t.what),
             Actor::System | Actor::Allowlisted => f.settle(
                 Severity::Info,

@@ -381,6 +381,37 @@ impl Surface {
         Some(Tamper { kind, what: line() })
     }
 
+    /// A configuration profile removed (the ES event): kextwatch's (by identifier prefix).
+    pub fn profile_removed(&self, identifier: &str) -> Option<Tamper> {
+        identifier
+            .starts_with(&self.tamper.profile_identifier)
+            .then(|| Tamper {
+                kind: TamperKind::Permissions,
+                what: format!("configuration profile {identifier} removed"),
+            })
+    }
+
+    /// A TCC change (the ES event): Full Disk Access taken from kextwatch (its app, extension or
+    /// executables), by deletion or a right that is no longer "allowed".
+    pub fn tcc_modified(
+        &self,
+        service: &str,
+        identity: &str,
+        update_type: u32,
+        right: u32,
+    ) -> Option<Tamper> {
+        let fda = service.eq_ignore_ascii_case("kTCCServiceSystemPolicyAllFiles")
+            || service.eq_ignore_ascii_case("SystemPolicyAllFiles");
+        let ours = identity.starts_with("com.kextwatch")
+            || identity.starts_with(&self.tamper.system_extension)
+            || self.is_kextwatch_image(identity);
+        let taken = update_type == 3 || right != 2;
+        (fda && ours && taken).then(|| Tamper {
+            kind: TamperKind::Permissions,
+            what: format!("Full Disk Access of {identity} removed"),
+        })
+    }
+
     /// `systemextensionsctl uninstall TEAM BUNDLE` naming kextwatch's extension.
     pub fn sysext_uninstall(&self, args: &[String]) -> Option<Tamper> {
         let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();

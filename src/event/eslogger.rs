@@ -40,6 +40,10 @@ pub mod event_type {
     pub const NOTIFY_SETACL: u32 = 82;
     pub const NOTIFY_SIGNAL: u32 = 31;
     pub const NOTIFY_SETTIME: u32 = 75;
+    /// macOS 14+.
+    pub const NOTIFY_PROFILE_REMOVE: u32 = 127;
+    /// macOS 15.4+.
+    pub const NOTIFY_TCC_MODIFY: u32 = 147;
 
     /// A readable name for summaries, for the types kextwatch decodes or commonly sees.
     pub fn name(t: u32) -> Option<&'static str> {
@@ -70,6 +74,8 @@ pub mod event_type {
             NOTIFY_SETACL => "setacl",
             NOTIFY_SIGNAL => "signal",
             NOTIFY_SETTIME => "settime",
+            NOTIFY_PROFILE_REMOVE => "profile_remove",
+            NOTIFY_TCC_MODIFY => "tcc_modify",
             _ => return None,
         })
     }
@@ -411,6 +417,26 @@ fn decode_kind(
             })
         }
         NOTIFY_SETTIME => Some(EventKind::SetTime),
+        NOTIFY_PROFILE_REMOVE => {
+            let w: Wrap<RawProfileRemove> = serde_json::from_str(body)?;
+            Some(EventKind::ProfileRemoved {
+                identifier: w.body.profile.identifier.into_owned(),
+                // es_profile_source_t: 0 managed (MDM), 1 installed by hand.
+                managed: w.body.profile.install_source == Some(0),
+                instigator: w.body.instigator.map(|p| Box::new(p.into_process())),
+            })
+        }
+        NOTIFY_TCC_MODIFY => {
+            let w: Wrap<RawTccModify> = serde_json::from_str(body)?;
+            let b = w.body;
+            Some(EventKind::TccModified {
+                service: b.service.into_owned(),
+                identity: b.identity.into_owned(),
+                update_type: b.update_type.unwrap_or(0),
+                right: b.right.unwrap_or(1),
+                instigator: b.instigator.map(|p| Box::new(p.into_process())),
+            })
+        }
         NOTIFY_EXIT if interest.exits_matter() => {
             let w: Wrap<RawExit> = serde_json::from_str(body)?;
             Some(EventKind::Exit {
@@ -666,6 +692,36 @@ struct RawExec<'a> {
     args: Option<Vec<Cow<'a, str>>>,
     #[serde(default, borrow)]
     cwd: Option<RawFile<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawProfile<'a> {
+    #[serde(borrow)]
+    identifier: Cow<'a, str>,
+    #[serde(default)]
+    install_source: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawProfileRemove<'a> {
+    #[serde(default, borrow)]
+    instigator: Option<RawProcess<'a>>,
+    #[serde(borrow)]
+    profile: RawProfile<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawTccModify<'a> {
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(borrow)]
+    identity: Cow<'a, str>,
+    #[serde(default)]
+    update_type: Option<u32>,
+    #[serde(default)]
+    right: Option<u32>,
+    #[serde(default, borrow)]
+    instigator: Option<RawProcess<'a>>,
 }
 
 #[derive(Deserialize)]

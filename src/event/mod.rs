@@ -179,6 +179,23 @@ pub enum EventKind {
     },
     /// The system clock was set (settimeofday): `process` set it.
     SetTime,
+    /// A configuration profile removed (macOS 14+): `process` (or the instigator) removed it.
+    ProfileRemoved {
+        identifier: String,
+        /// Installed by MDM (`install_source` managed) rather than by hand.
+        managed: bool,
+        instigator: Option<Box<Process>>,
+    },
+    /// A TCC permission changed (macOS 15.4+): `identity` lost or gained `service`.
+    TccModified {
+        service: String,
+        identity: String,
+        /// `update_type`: 1 create, 2 modify, 3 delete.
+        update_type: u32,
+        /// `right`: 0 denied, 1 unknown, 2 allowed, 3 limited.
+        right: u32,
+        instigator: Option<Box<Process>>,
+    },
     KextUnload {
         identifier: String,
     },
@@ -227,6 +244,8 @@ impl EventKind {
             EventKind::Exit { .. } => "exit",
             EventKind::Signal { .. } => "signal",
             EventKind::SetTime => "settime",
+            EventKind::ProfileRemoved { .. } => "profile_remove",
+            EventKind::TccModified { .. } => "tcc_modify",
         }
     }
 }

@@ -443,6 +443,43 @@ impl Capture {
         self.message(31, sender, "signal", body)
     }
 
+    /// A configuration profile removed (macOS 14+; `managed`: installed by MDM), `instigator`
+    /// the process that asked.
+    pub fn profile_remove(
+        &mut self,
+        p: &Proc,
+        identifier: &str,
+        managed: bool,
+        instigator: Option<&Proc>,
+    ) -> &mut Self {
+        let body = json!({
+            "instigator": instigator.map(|i| i.json(self.version)),
+            "profile": {"identifier": identifier, "uuid": "8C1D3F52-1B6E-4C11-9A0B-2B0E6F1A7D11",
+                        "install_source": if managed { 0 } else { 1 }, "organization": "Example Corp",
+                        "display_name": "kextwatch", "scope": "System"},
+        });
+        self.message(127, p, "profile_remove", body)
+    }
+
+    /// A TCC permission changed (macOS 15.4+).
+    pub fn tcc_modify(
+        &mut self,
+        p: &Proc,
+        service: &str,
+        identity: &str,
+        update_type: u32,
+        right: u32,
+        instigator: Option<&Proc>,
+    ) -> &mut Self {
+        let body = json!({
+            "service": service, "identity": identity, "identity_type": 0,
+            "update_type": update_type, "right": right, "reason": 2,
+            "instigator": instigator.map(|i| i.json(self.version)),
+            "responsible": null,
+        });
+        self.message(147, p, "tcc_modify", body)
+    }
+
     /// `p` set the system clock (the event has no fields).
     pub fn settime(&mut self, p: &Proc) -> &mut Self {
         self.message(75, p, "settime", json!({}))
