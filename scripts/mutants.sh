@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 group=${1:?usage: scripts/mutants.sh detect|config|signing|output|kextpolicy [cargo-mutants args]}
 shift
 case "$group" in
-    detect) tests=(--lib --test detection --test verdict --test lineage --test kextpolicy --test decoding --test cli) ;;
+    detect) tests=(--lib --test detection --test verdict --test lineage --test tamper --test kextpolicy --test decoding --test cli) ;;
     config) tests=(--lib --test config --test cli --test detection) ;;
     signing) tests=(--lib --test signing --test fuzz_signing --test cli) ;;
     output) tests=(--lib --test syslog --test cli) ;;

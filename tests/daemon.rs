@@ -148,12 +148,12 @@ impl Daemon {
     }
 }
 
+/// The alerts written so far: complete lines only (the daemon may be mid-way through writing an
+/// alert larger than one write).
 fn alerts_in(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("alerts.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(support::parse_alert)
-        .collect()
+    let text = std::fs::read_to_string(dir.join("alerts.jsonl")).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(support::parse_alert).collect()
 }
 
 fn wait_for(mut f: impl FnMut() -> bool) {

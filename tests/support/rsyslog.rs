@@ -310,13 +310,12 @@ input(type="imtcp" address="127.0.0.1" port="{mtls}" ruleset="out"
         }
     }
 
-    /// The lines received so far.
+    /// The lines received so far: complete lines only (rsyslog may be mid-way through writing a
+    /// long message).
     pub fn received(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.received)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
+        let text = std::fs::read_to_string(&self.received).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().map(String::from).collect()
     }
 
     /// The received lines once `done` holds for them; panics naming `what` after `timeout`.
