@@ -648,3 +648,47 @@ fn profile_and_tcc_events_name_who_took_kextwatch_s_permissions() {
     );
     assert!(run(&c.out).is_empty());
 }
+
+#[test]
+fn kill_by_pid_is_tampering_when_lineage_knows_the_pid_is_kextwatch() {
+    // A capture without signal events: only the kill command shows it.
+    let kw = cast::kextwatch();
+    let mut c = Capture::new(9);
+    c.write(&kw, "/var/db/kextwatch/status.json.tmp");
+    let shell = root_shell(&mut c);
+    c.spawn(
+        &shell,
+        4170,
+        "/bin/kill",
+        "com.apple.kill",
+        &["kill", "-HUP", "300"],
+    );
+    c.spawn(
+        &shell,
+        4171,
+        "/bin/kill",
+        "com.apple.kill",
+        &["kill", "-9", "4242"],
+    );
+    assert!(
+        run(&c.out).is_empty(),
+        "a reload, and a pid that is not kextwatch"
+    );
+    c.spawn(
+        &shell,
+        4172,
+        "/bin/kill",
+        "com.apple.kill",
+        &["kill", "-9", "300"],
+    );
+    let alerts = run(&c.out);
+    assert_eq!(
+        rules_and_severities(&alerts),
+        [("KW-6002".to_string(), "high".to_string())]
+    );
+    assert!(
+        reasons(&alerts[0]).contains("SIGKILL sent to kextwatch (pid 300) (kill -9 300)"),
+        "{}",
+        reasons(&alerts[0])
+    );
+}

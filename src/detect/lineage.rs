@@ -148,6 +148,21 @@ impl ProcessTable {
         self.insert(key, node);
     }
 
+    /// The latest image known under `pid` and its parent's executable (a `kill PID` names only
+    /// the pid). Walks the table: for rare commands only.
+    pub fn by_pid(&self, pid: i32) -> Option<(Hop, Option<Arc<str>>)> {
+        let (_, node) = self
+            .nodes
+            .iter()
+            .filter(|((p, _), _)| *p == pid)
+            .max_by_key(|((_, version), _)| *version)?;
+        let parent = node
+            .parent
+            .and_then(|t| self.nodes.peek(&t))
+            .map(|n| n.hop.executable.clone());
+        Some((node.hop.clone(), parent))
+    }
+
     /// Learn from one event: its process, and the image an exec or fork creates.
     pub fn observe(&mut self, ev: &Event) {
         self.remember(&ev.process, None);

@@ -678,11 +678,13 @@ impl Rules<'_> {
 
     fn exec(&self, ev: &Event, exec: &Exec) -> Option<Finding> {
         let target = &exec.target;
-        let surface = tamper::Surface::new(self.config);
-        if let Some(t) =
+        let surface = self.surface;
+        if let Some(tool) =
             tamper::TamperTool::identify(&target.executable, target.signing_id.as_deref())
         {
-            let t = surface.command(t, &exec.args)?;
+            let t = surface
+                .command(tool, &exec.args)
+                .or_else(|| self.kill_by_pid(tool, exec))?;
             return self.tamper(ev, t, None);
         }
         let tool = Tool::identify(&target.executable, target.signing_id.as_deref())?;
@@ -895,6 +897,29 @@ impl Rules<'_> {
         let _ = self.resolve_initiator(&mut f, &ev.process);
         f.activity = store.consent.then_some(Activity::Approval);
         Some(f)
+    }
+
+    /// `kill PID` where lineage knows the pid is kextwatch or its eslogger: the command, for
+    /// captures that lack the signal event it causes.
+    fn kill_by_pid(&self, tool: tamper::TamperTool, exec: &Exec) -> Option<tamper::Tamper> {
+        if tool != tamper::TamperTool::Kill {
+            return None;
+        }
+        let (sig, pids) = tamper::kill_targets(&exec.args)?;
+        pids.into_iter().find_map(|pid| {
+            let (hop, parent) = self.lineage.by_pid(pid)?;
+            let target = Process {
+                pid,
+                executable: hop.executable.to_string(),
+                ..Process::default()
+            };
+            self.surface
+                .signal(sig, &exec.target, &target, parent.as_deref())
+                .map(|t| tamper::Tamper {
+                    what: format!("{} ({})", t.what, exec.args.join(" ")),
+                    ..t
+                })
+        })
     }
 
     /// A change to kextwatch's files (or the TCC database) by anyone but kextwatch and the

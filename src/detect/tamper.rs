@@ -464,6 +464,23 @@ fn kill_signal(rest: &[&str]) -> Option<i32> {
     None
 }
 
+/// What `kill [-SIG] PID...` asks: the signal (SIGTERM by default) and the pids, unless the signal
+/// is harmless.
+pub fn kill_targets(args: &[String]) -> Option<(i32, Vec<i32>)> {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let sig = kill_signal(&rest).unwrap_or(15);
+    if HARMLESS_SIGNALS.contains(&sig) {
+        return None;
+    }
+    let pids: Vec<i32> = rest
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| a.parse().ok())
+        .filter(|p| *p > 1)
+        .collect();
+    (!pids.is_empty()).then_some((sig, pids))
+}
+
 /// `date`'s time operand: `[[[mm]dd]HH]MM[[cc]yy][.ss]`, 4 to 12 digits and optional seconds.
 fn is_date_operand(a: &str) -> bool {
     let (digits, secs) = match a.split_once('.') {
@@ -761,6 +778,19 @@ mod tests {
         );
         assert_eq!(surface_check(TamperTool::Killall, "killall Safari"), None);
         assert_eq!(surface_check(TamperTool::Kill, "kill -9 4242"), None);
+        // By pid, for lineage to resolve: the signal (TERM by default) and every pid but init.
+        assert_eq!(
+            kill_targets(&args("kill -9 300 301")),
+            Some((9, vec![300, 301]))
+        );
+        assert_eq!(kill_targets(&args("kill 300")), Some((15, vec![300])));
+        assert_eq!(
+            kill_targets(&args("kill -s KILL 300")),
+            Some((9, vec![300]))
+        );
+        assert_eq!(kill_targets(&args("kill -s HUP 300")), None);
+        assert_eq!(kill_targets(&args("kill -l")), None);
+        assert_eq!(kill_targets(&args("kill -9 1")), None);
     }
 
     #[test]
