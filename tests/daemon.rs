@@ -156,6 +156,26 @@ fn alerts_in(dir: &Path) -> Vec<serde_json::Value> {
     complete.lines().map(support::parse_alert).collect()
 }
 
+/// The read end of a FIFO, open now (a read-only open does not wait for a writer when
+/// non-blocking), then blocking for reads: the daemon opening its output later always finds a reader.
+fn open_fifo_reader(path: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        assert!(
+            flags >= 0 && libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) >= 0
+        );
+    }
+    f
+}
+
 fn wait_for(mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -321,10 +341,9 @@ fn a_burst_larger_than_every_queue_is_counted_never_a_hang() {
     mkfifo(&alerts_fifo);
     let (go, wait_go) = std::sync::mpsc::channel::<()>();
     let reader = {
-        let fifo = alerts_fifo.clone();
+        // Open before the daemon starts: a FIFO output with no reader is an error at start.
+        let mut f = open_fifo_reader(&alerts_fifo);
         std::thread::spawn(move || {
-            // Blocks until the daemon opens its output, which it does at start.
-            let mut f = std::fs::File::open(&fifo).unwrap();
             wait_go.recv().unwrap();
             let mut text = String::new();
             std::io::Read::read_to_string(&mut f, &mut text).unwrap();
@@ -389,9 +408,9 @@ fn an_output_nobody_reads_does_not_hold_back_the_others() {
     mkfifo(&stuck);
     let (release, wait_release) = std::sync::mpsc::channel::<()>();
     let reader = {
-        let fifo = stuck.clone();
+        // Open before the daemon starts: a FIFO output with no reader is an error at start.
+        let mut f = open_fifo_reader(&stuck);
         std::thread::spawn(move || {
-            let mut f = std::fs::File::open(&fifo).unwrap();
             wait_release.recv().unwrap();
             let mut text = String::new();
             std::io::Read::read_to_string(&mut f, &mut text).unwrap();
