@@ -207,6 +207,19 @@ mod tests {
         assert!(!found.fresh);
         assert_eq!(found.problems.len(), 1, "{found:?}");
         assert!(found.problems[0].ends_with("spool-siem.sqlite was removed since the last run"));
+        // A ledger replaced by a link (to hide what was there) is not read and not a fresh start.
+        std::fs::remove_file(state.join(LEDGER)).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/dev/null", state.join(LEDGER)).unwrap();
+            let found = check(&config, &state);
+            assert!(!found.fresh);
+            assert_eq!(found.problems.len(), 1, "{found:?}");
+            assert!(
+                found.problems[0].starts_with("the run ledger cannot be read"),
+                "{found:?}"
+            );
+        }
     }
 
     #[test]
