@@ -1036,7 +1036,44 @@ mod tests {
         );
         assert!(s.guard_change(&installd, &[KW_BIN]).allow);
         assert!(s.guard_change(&jamf, &[config_file]).allow);
+        // The allowlist names signing id and team together: either alone is not the manager.
+        let wrong_team = image(
+            "/tmp/jamf",
+            "com.jamfsoftware.jamf",
+            false,
+            Some("ZZZZZZZZZZ"),
+        );
+        assert!(!s.guard_change(&wrong_team, &[config_file]).allow);
+        let fake_installd = image("/tmp/installd", "com.apple.system_installd", false, None);
+        assert!(!s.guard_change(&fake_installd, &[config_file]).allow);
         assert!(s.guard_change(&bash, &["/Users/alice/notes.txt"]).allow);
+    }
+
+    #[test]
+    fn what_live_sources_must_deliver_covers_kextwatch_and_nothing_else() {
+        let config = Config::default_config();
+        let s = Surface::new(&config);
+        let watched = s.watched_paths();
+        for p in [
+            "/Library/Application Support/kextwatch",
+            "/Library/LaunchDaemons/com.kextwatch.daemon.plist",
+            "/var/db/kextwatch",
+            TCC_DB,
+        ] {
+            assert!(watched.iter().any(|w| w == p), "{p}: {watched:?}");
+        }
+        assert!(
+            watched.iter().all(|w| w.len() > 1 && w.starts_with('/')),
+            "{watched:?}"
+        );
+        // The guard listens to the files and to kextwatch's executables (signal targets).
+        let guarded = s.guarded_paths();
+        assert!(guarded.contains(&"/var/db/kextwatch".to_string()));
+        assert!(guarded.contains(&KW_BIN.to_string()));
+        assert!(
+            !guarded.contains(&TCC_DB.to_string()),
+            "TCC is watched, never guarded"
+        );
     }
 
     #[test]
