@@ -543,7 +543,13 @@ pub fn weakening(old: &Config, new: &Config) -> (Vec<String>, bool) {
         strong.push("KextPolicy watching turned off".into());
     }
     let (ot, nt) = (&old.tamper, &new.tamper);
-    let unprotected = gone(&old.protected_paths(), &new.protected_paths());
+    // Still covered by a folder the new config protects is still protected.
+    let now_protected = new.protected_paths();
+    let unprotected: Vec<String> = old
+        .protected_paths()
+        .into_iter()
+        .filter(|p| !now_protected.iter().any(|r| is_under(p, r)))
+        .collect();
     if !unprotected.is_empty() {
         strong.push(format!("no longer protected: {}", unprotected.join(", ")));
     }
@@ -791,6 +797,20 @@ mod tests {
         assert_eq!(kill_targets(&args("kill -s HUP 300")), None);
         assert_eq!(kill_targets(&args("kill -l")), None);
         assert_eq!(kill_targets(&args("kill -9 1")), None);
+        for (flag, sig) in [
+            ("-INT", Some(2)),
+            ("-QUIT", Some(3)),
+            ("-STOP", Some(17)),
+            ("-sigkill", Some(9)),
+        ] {
+            let got = kill_targets(&args(&format!("kill {flag} 300"))).map(|(s, _)| s);
+            assert_eq!(got, sig, "{flag}");
+        }
+        assert_eq!(
+            kill_targets(&args("kill -INFO 300")),
+            None,
+            "SIGINFO asks for status"
+        );
     }
 
     #[test]
@@ -849,6 +869,17 @@ mod tests {
         assert_eq!(c(TamperTool::Date, "date -j -f %s 1700000000"), None);
         assert_eq!(c(TamperTool::Date, "date -j 010112002020"), None);
         assert_eq!(
+            c(TamperTool::Date, "date +%Y-%m-%d"),
+            None,
+            "a format, not a time"
+        );
+        assert_eq!(c(TamperTool::Date, "date 12345678901234"), None, "too long");
+        assert_eq!(
+            c(TamperTool::Date, "date 0101120020.3"),
+            None,
+            "seconds are two digits"
+        );
+        assert_eq!(
             c(TamperTool::Systemsetup, "systemsetup -settime 10:00:00"),
             Some(Clock)
         );
@@ -867,6 +898,53 @@ mod tests {
             None
         );
         assert_eq!(c(TamperTool::Systemsetup, "systemsetup -gettime"), None);
+    }
+
+    #[test]
+    fn tcc_and_system_extension_changes_are_tampering_only_when_they_take_kextwatch_s() {
+        let config = Config::default_config();
+        let s = Surface::new(&config);
+        let fda = "kTCCServiceSystemPolicyAllFiles";
+        // Either spelling of the service; the app, the extension or the binary; a deletion or a
+        // right that is no longer allowed.
+        assert!(s.tcc_modified(fda, "com.kextwatch.app", 3, 0).is_some());
+        assert!(s
+            .tcc_modified("SystemPolicyAllFiles", "com.kextwatch.app", 3, 0)
+            .is_some());
+        assert!(s
+            .tcc_modified(fda, "com.kextwatch.app.agent", 2, 0)
+            .is_some());
+        assert!(s.tcc_modified(fda, KW_BIN, 2, 0).is_some());
+        assert!(
+            s.tcc_modified(fda, "com.kextwatch.app", 2, 2).is_none(),
+            "still allowed"
+        );
+        assert!(s
+            .tcc_modified("kTCCServiceCamera", "com.kextwatch.app", 3, 0)
+            .is_none());
+        assert!(s.tcc_modified(fda, "com.example.backup", 3, 0).is_none());
+        let mut alt = config.clone();
+        alt.tamper.system_extension = "org.example.agent".into();
+        assert!(Surface::new(&alt)
+            .tcc_modified(fda, "org.example.agent", 3, 0)
+            .is_some());
+        assert!(s
+            .profile_removed("com.kextwatch.profile.ABCDE12345")
+            .is_some());
+        assert!(s.profile_removed("com.example.wifi").is_none());
+        let sysext = |line: &str| s.sysext_uninstall(&args(line)).map(|t| t.kind);
+        assert_eq!(
+            sysext("systemextensionsctl uninstall ABCDE12345 com.kextwatch.app.agent"),
+            Some(TamperKind::Stop)
+        );
+        assert_eq!(
+            sysext("systemextensionsctl uninstall ABCDE12345 com.example.vpn"),
+            None
+        );
+        assert_eq!(
+            sysext("systemextensionsctl list com.kextwatch.app.agent"),
+            None
+        );
     }
 
     #[test]
@@ -976,6 +1054,15 @@ mod tests {
                 "correlation or tamper memory shortened",
                 four,
             ]
+        );
+        let mut fewer_outputs = old.clone();
+        fewer_outputs.outputs.push(crate::config::OutputSpec::File {
+            path: "/var/log/kextwatch/alerts.jsonl".into(),
+            format: crate::config::AlertFormat::Json,
+        });
+        assert_eq!(
+            weakening(&fewer_outputs, &old).0,
+            ["outputs removed: file /var/log/kextwatch/alerts.jsonl"]
         );
         // Tightening is not weakening; moving the state directory (back) is still reported.
         assert_eq!(weakening(&weaker, &old).0, ["no longer protected: /tmp/kw"]);
