@@ -1064,6 +1064,54 @@ mod tests {
             weakening(&fewer_outputs, &old).0,
             ["outputs removed: file /var/log/kextwatch/alerts.jsonl"]
         );
+        // Enforcement off, a shorter correlation window: strong each on its own.
+        let mut enforcing = old.clone();
+        enforcing.daemon.enforce = true;
+        assert_eq!(
+            weakening(&enforcing, &old),
+            (
+                vec!["enforcement turned off (daemon.mode)".to_string()],
+                true
+            )
+        );
+        let mut shorter = old.clone();
+        shorter.detection.correlation_window = std::time::Duration::from_secs(10);
+        assert_eq!(
+            weakening(&old, &shorter).0,
+            ["correlation or tamper memory shortened"]
+        );
+        assert!(
+            weakening(&shorter, &old).0.is_empty(),
+            "longer is not weaker"
+        );
+        // Exactly three additions are still routine; a vendor's own namespace is not broad.
+        let mut three = old.clone();
+        let kext = |team: &str, prefix: &str| crate::config::KextEntry {
+            team_id: team.into(),
+            bundle_id: crate::config::BundlePattern::Prefix(prefix.into()),
+        };
+        for t in ["AAAAAAAAA1", "AAAAAAAAA2", "AAAAAAAAA3"] {
+            three.allowlist.kexts.push(kext(t, "com.vendor."));
+        }
+        assert!(
+            weakening(&old, &three).0.is_empty(),
+            "{:?}",
+            weakening(&old, &three)
+        );
+        // A fourth of another kind (an initiator) makes four.
+        three
+            .allowlist
+            .initiators
+            .push(crate::config::InitiatorEntry {
+                signing_id: "com.vendor.agent".into(),
+                team_id: "AAAAAAAAA1".into(),
+            });
+        assert_eq!(
+            weakening(&old, &three).0.len(),
+            2,
+            "{:?}",
+            weakening(&old, &three)
+        );
         // Tightening is not weakening; moving the state directory (back) is still reported.
         assert_eq!(weakening(&weaker, &old).0, ["no longer protected: /tmp/kw"]);
     }
@@ -1177,8 +1225,13 @@ mod tests {
             user_id: None,
         };
         let mut m = TamperMemory::default();
+        assert!(m.is_empty());
         m.remember(mark(10));
         m.remember(mark(20));
+        // Every change moves the generation the daemon saves by; nothing else does.
+        assert_eq!((m.generation, m.is_empty()), (2, false));
+        m.expire(25, 100);
+        assert_eq!(m.generation, 2, "nothing expired");
         assert_eq!(m.latest(25, 10).map(|m| m.time_ns), Some(20));
         assert_eq!(m.latest(31, 10), None);
         assert_eq!(
@@ -1187,7 +1240,7 @@ mod tests {
             "not a later one"
         );
         m.expire(29, 10);
-        assert_eq!(m.len(), 1);
+        assert_eq!((m.len(), m.generation), (1, 3));
         for t in 0..(CAPACITY as i64 + 5) {
             m.remember(mark(100 + t));
         }
