@@ -47,13 +47,11 @@ const TOOLS: [(&str, TamperTool); 8] = [
 
 impl TamperTool {
     pub fn identify(path: &str, signing_id: Option<&str>) -> Option<TamperTool> {
-        let file = path.rsplit('/').next().unwrap_or(path);
-        let by_name = TOOLS.iter().find(|(n, _)| file.eq_ignore_ascii_case(n));
-        let by_sid = || {
-            let sid = signing_id?.strip_prefix("com.apple.")?;
-            TOOLS.iter().find(|(n, _)| sid == *n)
-        };
-        by_name.or_else(by_sid).map(|(_, t)| *t)
+        super::tools::identify_in(&TOOLS, path, signing_id)
+    }
+
+    fn name(self) -> &'static str {
+        super::tools::name_in(&TOOLS, self)
     }
 }
 
@@ -276,7 +274,7 @@ impl Surface {
     /// A command line (`args` with argv[0]) of a tamper tool.
     pub fn command(&self, tool: TamperTool, args: &[String]) -> Option<Tamper> {
         let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-        let line = || format!("{} {}", tool_name(tool), rest.join(" "));
+        let line = || format!("{} {}", tool.name(), rest.join(" "));
         let t = &self.tamper;
         let kind = match tool {
             TamperTool::Launchctl => {
@@ -426,10 +424,6 @@ impl Surface {
             what: format!("systemextensionsctl {}", rest.join(" ")),
         })
     }
-}
-
-fn tool_name(t: TamperTool) -> &'static str {
-    TOOLS.iter().find(|(_, x)| *x == t).map_or("?", |(n, _)| n)
 }
 
 /// A signal by name (`KILL`, `SIGTERM`, any case) or number.

@@ -43,23 +43,35 @@ const TOOLS: [(&str, Tool); 14] = [
 /// Directories Apple installs these tools in.
 const SYSTEM_DIRS: [&str; 4] = ["/sbin", "/usr/sbin", "/usr/bin", "/bin"];
 
+/// Which entry of `table` an exec'd image is: by its file name (any case) or its Apple signing id
+/// (`com.apple.NAME`). Kext tools and tamper tools are recognised alike.
+pub fn identify_in<T: Copy>(
+    table: &[(&'static str, T)],
+    path: &str,
+    signing_id: Option<&str>,
+) -> Option<T> {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let by_name = table.iter().find(|(n, _)| file.eq_ignore_ascii_case(n));
+    let by_sid = || {
+        let sid = signing_id?.strip_prefix("com.apple.")?;
+        table.iter().find(|(n, _)| sid == *n)
+    };
+    by_name.or_else(by_sid).map(|(_, t)| *t)
+}
+
+/// The name `table` gives `t`.
+pub fn name_in<T: Copy + PartialEq>(table: &[(&'static str, T)], t: T) -> &'static str {
+    table.iter().find(|(_, x)| *x == t).map_or("?", |(n, _)| n)
+}
+
 impl Tool {
     pub fn name(self) -> &'static str {
-        TOOLS
-            .iter()
-            .find(|(_, t)| *t == self)
-            .map_or("?", |(n, _)| n)
+        name_in(&TOOLS, self)
     }
 
     /// Identify a tool from an exec'd image's path (file name, any case) or Apple signing id.
     pub fn identify(path: &str, signing_id: Option<&str>) -> Option<Tool> {
-        let file = path.rsplit('/').next().unwrap_or(path);
-        let by_name = TOOLS.iter().find(|(n, _)| file.eq_ignore_ascii_case(n));
-        let by_sid = || {
-            let sid = signing_id?.strip_prefix("com.apple.")?;
-            TOOLS.iter().find(|(n, _)| sid == *n)
-        };
-        by_name.or_else(by_sid).map(|(_, t)| *t)
+        identify_in(&TOOLS, path, signing_id)
     }
 }
 
