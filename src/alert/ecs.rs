@@ -87,18 +87,36 @@ pub fn decision_class(allowed: bool) -> EventClass {
 
 /// `agent.*`: the software that wrote the document.
 #[derive(Debug, Serialize)]
-struct Agent {
+struct Agent<'a> {
     name: &'static str,
     #[serde(rename = "type")]
     kind: &'static str,
     version: &'static str,
+    /// This run of kextwatch (heartbeats only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral_id: Option<&'a str>,
 }
 
-const AGENT: Agent = Agent {
+const AGENT: Agent<'static> = Agent {
     name: "kextwatch",
     kind: "kextwatch",
     version: env!("CARGO_PKG_VERSION"),
+    ephemeral_id: None,
 };
+
+/// `host.*` with the boot it is in (heartbeats).
+#[derive(Serialize)]
+struct BootedHost<'a> {
+    #[serde(flatten)]
+    host: &'a Host,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boot: Option<Boot<'a>>,
+}
+
+#[derive(Serialize)]
+struct Boot<'a> {
+    id: &'a str,
+}
 
 #[derive(Debug, Serialize)]
 struct Ecs {
@@ -333,7 +351,7 @@ struct AlertDoc<'a> {
     #[serde(skip_serializing_if = "Threat::is_empty")]
     threat: &'a Threat,
     host: &'a Host,
-    agent: Agent,
+    agent: Agent<'static>,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<ProcessDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -446,14 +464,14 @@ pub fn heartbeat(
         severity: None,
         sequence: Some(beat.sequence),
     };
-    let mut host = serde_json::to_value(host).unwrap_or_default();
-    if let (Some(h), Some(boot)) = (host.as_object_mut(), &beat.boot_id) {
-        h.insert("boot".into(), serde_json::json!({ "id": boot }));
-    }
-    let mut agent = serde_json::to_value(AGENT).unwrap_or_default();
-    if let Some(a) = agent.as_object_mut() {
-        a.insert("ephemeral_id".into(), beat.run_id.clone().into());
-    }
+    let host = BootedHost {
+        host,
+        boot: beat.boot_id.as_deref().map(|id| Boot { id }),
+    };
+    let agent = Agent {
+        ephemeral_id: Some(&beat.run_id),
+        ..AGENT
+    };
     serde_json::json!({
         "@timestamp": timestamp,
         "message": message,
