@@ -454,6 +454,23 @@ fn an_output_nobody_reads_does_not_hold_back_the_others() {
     assert_eq!((done.outputs[0].written, done.outputs[0].lost), (500, 0));
 }
 
+/// The daemon on `dir`'s config with `fake` (an executable script) as its eslogger, alerts to
+/// `dir/alerts.jsonl`.
+fn run_with_eslogger(dir: &Path, fake: &Path) -> std::process::Child {
+    std::fs::set_permissions(fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.join("k.toml");
+    std::fs::write(&config, config_text(dir, &file_output(dir))).unwrap();
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--source", "eslogger", "--eslogger"])
+        .arg(fake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn eslogger_source_is_restarted_when_it_exits() {
     let dir = tempfile::tempdir().unwrap();
@@ -470,18 +487,7 @@ fn eslogger_source_is_restarted_when_it_exits() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let config = dir.path().join("k.toml");
-    std::fs::write(&config, config_text(dir.path(), &file_output(dir.path()))).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--source", "eslogger", "--eslogger"])
-        .arg(&fake)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_with_eslogger(dir.path(), &fake);
     let status_path = dir.path().join("state/status.json");
     wait_for(|| {
         Status::read(&status_path).is_ok_and(|s| s.source_restarts >= 2 && s.events_analysed >= 2)
@@ -526,38 +532,21 @@ fn a_killed_eslogger_is_restarted_at_once_and_reported_with_its_killer() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let config = dir.path().join("k.toml");
-    std::fs::write(&config, config_text(dir.path(), &file_output(dir.path()))).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--source", "eslogger", "--eslogger"])
-        .arg(&fake)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_with_eslogger(dir.path(), &fake);
     // Killed again and again, it keeps coming back (how soon is `Restart`'s unit test: at once
     // after a kill, not on the failure backoff).
     let status_path = dir.path().join("state/status.json");
     wait_for(|| Status::read(&status_path).is_ok_and(|s| s.source_restarts >= 3));
-    wait_for(|| {
-        alerts_in(dir.path()).iter().any(|a| {
-            a["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("ended by SIGKILL")
-        })
-    });
+    let died_of_kill = |a: &serde_json::Value| {
+        a["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ended by SIGKILL")
+    };
+    wait_for(|| alerts_in(dir.path()).iter().any(died_of_kill));
     let died = alerts_in(dir.path())
         .into_iter()
-        .find(|a| {
-            a["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("ended by SIGKILL")
-        })
+        .find(died_of_kill)
         .unwrap();
     assert_eq!(died["rule"]["id"], "KW-6002");
     let reasons = died["kextwatch"]["reasons"].to_string();
