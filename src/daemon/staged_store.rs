@@ -90,8 +90,20 @@ fn read_bounded(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::staged::Staging;
+    use crate::detect::staged::{SavedActor, Staging};
     use crate::detect::tamper::TamperMark;
+
+    fn by(exe: &str, sid: &str, action: &str) -> SavedActor {
+        SavedActor {
+            timestamp: "2026-11-25T14:03:12Z".into(),
+            action: action.into(),
+            pid: Some(4100),
+            executable: Some(exe.into()),
+            signing_id: Some(sid.into()),
+            team_id: None,
+            user_id: Some("501".into()),
+        }
+    }
 
     fn staging(bundle: &str) -> Staging {
         Staging {
@@ -99,13 +111,7 @@ mod tests {
             first_ns: 1,
             last_ns: 2,
             changes: 3,
-            timestamp: "2026-11-25T14:03:12Z".into(),
-            action: "create".into(),
-            pid: Some(4100),
-            executable: Some("/bin/cp".into()),
-            signing_id: Some("com.apple.cp".into()),
-            team_id: None,
-            user_id: Some("501".into()),
+            by: by("/bin/cp", "com.apple.cp", "create"),
         }
     }
 
@@ -120,13 +126,7 @@ mod tests {
             tampers: vec![TamperMark {
                 time_ns: 5,
                 what: "launchctl bootout system/com.kextwatch.daemon".into(),
-                timestamp: "2026-11-25T14:03:10Z".into(),
-                action: "exec".into(),
-                pid: Some(4100),
-                executable: Some("/bin/launchctl".into()),
-                signing_id: Some("com.apple.xpc.launchctl".into()),
-                team_id: None,
-                user_id: Some("501".into()),
+                by: by("/bin/launchctl", "com.apple.xpc.launchctl", "exec"),
             }],
         };
         assert!(store.save_if_changed(v.clone()).unwrap());

@@ -21,6 +21,50 @@ use crate::alert::{Evidence, Severity};
 /// Bundles remembered at most.
 pub const CAPACITY: usize = 4096;
 
+/// Who did something detection remembers, in the form the daemon persists (the evidence fields
+/// that outlive the event): shared by stagings and tamper marks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedActor {
+    pub timestamp: String,
+    pub action: String,
+    pub pid: Option<i32>,
+    pub executable: Option<String>,
+    pub signing_id: Option<String>,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+impl SavedActor {
+    pub fn of(e: &Evidence) -> SavedActor {
+        SavedActor {
+            timestamp: e.timestamp.clone(),
+            action: e.action.to_string(),
+            pid: e.pid,
+            executable: e.executable.clone(),
+            signing_id: e.signing_id.clone(),
+            team_id: e.team_id.clone(),
+            user_id: e.user_id.clone(),
+        }
+    }
+
+    /// Evidence again, about `path` when there is one.
+    pub fn evidence(&self, path: Option<String>) -> Evidence {
+        Evidence {
+            timestamp: self.timestamp.clone(),
+            action: static_action(&self.action),
+            pid: self.pid,
+            executable: self.executable.clone(),
+            args: None,
+            path,
+            kext_bundle_id: None,
+            team_id: self.team_id.clone(),
+            signing_id: self.signing_id.clone(),
+            user_id: self.user_id.clone(),
+            global_seq_num: None,
+        }
+    }
+}
+
 /// One remembered staging, in the form the daemon persists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Staging {
@@ -32,30 +76,13 @@ pub struct Staging {
     /// Changes seen to it.
     pub changes: u64,
     /// The first change: who staged it.
-    pub timestamp: String,
-    pub action: String,
-    pub pid: Option<i32>,
-    pub executable: Option<String>,
-    pub signing_id: Option<String>,
-    pub team_id: Option<String>,
-    pub user_id: Option<String>,
+    #[serde(flatten)]
+    pub by: SavedActor,
 }
 
 impl Staging {
     fn evidence(&self) -> Evidence {
-        Evidence {
-            timestamp: self.timestamp.clone(),
-            action: static_action(&self.action),
-            pid: self.pid,
-            executable: self.executable.clone(),
-            args: None,
-            path: Some(self.bundle.clone()),
-            kext_bundle_id: None,
-            team_id: self.team_id.clone(),
-            signing_id: self.signing_id.clone(),
-            user_id: self.user_id.clone(),
-            global_seq_num: None,
-        }
+        self.by.evidence(Some(self.bundle.clone()))
     }
 }
 
@@ -75,7 +102,7 @@ pub struct ReadBack {
 }
 
 /// Evidence actions are static names; a restored one maps back to its name.
-pub(crate) fn static_action(a: &str) -> &'static str {
+fn static_action(a: &str) -> &'static str {
     const ACTIONS: [&str; 16] = [
         "create",
         "write",
@@ -273,13 +300,7 @@ impl StagedMemory {
             first_ns: now,
             last_ns: now,
             changes: 1,
-            timestamp: e.timestamp.clone(),
-            action: e.action.to_string(),
-            pid: e.pid,
-            executable: e.executable.clone(),
-            signing_id: e.signing_id.clone(),
-            team_id: e.team_id.clone(),
-            user_id: e.user_id.clone(),
+            by: SavedActor::of(e),
         });
     }
 }

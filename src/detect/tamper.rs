@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::path::{is_under, normalize};
+use super::staged::SavedActor;
 use crate::alert::Evidence;
 use crate::config::Config;
 use crate::event::Process;
@@ -610,13 +611,8 @@ pub fn weakening(old: &Config, new: &Config) -> (Vec<String>, bool) {
 pub struct TamperMark {
     pub time_ns: i64,
     pub what: String,
-    pub timestamp: String,
-    pub action: String,
-    pub pid: Option<i32>,
-    pub executable: Option<String>,
-    pub signing_id: Option<String>,
-    pub team_id: Option<String>,
-    pub user_id: Option<String>,
+    #[serde(flatten)]
+    pub by: SavedActor,
 }
 
 impl TamperMark {
@@ -624,30 +620,12 @@ impl TamperMark {
         TamperMark {
             time_ns,
             what,
-            timestamp: e.timestamp.clone(),
-            action: e.action.to_string(),
-            pid: e.pid,
-            executable: e.executable.clone(),
-            signing_id: e.signing_id.clone(),
-            team_id: e.team_id.clone(),
-            user_id: e.user_id.clone(),
+            by: SavedActor::of(e),
         }
     }
 
     pub fn evidence(&self) -> Evidence {
-        Evidence {
-            timestamp: self.timestamp.clone(),
-            action: super::staged::static_action(&self.action),
-            pid: self.pid,
-            executable: self.executable.clone(),
-            args: None,
-            path: None,
-            kext_bundle_id: None,
-            team_id: self.team_id.clone(),
-            signing_id: self.signing_id.clone(),
-            user_id: self.user_id.clone(),
-            global_seq_num: None,
-        }
+        self.by.evidence(None)
     }
 
     /// "EXECUTABLE (pid N)", or the action when no process is behind it.
@@ -1210,13 +1188,15 @@ mod tests {
         let mark = |t: i64| TamperMark {
             time_ns: t,
             what: format!("w{t}"),
-            timestamp: String::new(),
-            action: "exec".into(),
-            pid: None,
-            executable: None,
-            signing_id: None,
-            team_id: None,
-            user_id: None,
+            by: SavedActor {
+                timestamp: String::new(),
+                action: "exec".into(),
+                pid: None,
+                executable: None,
+                signing_id: None,
+                team_id: None,
+                user_id: None,
+            },
         };
         let mut m = TamperMemory::default();
         assert!(m.is_empty());
