@@ -34,18 +34,15 @@ use rules::{BundleFacts, Finding, Rules};
 /// and to kextwatch's own files, kext events, signals to kextwatch and its eslogger.
 pub struct KextInterest {
     roots: Vec<String>,
-    /// kextwatch's files, the TCC database, and its executables (as signal targets).
-    protected: Vec<String>,
-    executables: Vec<String>,
+    /// kextwatch itself: its files, the TCC database, its executables as signal targets.
+    surface: tamper::Surface,
 }
 
 impl KextInterest {
     pub fn new(config: &Config) -> KextInterest {
-        let surface = tamper::Surface::new(config);
         KextInterest {
             roots: config.detection.watched_roots.clone(),
-            protected: surface.watched_paths(),
-            executables: config.tamper.executables.clone(),
+            surface: tamper::Surface::new(config),
         }
     }
 }
@@ -82,13 +79,11 @@ impl Interest for KextInterest {
         let n = path::normalize(p);
         self.roots.iter().any(|r| path::is_under(&n, r))
             || path::kext_store(&n).is_some()
-            || self.protected.iter().any(|r| path::is_under(&n, r))
+            || self.surface.protected_file(&n).is_some()
     }
 
     fn signal_matters(&self, target: &str) -> bool {
-        let n = path::normalize(target);
-        n.eq_ignore_ascii_case(tamper::ESLOGGER)
-            || self.executables.iter().any(|e| n.eq_ignore_ascii_case(e))
+        self.surface.signal_target_matters(target)
     }
 
     /// Lineage: every exec (without arguments unless it is a tool) and fork.

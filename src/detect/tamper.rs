@@ -213,6 +213,11 @@ impl Surface {
                 .is_none_or(|team| p.team_id.as_deref() == Some(team.as_str()))
     }
 
+    /// Can a signal to a process running `path` be tampering? (kextwatch, or an eslogger.)
+    pub fn signal_target_matters(&self, path: &str) -> bool {
+        normalize(path).eq_ignore_ascii_case(ESLOGGER) || self.is_kextwatch_image(path)
+    }
+
     /// Is `path` one of kextwatch's executables?
     fn is_kextwatch_image(&self, path: &str) -> bool {
         let exe = normalize(path);
