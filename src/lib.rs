@@ -13,6 +13,7 @@ pub mod files;
 pub mod host;
 pub mod inventory;
 pub mod kextpolicy;
+pub mod layout;
 pub mod output;
 pub mod profile;
 pub mod replay;

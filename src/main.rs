@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
         eslogger: PathBuf,
         /// Managed preferences whose ConfigTOML (from `kextwatch profile --config`) overrides --config.
-        #[arg(long, default_value = kextwatch::daemon::MANAGED_PREFERENCES, hide = true)]
+        #[arg(long, default_value = kextwatch::layout::MANAGED_PREFERENCES, hide = true)]
         managed_prefs: PathBuf,
     },
     /// Check what the daemon needs (root, Full Disk Access, Endpoint Security, SIP, config, outputs,
@@ -133,6 +133,10 @@ enum Command {
         /// PayloadOrganization shown to users.
         #[arg(long, default_value = "kextwatch")]
         organization: String,
+        /// Whether users may still approve system extensions this profile does not name (true is
+        /// Apple's default; false leaves only extensions that MDM profiles allow).
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        allow_user_overrides: bool,
         /// Write here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -395,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bundle_id,
             config,
             organization,
+            allow_user_overrides,
             output,
         } => {
             let config_toml = match &config {
@@ -413,6 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bundle_id: &bundle_id,
                 config_toml: config_toml.as_deref(),
                 organization: &organization,
+                allow_user_overrides,
             })?;
             let xml = kextwatch::profile::to_xml(&profile);
             match output {

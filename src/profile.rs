@@ -9,13 +9,7 @@ use plist::{Dictionary, Value};
 use uuid::Uuid;
 
 use crate::config::Config;
-
-/// Where the daemon-mode binary is installed (packaging/scripts/layout.env) and its signing id.
-pub const DAEMON_BINARY: &str = "/Library/Application Support/kextwatch/kextwatch";
-pub const DAEMON_SIGNING_ID: &str = "com.kextwatch.kextwatch";
-pub const DAEMON_LABEL: &str = "com.kextwatch.daemon";
-/// Preference domain of the managed configuration payload.
-pub const CONFIG_DOMAIN: &str = "com.kextwatch";
+use crate::layout;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProfileError {
@@ -27,7 +21,9 @@ pub enum ProfileError {
     BundleId(String),
     #[error("--config: {0}")]
     Config(String),
-    #[error("--organization {0:?} contains control characters, which an XML profile cannot hold")]
+    #[error(
+        "--organization {0:?} contains a control character, or one an XML profile cannot hold"
+    )]
     Organization(String),
 }
 
@@ -37,6 +33,21 @@ pub struct ProfileRequest<'a> {
     /// A config file's text, validated and delivered as managed preferences.
     pub config_toml: Option<&'a str>,
     pub organization: &'a str,
+    /// Whether users may still approve system extensions the profile does not name (Apple's
+    /// default, true; false leaves only MDM-allowed extensions, kextwatch's and any others).
+    pub allow_user_overrides: bool,
+}
+
+/// XML 1.0 can hold these characters and no others (its `Char` production), escaped or not.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// The first character of `text` that XML cannot hold, with its line.
+fn unwritable(text: &str) -> Option<(usize, char)> {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, l)| l.chars().find(|c| !xml_char(*c)).map(|c| (i + 1, c)))
 }
 
 fn uuid(team: &str, bundle: &str, part: &str) -> String {
@@ -108,9 +119,13 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
     if !bundle_ok {
         return Err(ProfileError::BundleId(bundle.to_string()));
     }
-    // XML 1.0 has no way to write most control characters; `<`, `&` and the rest are escaped by
-    // the writer.
-    if req.organization.chars().any(char::is_control) {
+    // `<`, `&` and the rest are escaped by the plist writer; XML has no way to write most
+    // control characters, and a name shown to users has no use for any.
+    if req
+        .organization
+        .chars()
+        .any(|c| c.is_control() || !xml_char(c))
+    {
         return Err(ProfileError::Organization(req.organization.to_string()));
     }
     let team_list = |v: Value| dict(vec![(team, v)]);
@@ -121,7 +136,10 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
             "com.apple.system-extension-policy",
             "kextwatch system extension",
             vec![
-                ("AllowUserOverrides", Value::Boolean(false)),
+                (
+                    "AllowUserOverrides",
+                    Value::Boolean(req.allow_user_overrides),
+                ),
                 (
                     "AllowedSystemExtensions",
                     team_list(Value::Array(vec![s(bundle)])),
@@ -156,11 +174,11 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
                             ("Comment", s("kextwatch Endpoint Security system extension")),
                         ]),
                         dict(vec![
-                            ("Identifier", s(DAEMON_BINARY)),
+                            ("Identifier", s(layout::BINARY)),
                             ("IdentifierType", s("path")),
                             (
                                 "CodeRequirement",
-                                s(&code_requirement(DAEMON_SIGNING_ID, team)),
+                                s(&code_requirement(layout::BINARY_SIGNING_ID, team)),
                             ),
                             ("StaticCode", Value::Boolean(false)),
                             ("Authorization", s("Allow")),
@@ -183,9 +201,13 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
                         ("RuleValue", s(team)),
                         ("Comment", s("kextwatch daemon and agent")),
                     ]),
+                    // A label alone is a name anyone's launchd plist can claim: the rule also
+                    // names the Team ID that must have signed the job's program.
                     dict(vec![
                         ("RuleType", s("Label")),
-                        ("RuleValue", s(DAEMON_LABEL)),
+                        ("RuleValue", s(layout::LAUNCHD_LABEL)),
+                        ("TeamIdentifier", s(team)),
+                        ("Comment", s("kextwatch daemon (LaunchDaemon mode)")),
                     ]),
                 ]),
             )],
@@ -193,10 +215,16 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
     ];
     if let Some(text) = req.config_toml {
         Config::parse(text, "--config").map_err(|e| ProfileError::Config(e.to_string()))?;
+        if let Some((line, c)) = unwritable(text) {
+            return Err(ProfileError::Config(format!(
+                "line {line}: character U+{:04X} cannot be written in an XML profile",
+                u32::from(c)
+            )));
+        }
         content.push(payload(
             team,
             bundle,
-            CONFIG_DOMAIN,
+            layout::PREFERENCE_DOMAIN,
             "kextwatch configuration",
             vec![("ConfigTOML", s(text))],
         ));
@@ -225,4 +253,63 @@ pub fn to_xml(profile: &Value) -> Vec<u8> {
     let _ = profile.to_writer_xml(&mut out);
     out.push(b'\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request<'a>(organization: &'a str, config_toml: Option<&'a str>) -> ProfileRequest<'a> {
+        ProfileRequest {
+            team_id: "ABCDE12345",
+            bundle_id: layout::SYSEXT_BUNDLE_ID,
+            config_toml,
+            organization,
+            allow_user_overrides: true,
+        }
+    }
+
+    proptest! {
+        /// Whatever an admin types, the profile is refused or it parses back to what was typed.
+        #[test]
+        fn any_organization_is_refused_or_round_trips(org in any::<String>()) {
+            match build(&request(&org, None)) {
+                Err(e) => prop_assert_eq!(e, ProfileError::Organization(org)),
+                Ok(p) => {
+                    let back = plist::Value::from_reader_xml(&to_xml(&p)[..]).unwrap();
+                    let back = back.as_dictionary().unwrap()["PayloadOrganization"].as_string();
+                    prop_assert_eq!(back, Some(org.as_str()));
+                }
+            }
+        }
+
+        /// Any text a TOML comment can hold is delivered exactly, or refused naming its line.
+        #[test]
+        fn any_config_comment_is_refused_or_round_trips(comment in "[^\n\r]*") {
+            let text = format!("# {comment}\n[allowlist]\n");
+            let Ok(p) = build(&request("kextwatch", Some(&text))) else {
+                // Not TOML (a control character) or not XML: refused, never written.
+                return Ok(());
+            };
+            let back = plist::Value::from_reader_xml(&to_xml(&p)[..]).unwrap();
+            let config = back.as_dictionary().unwrap()["PayloadContent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|d| d.as_dictionary()?.get("ConfigTOML")?.as_string())
+                .next()
+                .map(str::to_owned);
+            prop_assert_eq!(config, Some(text));
+        }
+    }
+
+    #[test]
+    fn a_refused_config_names_the_line_and_character() {
+        let e = build(&request("kextwatch", Some("[allowlist]\n\n# \u{FFFE}\n"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--config: line 3: character U+FFFE cannot be written in an XML profile"
+        );
+    }
 }

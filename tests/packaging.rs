@@ -272,11 +272,59 @@ fn profile_grants_what_the_daemon_needs() {
     );
 
     let sm = &all["com.apple.servicemanagement"];
-    let rule = sm["Rules"].as_array().unwrap()[0].as_dictionary().unwrap();
+    let rules: Vec<&plist::Dictionary> = sm["Rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_dictionary().unwrap())
+        .collect();
     assert_eq!(
-        (string(rule, "RuleType"), string(rule, "RuleValue")),
+        (string(rules[0], "RuleType"), string(rules[0], "RuleValue")),
         ("TeamIdentifier", TEAM)
     );
+    // The daemon's label is managed only when your Team ID signed the program: another plist
+    // claiming the label is not.
+    assert_eq!(
+        (
+            string(rules[1], "RuleType"),
+            string(rules[1], "RuleValue"),
+            string(rules[1], "TeamIdentifier")
+        ),
+        ("Label", layout()["KW_LAUNCHD_LABEL"].as_str(), TEAM)
+    );
+    // Apple's default: users can still approve other vendors' extensions (a VPN, say).
+    assert_eq!(sx["AllowUserOverrides"].as_boolean(), Some(true));
+}
+
+#[test]
+fn profile_can_forbid_users_approving_other_extensions() {
+    for (arg, want) in [("false", Some(false)), ("true", Some(true))] {
+        let out = profile(&[
+            "--team-id",
+            TEAM,
+            "--bundle-id",
+            AGENT,
+            "--allow-user-overrides",
+            arg,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let d = Value::from_reader_xml(&out.stdout[..])
+            .unwrap()
+            .into_dictionary()
+            .unwrap();
+        let sx = &payloads(&d)["com.apple.system-extension-policy"];
+        assert_eq!(sx["AllowUserOverrides"].as_boolean(), want, "{arg}");
+    }
+    let out = profile(&[
+        "--team-id",
+        TEAM,
+        "--bundle-id",
+        AGENT,
+        "--allow-user-overrides",
+        "no",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error, not a guess");
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
@@ -372,10 +420,51 @@ fn profile_organization_is_escaped_or_refused_never_invalid_xml() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let p: plist::Dictionary = plist::from_bytes(&out.stdout).unwrap();
     assert_eq!(string(&p, "PayloadOrganization"), org);
-    // Control characters cannot be written in XML at all: refused, nothing printed.
-    let out = for_org("Acme\u{1}");
+    // Characters XML cannot hold (control characters, U+FFFE) are refused, nothing printed.
+    for org in ["Acme\u{1}", "Acme\u{FFFE}", "Acme\nIT"] {
+        let out = for_org(org);
+        assert_eq!(out.status.code(), Some(1), "{org:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("contains a control character"));
+        assert!(out.stdout.is_empty());
+    }
+    // What is accepted parses with an independent parser too, unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.mobileconfig");
+    let org = "Ärzte ]]> <!-- 🚀 -->";
+    let out = profile(&[
+        "--team-id",
+        TEAM,
+        "--bundle-id",
+        AGENT,
+        "--organization",
+        org,
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(string(&load(&file), "PayloadOrganization"), org);
+}
+
+#[test]
+fn a_config_xml_cannot_hold_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("k.toml");
+    // Valid TOML (a comment may hold U+FFFF), but no XML document can.
+    std::fs::write(&cfg, "[allowlist]\n# note \u{FFFF}\nteam_ids = []\n").unwrap();
+    let out = profile(&[
+        "--team-id",
+        TEAM,
+        "--bundle-id",
+        AGENT,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("contains control characters"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2: character U+FFFF cannot be written in an XML profile"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -413,4 +502,39 @@ fn the_shipped_tamper_settings_name_what_the_pkg_installs() {
     assert!(protected.contains(&config_dir.display().to_string()));
     // The profile `kextwatch profile` writes is one tamper rules recognise.
     assert!("com.kextwatch.profile.ABCDE12345".starts_with(&t.profile_identifier));
+}
+
+#[test]
+fn the_binarys_install_paths_are_the_packages() {
+    use kextwatch::layout;
+    let l = layout();
+    for (key, rust) in [
+        ("KW_BIN", layout::BINARY),
+        ("KW_CONFIG", layout::CONFIG),
+        ("KW_STATE_DIR", layout::STATE_DIR),
+        ("KW_LOG_DIR", layout::LOG_DIR),
+        ("KW_ALERT_LOG", layout::ALERT_LOG),
+        ("KW_LAUNCHD_LABEL", layout::LAUNCHD_LABEL),
+        ("KW_LAUNCHD_PLIST", layout::LAUNCHD_PLIST),
+        ("KW_APP", layout::APP),
+        ("KW_APP_BUNDLE_ID", layout::APP_BUNDLE_ID),
+        ("KW_SYSEXT_BUNDLE_ID", layout::SYSEXT_BUNDLE_ID),
+    ] {
+        assert_eq!(l.get(key).map(String::as_str), Some(rust), "{key}");
+    }
+    assert_eq!(
+        layout::SYSEXT_EXECUTABLE,
+        format!(
+            "{}/Contents/Library/SystemExtensions/{id}.systemextension/Contents/MacOS/{id}",
+            l["KW_APP"],
+            id = l["KW_SYSEXT_BUNDLE_ID"]
+        )
+    );
+    assert!(layout::ALERT_LOG.starts_with(&format!("{}/", l["KW_LOG_DIR"])));
+    // build-pkg.sh names the extension's executable after its bundle id, as sysextd expects.
+    let info = load(&root().join("packaging/sysext/Info.plist"));
+    assert_eq!(
+        string(&info, "CFBundleExecutable"),
+        layout::SYSEXT_BUNDLE_ID
+    );
 }

@@ -12,6 +12,7 @@ use super::{
     TamperSettings,
 };
 use crate::alert::Severity;
+use crate::layout;
 
 type S = Spanned<String>;
 
@@ -45,16 +46,13 @@ struct RawTamper {
     memory_minutes: Option<Spanned<i64>>,
 }
 
-/// Where the package installs kextwatch (packaging/scripts/layout.env).
-pub(super) const DEFAULT_EXECUTABLES: [&str; 2] = [
-    "/Library/Application Support/kextwatch/kextwatch",
-    "/Applications/Kextwatch.app/Contents/Library/SystemExtensions/com.kextwatch.app.agent.systemextension/Contents/MacOS/com.kextwatch.app.agent",
-];
+/// What the package installs (crate::layout).
+pub(super) const DEFAULT_EXECUTABLES: [&str; 2] = [layout::BINARY, layout::SYSEXT_EXECUTABLE];
 pub(super) const DEFAULT_PROTECTED_PATHS: [&str; 4] = [
     "/Library/Application Support/kextwatch",
-    "/Library/LaunchDaemons/com.kextwatch.daemon.plist",
-    "/Applications/Kextwatch.app",
-    "/var/log/kextwatch",
+    layout::LAUNCHD_PLIST,
+    layout::APP,
+    layout::LOG_DIR,
 ];
 
 #[derive(Deserialize, Default)]
@@ -309,7 +307,7 @@ impl RawTamper {
         let launchd_plist = absolute_path(
             "tamper.launchd_plist",
             &self.launchd_plist,
-            "/Library/LaunchDaemons/com.kextwatch.daemon.plist",
+            layout::LAUNCHD_PLIST,
         )?;
         Ok(TamperSettings {
             executables: path_list(
@@ -326,13 +324,13 @@ impl RawTamper {
             launchd_label: identifier(
                 "tamper.launchd_label",
                 &self.launchd_label,
-                "com.kextwatch.daemon",
+                layout::LAUNCHD_LABEL,
             )?,
             launchd_plist: normalize_root(&launchd_plist.to_string_lossy()).unwrap_or_default(),
             system_extension: identifier(
                 "tamper.system_extension",
                 &self.system_extension,
-                "com.kextwatch.app.agent",
+                layout::SYSEXT_BUNDLE_ID,
             )?,
             profile_identifier: identifier(
                 "tamper.profile_identifier",
@@ -380,7 +378,7 @@ impl RawDaemon {
             }
         };
         Ok(DaemonSettings {
-            state_dir: absolute_path("daemon.state_dir", &self.state_dir, "/var/db/kextwatch")?,
+            state_dir: absolute_path("daemon.state_dir", &self.state_dir, layout::STATE_DIR)?,
             heartbeat_interval: Duration::from_secs(minutes * 60),
             event_queue,
             enforce,

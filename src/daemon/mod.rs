@@ -63,9 +63,6 @@ pub(crate) enum Msg {
     },
 }
 
-/// Where macOS puts the managed preferences MDM delivers for the `com.kextwatch` domain.
-pub const MANAGED_PREFERENCES: &str = "/Library/Managed Preferences/com.kextwatch.plist";
-
 pub struct DaemonOptions {
     pub config_path: PathBuf,
     /// Managed preferences whose `ConfigTOML` takes precedence over `config_path` when present.
