@@ -157,9 +157,18 @@ enum Command {
 #[derive(Subcommand, Clone, Copy)]
 enum SysextCommand {
     /// Ask macOS to activate the extension (waits for user or MDM approval).
-    Activate,
+    Activate {
+        /// Seconds to wait for the outcome (an installer script: short; the request stays
+        /// pending until a user or MDM approves it).
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        wait: u64,
+    },
     /// Ask macOS to deactivate it.
-    Deactivate,
+    Deactivate {
+        /// Seconds to wait for the outcome.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        wait: u64,
+    },
     /// Show the app's extensions and whether they are enabled.
     Status,
 }
@@ -271,12 +280,47 @@ enum ShowFormat {
 }
 
 fn main() -> ExitCode {
+    // sysextd starts the extension with no arguments: the bundle it runs from says what it is.
+    let exe = std::env::current_exe().ok();
+    if let Some(bundle) = exe
+        .as_deref()
+        .and_then(kextwatch::layout::system_extension_of)
+    {
+        return run_system_extension(bundle);
+    }
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Run { .. }));
+    let daemon = matches!(cli.command, Command::Run { .. });
+    init_logging(daemon);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kextwatch: {}", error_chain(&e));
+            let chain = error_chain(&e);
+            if daemon {
+                // Under launchd nobody reads stderr: the unified log must say why it stopped.
+                tracing::error!(error = %chain, "daemon stopped");
+            }
+            eprintln!("kextwatch: {chain}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The Endpoint Security system extension: the daemon with the ES source, the installed config
+/// (or MDM's managed preferences, which take precedence), logging to the unified log.
+fn run_system_extension(bundle: &str) -> ExitCode {
+    init_logging(true);
+    let ignored: Vec<String> = std::env::args().skip(1).collect();
+    tracing::info!(bundle, ?ignored, "starting as the system extension");
+    let options = kextwatch::daemon::DaemonOptions {
+        config_path: kextwatch::layout::CONFIG.into(),
+        managed_prefs: kextwatch::layout::MANAGED_PREFERENCES.into(),
+        source: kextwatch::daemon::SourceSpec::Es,
+        eslogger: "/usr/bin/eslogger".into(),
+    };
+    match kextwatch::daemon::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "system extension stopped");
             ExitCode::FAILURE
         }
     }
@@ -299,8 +343,10 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// Structured logs to stderr (launchd's log file for the daemon) and, on macOS, to the unified log
-/// (`log stream --predicate 'subsystem == "com.kextwatch"'`). KEXTWATCH_LOG overrides the level.
+/// Structured logs to stderr and, on macOS, to the unified log (`log show --predicate
+/// 'subsystem == "com.kextwatch"'`), where the daemon's logs are read: launchd gives neither the
+/// LaunchDaemon nor the system extension a log file. A panic is logged there too. KEXTWATCH_LOG
+/// overrides the level.
 fn init_logging(daemon: bool) {
     use tracing_subscriber::prelude::*;
     let default = if daemon { "info" } else { "warn" };
@@ -318,6 +364,11 @@ fn init_logging(daemon: bool) {
     #[cfg(target_os = "macos")]
     let registry = registry.with(tracing_oslog::OsLogger::new("com.kextwatch", "default"));
     registry.init();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "kextwatch panicked");
+        default_hook(info);
+    }));
 }
 
 /// Colour only for a person at a terminal: never in launchd's log file or a pipe, and never when
@@ -657,10 +708,9 @@ fn replay_input(
 
 #[cfg(target_os = "macos")]
 fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
+    use kextwatch::layout::{APP_BUNDLE_ID as APP, SYSEXT_BUNDLE_ID as AGENT};
     use kextwatch::sysext::{request, status, Progress};
-    const APP: &str = "com.kextwatch.app";
-    const AGENT: &str = "com.kextwatch.app.agent";
-    let wait = std::time::Duration::from_secs(600);
+    let secs = std::time::Duration::from_secs;
     let say = |p: &Progress| {
         match p {
         Progress::NeedsUserApproval => eprintln!(
@@ -672,9 +722,11 @@ fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
     }
     };
     let outcome = match command {
-        SysextCommand::Activate => request(AGENT, true, wait, say).map_err(anyhow::Error::msg)?,
-        SysextCommand::Deactivate => {
-            request(AGENT, false, wait, say).map_err(anyhow::Error::msg)?
+        SysextCommand::Activate { wait } => {
+            request(AGENT, true, secs(wait), say).map_err(anyhow::Error::msg)?
+        }
+        SysextCommand::Deactivate { wait } => {
+            request(AGENT, false, secs(wait), say).map_err(anyhow::Error::msg)?
         }
         SysextCommand::Status => {
             for (id, version, enabled) in status(APP).map_err(anyhow::Error::msg)? {
@@ -686,10 +738,15 @@ fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    Ok(if matches!(outcome, Progress::Failed(_)) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    Ok(match outcome {
+        Progress::Completed | Progress::WillCompleteAfterReboot => ExitCode::SUCCESS,
+        Progress::NeedsUserApproval => {
+            eprintln!(
+                "not approved yet: the request stays pending until a user or MDM approves it"
+            );
+            ExitCode::FAILURE
+        }
+        Progress::Failed(_) => ExitCode::FAILURE,
     })
 }
 

@@ -114,14 +114,20 @@ pub fn request(
         OSSystemExtensionManager::sharedManager().submitRequest(&request);
     }
     let deadline = std::time::Instant::now() + wait;
+    let mut pending = false;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Progress::NeedsUserApproval) => report(&Progress::NeedsUserApproval),
+            Ok(Progress::NeedsUserApproval) => {
+                pending = true;
+                report(&Progress::NeedsUserApproval);
+            }
             Ok(outcome) => {
                 report(&outcome);
                 return Ok(outcome);
             }
+            // Still waiting for a person or a profile: the request stays pending in macOS.
+            Err(_) if pending => return Ok(Progress::NeedsUserApproval),
             Err(_) => {
                 return Err(format!(
                     "no answer from the SystemExtensions framework within {wait:?}"

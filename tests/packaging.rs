@@ -538,3 +538,44 @@ fn the_binarys_install_paths_are_the_packages() {
         layout::SYSEXT_BUNDLE_ID
     );
 }
+
+#[test]
+fn the_binary_inside_a_system_extension_bundle_runs_the_daemon_not_the_cli() {
+    // sysextd starts the extension's executable with no arguments; as the CLI it would print usage
+    // and exit 2. Inside a `.systemextension` bundle it runs the daemon with the Endpoint Security
+    // source and the installed config (neither exists here, so it stops and says why).
+    let dir = tempfile::tempdir().unwrap();
+    let macos = dir
+        .path()
+        .join("Kextwatch.app/Contents/Library/SystemExtensions")
+        .join(format!("{AGENT}.systemextension/Contents/MacOS"));
+    std::fs::create_dir_all(&macos).unwrap();
+    let exe = macos.join(AGENT);
+    if std::fs::hard_link(BIN, &exe).is_err() {
+        std::fs::copy(BIN, &exe).unwrap();
+    }
+    for args in [&[][..], &["--help"][..]] {
+        let out = Command::new(&exe)
+            .args(args)
+            .env("KEXTWATCH_LOG", "info")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "no usage text: {args:?}");
+        assert!(
+            err.contains("starting as the system extension") && err.contains(AGENT),
+            "{err}"
+        );
+        assert!(err.contains("system extension stopped"), "{err}");
+        if !Path::new(&layout()["KW_CONFIG"]).exists() {
+            assert!(
+                err.contains(&layout()["KW_CONFIG"]),
+                "the reason it could not run: {err}"
+            );
+        }
+    }
+    // The same binary anywhere else is the CLI.
+    let out = Command::new(BIN).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
