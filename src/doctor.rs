@@ -143,9 +143,9 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
         ),
     });
 
-    for o in &config.outputs {
+    for o in &config.daemon_outputs() {
         out.push(match o {
-            OutputSpec::Stdout { .. } => check("output stdout", Verdict::Ok, "alerts go to the daemon's stdout (launchd log file)", None),
+            OutputSpec::Stdout { .. } => check("output stdout", Verdict::Warn, "alerts go to the daemon's stdout, which launchd discards", Some("use a file or syslog output (with no [[output]], the daemon writes /var/log/kextwatch/alerts.jsonl)")),
             OutputSpec::File { path, .. } => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
                 Ok(_) => check(&format!("output {}", path.display()), Verdict::Ok, "writable", None),
                 Err(e) => check(&format!("output {}", path.display()), Verdict::Fail, e.to_string(), Some("create the directory, or fix its permissions")),

@@ -101,10 +101,11 @@ enum Command {
         /// The config file to check.
         file: PathBuf,
     },
-    /// Send a clearly marked synthetic alert through the configured outputs, to prove the route to
+    /// Send a clearly marked synthetic alert through the daemon's outputs, to prove the route to
     /// the SIEM end to end; prints where it went and exits 1 if any output could not deliver it.
     TestAlert {
-        /// Config file (its [[output]] tables); default: the shipped config (stdout).
+        /// Config file (its [[output]] tables, or with none the daemon's alert log); default:
+        /// stdout only.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -225,12 +226,13 @@ impl AlertArgs {
             FormatArg::Text => AlertFormat::Text,
             FormatArg::Cef => AlertFormat::Cef,
         };
-        for o in &mut config.outputs {
+        let mut specs = config.command_outputs();
+        for o in &mut specs {
             if let OutputSpec::Stdout { format: f } = o {
                 *f = format;
             }
         }
-        let outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
+        let outputs = Outputs::open(&specs, Some(&config.daemon.state_dir))?;
         Ok((config, outputs))
     }
 }
@@ -401,7 +403,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 a.team_ids.len(),
                 a.kexts.len(),
                 a.initiators.len(),
-                config.outputs.len()
+                config.daemon_outputs().len()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -545,9 +547,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::TestAlert { config } => {
-            let config = load_config(config.as_deref())?;
-            let mut outputs = Outputs::open(&config.outputs, Some(&config.daemon.state_dir))?;
+        Command::TestAlert { config: path } => {
+            let config = load_config(path.as_deref())?;
+            // The route the daemon running with that config takes; without one, just stdout.
+            let specs = match path {
+                Some(_) => config.daemon_outputs(),
+                None => config.command_outputs(),
+            };
+            let mut outputs = Outputs::open(&specs, Some(&config.daemon.state_dir))?;
             let alert = kextwatch::alert::test_alert(
                 kextwatch::replay::now_rfc3339(),
                 kextwatch::host::this_host(),

@@ -28,9 +28,19 @@ fn shipped_config_is_valid_and_allowlists_the_examples() {
     );
     assert!(a.initiator_allowed(Some("com.jamfsoftware.jamf"), Some("483DWKW443")));
     assert!(!a.initiator_allowed(Some("com.jamfsoftware.jamf"), None));
+    // No [[output]]: commands print JSON Lines; the daemon appends to the rotated alert log,
+    // never to launchd's stdout.
+    assert!(c.outputs.is_empty());
     assert_eq!(
-        c.outputs,
+        c.command_outputs(),
         [OutputSpec::Stdout {
+            format: AlertFormat::Json
+        }]
+    );
+    assert_eq!(
+        c.daemon_outputs(),
+        [OutputSpec::File {
+            path: kextwatch::layout::ALERT_LOG.into(),
             format: AlertFormat::Json
         }]
     );

@@ -895,7 +895,7 @@ fn status_tells_a_killed_daemon_from_a_running_one_and_one_daemon_owns_a_state_d
 fn a_source_that_cannot_be_opened_is_reported_failed_not_finished_and_logged_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kextwatch.toml");
-    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
+    std::fs::write(&config, config_text(dir.path(), &file_output(dir.path()))).unwrap();
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)

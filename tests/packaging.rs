@@ -133,23 +133,29 @@ fn launch_daemon_runs_what_the_pkg_installs() {
             l["KW_BIN"].as_str(),
             "run",
             "--config",
-            l["KW_CONFIG"].as_str()
+            l["KW_CONFIG"].as_str(),
+            "--source",
+            "eslogger"
         ]
     );
     assert_eq!(d["RunAtLoad"].as_boolean(), Some(true));
     assert_eq!(d["KeepAlive"].as_boolean(), Some(true));
-    assert!(d["ThrottleInterval"].as_signed_integer().unwrap() >= 10);
     assert!(
         ["Standard", "Interactive", "Adaptive", "Background"].contains(&string(&d, "ProcessType"))
     );
-    assert!(string(&d, "StandardErrorPath").starts_with(&l["KW_LOG_DIR"]));
-    let assoc: Vec<&str> = d["AssociatedBundleIdentifiers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_string().unwrap())
-        .collect();
-    assert_eq!(assoc, [l["KW_APP_BUNDLE_ID"].as_str()]);
+    // Logs go to the unified log and alerts to the rotated alert log: no file launchd would grow
+    // without bound, and no key that only restates launchd's default (ThrottleInterval 10).
+    for key in ["StandardOutPath", "StandardErrorPath", "ThrottleInterval"] {
+        assert!(!d.contains_key(key), "{key}");
+    }
+    let known = [
+        "Label",
+        "ProgramArguments",
+        "RunAtLoad",
+        "KeepAlive",
+        "ProcessType",
+    ];
+    assert!(d.keys().all(|k| known.contains(&k.as_str())), "{d:?}");
     // The daemon must run in the foreground: no self-daemonising flags in its arguments.
     assert!(!args
         .iter()
@@ -578,4 +584,30 @@ fn the_binary_inside_a_system_extension_bundle_runs_the_daemon_not_the_cli() {
     // The same binary anywhere else is the CLI.
     let out = Command::new(BIN).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn newsyslog_rotates_every_file_the_daemon_writes_by_default() {
+    let l = layout();
+    assert!(l["KW_NEWSYSLOG_CONF"].starts_with("/etc/newsyslog.d/"));
+    let conf =
+        std::fs::read_to_string(root().join("packaging/newsyslog/com.kextwatch.conf")).unwrap();
+    let rules: Vec<Vec<&str>> = conf
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // The daemon's only file by default is the alert log (logs go to the unified log).
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let r = &rules[0];
+    // newsyslog.conf(5): path, owner:group, mode, count, size (KiB), when, flags.
+    assert_eq!(r.len(), 7, "{r:?}");
+    assert_eq!(r[0], kextwatch::layout::ALERT_LOG);
+    assert_eq!(r[1], "root:wheel");
+    assert_eq!(r[2], "640", "as the daemon creates it");
+    let count: u32 = r[3].parse().unwrap();
+    let size_kib: u64 = r[4].parse().unwrap();
+    assert!(count >= 1 && size_kib > 0, "bounded: {r:?}");
+    // No signal (N): the daemon follows the new file itself; it writes no pid file to signal.
+    assert!(r[6].contains('N'), "{r:?}");
 }

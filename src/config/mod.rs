@@ -282,16 +282,41 @@ impl fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// Where a command delivers alerts: the configured outputs or, with none, stdout as JSON Lines.
+    pub fn command_outputs(&self) -> Vec<OutputSpec> {
+        if self.outputs.is_empty() {
+            vec![OutputSpec::Stdout {
+                format: AlertFormat::Json,
+            }]
+        } else {
+            self.outputs.clone()
+        }
+    }
+
+    /// Where the daemon delivers alerts: the configured outputs or, with none, the alert log
+    /// (`layout::ALERT_LOG`, rotated by the package's newsyslog rule). Never stdout by default:
+    /// under launchd it is nobody's terminal, and a file nothing rotates.
+    pub fn daemon_outputs(&self) -> Vec<OutputSpec> {
+        if self.outputs.is_empty() {
+            vec![OutputSpec::File {
+                path: crate::layout::ALERT_LOG.into(),
+                format: AlertFormat::Json,
+            }]
+        } else {
+            self.outputs.clone()
+        }
+    }
+
     /// Every path whose change is tampering with kextwatch: the configured ones, `state_dir` and the
-    /// alert files (normalised).
+    /// daemon's alert files (normalised).
     pub fn protected_paths(&self) -> Vec<String> {
         let mut paths = self.tamper.protected_paths.clone();
-        let extra = std::iter::once(&self.daemon.state_dir).chain(self.outputs.iter().filter_map(
-            |o| match o {
+        let outputs = self.daemon_outputs();
+        let extra =
+            std::iter::once(&self.daemon.state_dir).chain(outputs.iter().filter_map(|o| match o {
                 OutputSpec::File { path, .. } => Some(path),
                 _ => None,
-            },
-        ));
+            }));
         paths.extend(extra.filter_map(|p| normalize_root(&p.to_string_lossy())));
         paths.sort();
         paths.dedup();

@@ -8,8 +8,7 @@ use toml::Spanned;
 
 use super::{
     normalize_root, AlertFormat, Allowlist, BundlePattern, Config, DaemonSettings,
-    DetectionSettings, InitiatorEntry, Invalid, KextEntry, KextPolicySettings, OutputSpec,
-    TamperSettings,
+    DetectionSettings, InitiatorEntry, Invalid, KextEntry, KextPolicySettings, TamperSettings,
 };
 use crate::alert::Severity;
 use crate::layout;
@@ -513,11 +512,6 @@ impl RawConfig {
         let mut outputs = Vec::new();
         for (i, o) in self.output.iter().enumerate() {
             outputs.push(super::output::validate(o, i)?);
-        }
-        if outputs.is_empty() {
-            outputs.push(OutputSpec::Stdout {
-                format: AlertFormat::Json,
-            });
         }
         Ok(Config {
             allowlist,

@@ -86,7 +86,7 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let start_check = integrity::check(&config, &state_dir);
     let health = Arc::new(Health::new(&opts.source));
     let stop = Arc::new(AtomicBool::new(false));
-    let outputs = Outputs::open(&config.outputs, Some(&state_dir))?;
+    let outputs = Outputs::open(&config.daemon_outputs(), Some(&state_dir))?;
 
     let (tx, rx) = mpsc::sync_channel::<Msg>(config.daemon.event_queue);
     // Control messages must not be dropped when the event queue is full: their own channel.

@@ -530,8 +530,14 @@ pub fn weakening(old: &Config, new: &Config) -> (Vec<String>, bool) {
         strong.push(format!("protected kexts removed: {}", kexts.join(", ")));
     }
     let outputs = gone(
-        &old.outputs.iter().map(output_name).collect::<Vec<_>>(),
-        &new.outputs.iter().map(output_name).collect::<Vec<_>>(),
+        &old.daemon_outputs()
+            .iter()
+            .map(output_name)
+            .collect::<Vec<_>>(),
+        &new.daemon_outputs()
+            .iter()
+            .map(output_name)
+            .collect::<Vec<_>>(),
     );
     if !outputs.is_empty() {
         strong.push(format!("outputs removed: {}", outputs.join(", ")));
@@ -1034,11 +1040,20 @@ mod tests {
         );
         let mut fewer_outputs = old.clone();
         fewer_outputs.outputs.push(crate::config::OutputSpec::File {
-            path: "/var/log/kextwatch/alerts.jsonl".into(),
+            path: "/Volumes/Audit/kextwatch.jsonl".into(),
             format: crate::config::AlertFormat::Json,
         });
         assert_eq!(
             weakening(&fewer_outputs, &old).0,
+            [
+                "outputs removed: file /Volumes/Audit/kextwatch.jsonl",
+                "no longer protected: /Volumes/Audit/kextwatch.jsonl"
+            ]
+        );
+        // With no [[output]] the daemon writes the alert log: naming another output instead
+        // removes that one.
+        assert_eq!(
+            weakening(&old, &fewer_outputs).0,
             ["outputs removed: file /var/log/kextwatch/alerts.jsonl"]
         );
         // Enforcement off, a shorter correlation window: strong each on its own.

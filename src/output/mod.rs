@@ -49,6 +49,35 @@ struct WriterSink {
     stats: WriterStats,
     format: AlertFormat,
     out: BufWriter<Box<dyn Write + Send>>,
+    /// For an alert file: its path and the file open now, to follow a rotation.
+    file: Option<FileIdentity>,
+}
+
+/// An alert file's path and the (device, inode) of the file open for it.
+struct FileIdentity {
+    path: PathBuf,
+    open: Option<(u64, u64)>,
+}
+
+impl FileIdentity {
+    /// Whether the path no longer names the open file: newsyslog (or an admin) renamed or removed
+    /// it, and writing on would put alerts where nobody rotates or reads them.
+    fn moved(&self) -> bool {
+        self.open.is_some() && identity(&std::fs::metadata(&self.path).ok()) != self.open
+    }
+}
+
+fn identity(m: &Option<std::fs::Metadata>) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        m.as_ref().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        None
+    }
 }
 
 impl WriterSink {
@@ -60,11 +89,46 @@ impl WriterSink {
             },
             format,
             out: BufWriter::new(out),
+            file: None,
+        }
+    }
+
+    fn file(path: &Path, format: AlertFormat) -> Result<WriterSink, OutputError> {
+        let file = open_append(path)?;
+        let open = identity(&file.metadata().ok());
+        let mut sink = WriterSink::new(path.display().to_string(), format, Box::new(file));
+        sink.file = Some(FileIdentity {
+            path: path.to_path_buf(),
+            open,
+        });
+        Ok(sink)
+    }
+
+    /// After a rotation, continue in a new file at the path. If it cannot be opened, alerts keep
+    /// going to the old file (not lost), and the error is recorded.
+    fn follow_rotation(&mut self) {
+        let Some(f) = self.file.as_mut().filter(|f| f.moved()) else {
+            return;
+        };
+        match open_append(&f.path) {
+            Ok(file) => {
+                // What is buffered belongs to the old file, written before the rotation.
+                let _ = self.out.flush();
+                f.open = identity(&file.metadata().ok());
+                self.out = BufWriter::new(Box::new(file));
+                tracing::info!(path = %f.path.display(), "alert file rotated: writing a new one");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "alert file rotated and cannot be reopened: writing on to the old one");
+                // Tried again at the next alert.
+                self.stats.last_error = Some(e.to_string());
+            }
         }
     }
 
     /// Write one alert; with `now`, also flush, so it is counted only once it left the buffer.
     fn write(&mut self, alert: &Alert, now: bool) -> Result<(), OutputError> {
+        self.follow_rotation();
         let written = match self.format {
             AlertFormat::Json => write_json(&mut self.out, alert),
             AlertFormat::Text => write_text(&mut self.out, alert),
@@ -110,11 +174,9 @@ impl Outputs {
                     *format,
                     Box::new(io::stdout()),
                 )),
-                OutputSpec::File { path, format } => outputs.writers.push(WriterSink::new(
-                    path.display().to_string(),
-                    *format,
-                    Box::new(open_append(path)?),
-                )),
+                OutputSpec::File { path, format } => {
+                    outputs.writers.push(WriterSink::file(path, *format)?)
+                }
                 OutputSpec::Syslog(s) => {
                     let file = spool_file.get_or_insert_with(|| spool_path(state_dir));
                     outputs.syslog.push(SyslogSink::open(s, file.as_deref())?);
@@ -296,6 +358,53 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Err(io::Error::from_raw_os_error(28))
         }
+    }
+
+    #[test]
+    fn an_alert_file_rotated_or_removed_is_followed_to_a_new_file_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let spec = OutputSpec::File {
+            path: path.clone(),
+            format: AlertFormat::Json,
+        };
+        let mut out = Outputs::open(&[spec], None).unwrap();
+        let alert = |host: &str| {
+            crate::alert::test_alert(
+                "2026-11-25T14:03:12Z".into(),
+                crate::alert::Host::named(host),
+            )
+        };
+        let lines = |p: &Path| -> Vec<String> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["host"]["name"].as_str().unwrap().to_string()
+                })
+                .collect()
+        };
+        out.write_now(&alert("a")).unwrap();
+        out.write_now(&alert("b")).unwrap();
+        // newsyslog renames the file (and creates an empty one, or not).
+        let rotated = dir.path().join("alerts.jsonl.0");
+        std::fs::rename(&path, &rotated).unwrap();
+        out.write_now(&alert("c")).unwrap();
+        assert_eq!(lines(&rotated), ["a", "b"]);
+        assert_eq!(lines(&path), ["c"]);
+        // Removed outright: a new file, not an unlinked one nobody can read.
+        std::fs::remove_file(&path).unwrap();
+        out.write_now(&alert("d")).unwrap();
+        assert_eq!(lines(&path), ["d"]);
+        // The folder gone: alerts stay in the file still open, and the error is recorded.
+        let moved = tempfile::tempdir().unwrap();
+        std::fs::rename(dir.path(), moved.path().join("d")).unwrap();
+        out.write_now(&alert("e")).unwrap();
+        assert_eq!(lines(&moved.path().join("d/alerts.jsonl")), ["d", "e"]);
+        let (writers, _) = out.report();
+        assert_eq!((writers[0].written, writers[0].lost), (5, 0));
+        assert!(writers[0].last_error.is_some());
     }
 
     #[test]
