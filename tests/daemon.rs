@@ -472,6 +472,47 @@ fn run_with_eslogger(dir: &Path, fake: &Path) -> std::process::Child {
 }
 
 #[test]
+fn eslogger_is_asked_only_for_the_events_its_macos_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("eslogger");
+    // As on macOS 14: profile_remove is known, tcc_modify (15.4) is not, and asking for an unknown
+    // event makes eslogger refuse to start.
+    let mut listed: Vec<&str> = kextwatch::daemon::ESLOGGER_EVENTS.to_vec();
+    listed.extend(["profile_remove", "open", "mmap"]);
+    std::fs::write(dir.path().join("list.txt"), listed.join("\n") + "\n").unwrap();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = --list-events ]; then cat '{list}'; exit 0; fi\n\
+             for e in \"$@\"; do grep -qx \"$e\" '{list}' || {{ echo \"unknown $e\" >&2; exit 64; }}; done\n\
+             echo $$ \"$@\" > '{args}'\n\
+             exec sleep 600\n",
+            list = dir.path().join("list.txt").display(),
+            args = dir.path().join("args.txt").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = run_with_eslogger(dir.path(), &fake);
+    // Written only by an eslogger that accepted every event it was asked for.
+    let args_file = dir.path().join("args.txt");
+    wait_for(|| std::fs::read_to_string(&args_file).is_ok_and(|a| a.ends_with('\n')));
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    let (pid, args) = args.split_once(' ').unwrap();
+    let args: Vec<&str> = args.split_whitespace().collect();
+    for e in kextwatch::daemon::ESLOGGER_EVENTS {
+        assert!(args.contains(&e), "{e} missing: {args:?}");
+    }
+    assert!(args.contains(&"profile_remove"), "{args:?}");
+    assert!(!args.contains(&"tcc_modify"), "{args:?}");
+    Command::new("kill")
+        .args([&child.id().to_string(), pid])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
 fn eslogger_source_is_restarted_when_it_exits() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("eslogger");

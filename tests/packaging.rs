@@ -516,6 +516,7 @@ fn the_binarys_install_paths_are_the_packages() {
     let l = layout();
     for (key, rust) in [
         ("KW_BIN", layout::BINARY),
+        ("KW_BIN_SIGNING_ID", layout::BINARY_SIGNING_ID),
         ("KW_CONFIG", layout::CONFIG),
         ("KW_STATE_DIR", layout::STATE_DIR),
         ("KW_LOG_DIR", layout::LOG_DIR),

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use health::{Health, Status, STATUS_FILE};
 pub use instance::{InstanceError, InstanceLock, LOCK_FILE};
-pub use sources::{SourceSpec, ESLOGGER_EVENTS};
+pub use sources::{eslogger_events, SourceSpec, ESLOGGER_EVENTS, ESLOGGER_EVENTS_WHERE_KNOWN};
 
 use crate::alert::Alert;
 use crate::config::Config;

@@ -43,6 +43,60 @@ pub const ESLOGGER_EVENTS: [&str; 21] = [
     "settime",
 ];
 
+/// Events newer than eslogger itself (macOS 13), asked for only where eslogger lists them:
+/// `profile_remove` (macOS 14), `tcc_modify` (macOS 15.4). eslogger refuses to start at all when
+/// asked for an event it does not know.
+pub const ESLOGGER_EVENTS_WHERE_KNOWN: [&str; 2] = ["profile_remove", "tcc_modify"];
+
+/// The events to ask of an eslogger whose `--list-events` printed `listed` (one name per line):
+/// every wanted event it lists. Without a list (an older or unusual eslogger), the base events.
+/// Also returns the wanted events it cannot give.
+pub fn eslogger_events(listed: Option<&str>) -> (Vec<&'static str>, Vec<&'static str>) {
+    let names: Vec<&str> = listed.map_or_else(Vec::new, |l| l.lines().map(str::trim).collect());
+    let wanted = ESLOGGER_EVENTS.iter().chain(&ESLOGGER_EVENTS_WHERE_KNOWN);
+    if !names.contains(&"exec") {
+        return (
+            ESLOGGER_EVENTS.to_vec(),
+            ESLOGGER_EVENTS_WHERE_KNOWN.to_vec(),
+        );
+    }
+    wanted.partition(|e| names.contains(e))
+}
+
+/// Ask `bin --list-events`; a failing eslogger, or one still silent after 10 s, gives no list.
+fn eslogger_list(bin: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut child = Command::new(bin)
+        .arg("--list-events")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    // The list is a few KiB: read on a helper thread, so a hung eslogger cannot hold the source.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        out.read_to_string(&mut text).map(|_| text)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let text = reader.join().ok()?.ok()?;
+    status.success().then_some(text)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     /// Endpoint Security (macOS, entitlement and Full Disk Access needed).
@@ -304,10 +358,17 @@ fn ending_signal(status: &std::io::Result<std::process::ExitStatus>) -> Option<i
 /// reported to detection, which raises it as tampering.
 fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
     let mut restart = Restart::new();
+    let (events, unavailable) = eslogger_events(eslogger_list(bin).as_deref());
+    if !unavailable.is_empty() {
+        tracing::info!(
+            ?unavailable,
+            "this macOS's eslogger cannot report these events; detection that needs them is off"
+        );
+    }
     loop {
         let started = std::time::Instant::now();
         let child = Command::new(bin)
-            .args(ESLOGGER_EVENTS)
+            .args(&events)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -371,6 +432,25 @@ fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
 #[cfg(test)]
 mod restart_tests {
     use super::*;
+
+    #[test]
+    fn eslogger_is_asked_only_for_events_it_lists() {
+        // macOS 14: profile_remove exists, tcc_modify does not yet.
+        let mut listed: Vec<&str> = ESLOGGER_EVENTS.to_vec();
+        listed.extend(["profile_remove", "open", "mmap"]);
+        let (asked, missing) = eslogger_events(Some(&listed.join("\n")));
+        assert!(ESLOGGER_EVENTS.iter().all(|e| asked.contains(e)));
+        assert!(asked.contains(&"profile_remove"));
+        assert!(!asked.contains(&"open"), "only what detection uses");
+        assert_eq!(missing, ["tcc_modify"]);
+        // No usable list (the call failed, or printed something else): the base events, which
+        // every eslogger has.
+        for listed in [None, Some(""), Some("{\"event_type\": 9}\n")] {
+            let (asked, missing) = eslogger_events(listed);
+            assert_eq!(asked, ESLOGGER_EVENTS, "{listed:?}");
+            assert_eq!(missing, ESLOGGER_EVENTS_WHERE_KNOWN);
+        }
+    }
 
     #[test]
     fn a_kill_restarts_at_once_failures_back_off_and_a_healthy_run_resets() {
