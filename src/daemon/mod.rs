@@ -118,8 +118,11 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             stop.clone(),
         );
     }
+    // This Mac's SIP state belongs with events from this Mac, not with a replayed capture.
     #[cfg(target_os = "macos")]
-    sources::start_sip(ctl_tx.clone(), stop.clone());
+    if opts.source.is_live() {
+        sources::start_sip(ctl_tx.clone(), stop.clone());
+    }
     start_signals(ctl_tx.clone())?;
     drop(tx);
 

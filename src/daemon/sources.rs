@@ -107,6 +107,13 @@ pub enum SourceSpec {
     Replay(PathBuf),
 }
 
+impl SourceSpec {
+    /// Whether events come from this Mac as they happen (not a capture replayed into it).
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceSpec::Es | SourceSpec::Eslogger)
+    }
+}
+
 impl std::str::FromStr for SourceSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
