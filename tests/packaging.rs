@@ -612,3 +612,41 @@ fn newsyslog_rotates_every_file_the_daemon_writes_by_default() {
     // No signal (N): the daemon follows the new file itself; it writes no pid file to signal.
     assert!(r[6].contains('N'), "{r:?}");
 }
+
+#[test]
+fn every_script_a_workflow_runs_is_in_the_repo_and_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root().join(".github/workflows");
+    let mut scripts = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        for line in text.lines() {
+            let Some(cmd) = line.trim().strip_prefix("run:") else {
+                continue;
+            };
+            scripts.extend(
+                cmd.split_whitespace()
+                    .filter(|w| w.starts_with(".ci/") || w.contains(".sh"))
+                    .map(str::to_string),
+            );
+        }
+    }
+    for s in [
+        ".ci/run",
+        "scripts/mac-smoke.sh",
+        "scripts/mac-install-check.sh",
+        "packaging/build-pkg.sh",
+    ] {
+        assert!(
+            scripts.iter().any(|x| x == s),
+            "no workflow runs {s}: {scripts:?}"
+        );
+    }
+    for s in &scripts {
+        let mode = std::fs::metadata(root().join(s))
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{s} is not executable");
+    }
+}
