@@ -9,6 +9,32 @@
 use std::io::{self, Read as _};
 use std::path::Path;
 
+/// Which file a path names (device and inode): a file replaced or rotated under the same path has
+/// another. Always equal where the OS has no inodes (not a Unix), so nothing looks replaced there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = m;
+            FileId { dev: 0, ino: 0 }
+        }
+    }
+}
+
 /// Whether the last component may be a symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Links {

@@ -11,25 +11,12 @@ use super::read::{open_read_only, read_snapshot, ReadError};
 use super::state::StateStore;
 use super::wake::FileWaker;
 use super::{diff, parse_policy_time, PolicyChange, Snapshot};
+use crate::files::FileId;
 
-/// Which file a path names: a replaced file has a new inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-/// The file's identity, and whether it is an empty regular file.
+/// The file's identity (a replaced file has a new inode), and whether it is an empty regular file.
 fn file_id(path: &Path) -> std::io::Result<(FileId, bool)> {
     let m = std::fs::metadata(path)?;
-    #[cfg(unix)]
-    let (dev, ino) = {
-        use std::os::unix::fs::MetadataExt;
-        (m.dev(), m.ino())
-    };
-    #[cfg(not(unix))]
-    let (dev, ino) = (0, 0);
-    Ok((FileId { dev, ino }, m.is_file() && m.len() == 0))
+    Ok((FileId::of(&m), m.is_file() && m.len() == 0))
 }
 
 fn wal_path(db: &Path) -> PathBuf {

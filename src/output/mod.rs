@@ -18,6 +18,7 @@ pub use transport::{Transport, TransportError, TRUNCATION_MARKER};
 
 use crate::alert::{write_json, write_text, Alert};
 use crate::config::{AlertFormat, OutputSpec};
+use crate::files::FileId;
 
 /// Counters of every output: stdout and files, then syslog sinks.
 pub type OutputsReport = (Vec<WriterStats>, Vec<SinkStats>);
@@ -53,31 +54,22 @@ struct WriterSink {
     file: Option<FileIdentity>,
 }
 
-/// An alert file's path and the (device, inode) of the file open for it.
+/// An alert file's path and the file open for it.
 struct FileIdentity {
     path: PathBuf,
-    open: Option<(u64, u64)>,
+    open: Option<FileId>,
 }
 
 impl FileIdentity {
     /// Whether the path no longer names the open file: newsyslog (or an admin) renamed or removed
     /// it, and writing on would put alerts where nobody rotates or reads them.
     fn moved(&self) -> bool {
-        self.open.is_some() && identity(&std::fs::metadata(&self.path).ok()) != self.open
+        self.open.is_some() && identity(&std::fs::metadata(&self.path)) != self.open
     }
 }
 
-fn identity(m: &Option<std::fs::Metadata>) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        m.as_ref().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        None
-    }
+fn identity(m: &io::Result<std::fs::Metadata>) -> Option<FileId> {
+    m.as_ref().ok().map(FileId::of)
 }
 
 impl WriterSink {
@@ -95,7 +87,7 @@ impl WriterSink {
 
     fn file(path: &Path, format: AlertFormat) -> Result<WriterSink, OutputError> {
         let file = open_append(path)?;
-        let open = identity(&file.metadata().ok());
+        let open = identity(&file.metadata());
         let mut sink = WriterSink::new(path.display().to_string(), format, Box::new(file));
         sink.file = Some(FileIdentity {
             path: path.to_path_buf(),
@@ -114,7 +106,7 @@ impl WriterSink {
             Ok(file) => {
                 // What is buffered belongs to the old file, written before the rotation.
                 let _ = self.out.flush();
-                f.open = identity(&file.metadata().ok());
+                f.open = identity(&file.metadata());
                 self.out = BufWriter::new(Box::new(file));
                 tracing::info!(path = %f.path.display(), "alert file rotated: writing a new one");
             }

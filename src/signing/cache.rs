@@ -5,24 +5,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{read_identity, KextIdentity};
+use crate::files::FileId;
 
-type Stamp = Option<(u64, u64, i128, u64)>;
+type Stamp = Option<(FileId, i128, u64)>;
 
 fn stamp(p: &Path) -> Stamp {
     let m = std::fs::metadata(p).ok()?;
-    #[cfg(unix)]
-    let (dev, ino) = {
-        use std::os::unix::fs::MetadataExt;
-        (m.dev(), m.ino())
-    };
-    #[cfg(not(unix))]
-    let (dev, ino) = (0, 0);
     let mtime = m
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i128);
-    Some((dev, ino, mtime, m.len()))
+    Some((FileId::of(&m), mtime, m.len()))
 }
 
 fn stamps(bundle: &Path, executable: Option<&str>) -> [Stamp; 2] {
