@@ -4,10 +4,8 @@
 //!
 //! `cargo bench --bench daemon` (events: KEXTWATCH_BENCH_EVENTS, default 500,000).
 
-#[path = "../tests/support/eslogger.rs"]
-mod eslogger;
-#[path = "../tests/support/stream.rs"]
-mod stream;
+use kextwatch_testkit::eslogger;
+use kextwatch_testkit::stream;
 
 use std::io::Write;
 use std::path::Path;

@@ -3,8 +3,7 @@
 //!
 //! `cargo bench --bench kextpolicy_poll`
 
-#[path = "../tests/support/kextpolicy.rs"]
-mod fixture;
+use kextwatch_testkit::kextpolicy as fixture;
 
 use std::time::{Duration, Instant};
 

@@ -9,10 +9,7 @@
 //! - peak RSS of a replay process fed 1x and 4x the events through a pipe (correlation and fold state
 //!   expire with event time, so memory should not grow with the stream).
 
-#[path = "../tests/support/eslogger.rs"]
-mod eslogger;
-#[path = "../tests/support/stream.rs"]
-mod stream;
+use kextwatch_testkit::stream;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};

@@ -4,8 +4,7 @@
 //! `cargo bench --bench syslog_throughput` (needs rsyslog and rsyslog-gnutls; scripts/test.sh installs
 //! them). Alerts: KEXTWATCH_BENCH_ALERTS, default 100,000.
 
-#[path = "../tests/support/rsyslog.rs"]
-mod rsyslog;
+use kextwatch_testkit::rsyslog;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -1,6 +1,6 @@
 //! The `kextwatch` binary as users run it: exit codes, stdin, formats, config, summary.
 
-mod support;
+use kextwatch_testkit as support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! The daemon on Linux, with a FIFO standing in for Endpoint Security: alerts reach a real rsyslog,
 //! SIGHUP reloads (or keeps the old config), SIGTERM drains and exits 0, bursts are counted as drops.
 
-mod support;
+use kextwatch_testkit as support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

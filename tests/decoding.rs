@@ -1,7 +1,7 @@
 //! eslogger decoding: message versions, both audit-token shapes, field placements, and bad input that
 //! must be counted and reported without stopping the replay.
 
-mod support;
+use kextwatch_testkit as support;
 
 use kextwatch::config::Config;
 use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};

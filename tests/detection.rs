@@ -1,7 +1,7 @@
 //! Detection behaviour on eslogger captures: each rule, its benign look-alikes, correlation, folding.
 //! Cases follow Atomic Red Team T1547.006, and the Sigma and Elastic macOS kext/SIP rules.
 
-mod support;
+use kextwatch_testkit as support;
 
 use support::eslogger::{cast, Capture, Proc};
 use support::{reasons, rule, run, run_min, severity, techniques};

@@ -2,7 +2,7 @@
 //! table in `tests/fixtures/ecs/fields.tsv`. (Every other test that reads JSON alerts runs the
 //! same check; these cover what no other test produces and show the check itself can fail.)
 
-mod support;
+use kextwatch_testkit as support;
 
 use std::process::Command;
 

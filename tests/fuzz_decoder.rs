@@ -1,7 +1,7 @@
 //! Property tests: hostile input never panics the reader, decoder or engine, and every line is
 //! accounted for (blank, decoded, skipped or malformed). Longer runs: PROPTEST_CASES=200000.
 
-mod support;
+use kextwatch_testkit as support;
 
 use kextwatch::config::Config;
 use kextwatch::replay::Summary;

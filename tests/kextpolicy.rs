@@ -1,7 +1,7 @@
 //! KextPolicy: reading both layouts read-only, change detection, diff, persisted state, bad databases,
 //! and detection on the changes.
 
-mod support;
+use kextwatch_testkit as support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

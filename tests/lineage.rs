@@ -2,7 +2,7 @@
 //! the parent with a new pid; an exec keeps the pid, bumps the pidversion, and its event's
 //! `process` is the image before it), so the program behind a shell is the one judged.
 
-mod support;
+use kextwatch_testkit as support;
 
 use support::eslogger::{cast, Capture, Proc};
 use support::{reasons, rule, run, run_min, severity};

@@ -3,7 +3,7 @@
 //! /Library/Extensions), replayed, meets the script's own expectations (`--check`), and the check
 //! fails when an expected alert is missing or an unexpected one appears.
 
-mod support;
+use kextwatch_testkit as support;
 
 use std::path::Path;
 use std::process::{Command, Output};

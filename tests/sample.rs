@@ -2,7 +2,7 @@
 //! format, and checked to raise the alerts the README promises. Regenerate with
 //! `KEXTWATCH_BLESS=1 cargo test --test sample`.
 
-mod support;
+use kextwatch_testkit as support;
 
 use support::eslogger::{cast, Capture, Proc};
 use support::{rule, run, severity};

@@ -6,7 +6,7 @@
 //! mapping table, never computed by the encoder under test. Waits are for what each assertion needs
 //! (a marker sent last on the same connection, or every sequence number), never for a line count.
 
-mod support;
+use kextwatch_testkit as support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! it is critical (also after a restart), and everyday maintenance (MDM upgrades and uninstalls
 //! through the installer, status checks, log rotation, backups, kextwatch's own work) stays quiet.
 
-mod support;
+use kextwatch_testkit as support;
 
 use kextwatch::config::Config;
 use kextwatch::detect::Engine;

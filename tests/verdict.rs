@@ -1,7 +1,7 @@
 //! The Team ID verdict on every kext load: the identity comes from the bundle on disk (real signed
 //! fixtures) or from KextPolicy (the real schema), and every way a load is seen gets the same verdict.
 
-mod support;
+use kextwatch_testkit as support;
 
 use kextwatch::config::Config;
 use kextwatch::detect::Engine;

@@ -12,8 +12,6 @@
 //! - Tests wait for what their assertion needs ([`Rsyslog::wait_until`]), never for a line count that
 //!   duplicates could satisfy, and check that nothing more arrived by waiting for a marker sent after
 //!   the messages on the same connection.
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

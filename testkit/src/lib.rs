@@ -1,9 +1,13 @@
-#![allow(dead_code)]
+//! kextwatch's test fixtures, shared by every integration test and bench and compiled once:
+//! eslogger captures in the full format (`eslogger`), realistic event streams (`stream`), KextPolicy
+//! databases from the real schema (`kextpolicy`), a real rsyslog receiver (`rsyslog`), the ECS field
+//! check (`ecs`), and helpers that run captures through the engine.
 
 pub mod ecs;
 pub mod eslogger;
 pub mod kextpolicy;
 pub mod rsyslog;
+pub mod stream;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,4 @@
 //! A long realistic eslogger stream for benchmarks: full process objects, 99.9 % unrelated noise.
-#![allow(dead_code)]
-
 use super::eslogger::{cast, Capture, Proc};
 
 /// Writes `n` events, calling `sink` with chunks of complete lines.

@@ -1,7 +1,5 @@
 //! KextPolicy fixture databases built from the DDL seen on real systems (macOS 10.13; macOS 11+ adds
 //! `cdhash` as the 8th history column), in WAL mode as syspolicyd keeps it.
-#![allow(dead_code)]
-
 use std::path::Path;
 
 use rusqlite::{params, Connection};

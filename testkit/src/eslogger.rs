@@ -1,7 +1,5 @@
 //! Builds eslogger JSON lines in the full format eslogger writes (complete process objects with audit
 //! tokens, stat blocks, exec env and fds), for tests, the bundled sample and the benchmark.
-#![allow(dead_code)]
-
 use serde_json::{json, Value};
 
 pub const CS_VALID: u32 = 0x1;

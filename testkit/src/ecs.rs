@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-const TABLE: &str = include_str!("../fixtures/ecs/fields.tsv");
+const TABLE: &str = include_str!("../../tests/fixtures/ecs/fields.tsv");
 
 struct Field {
     ty: String,
