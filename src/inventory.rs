@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::alert::escape_controls;
 use crate::signing::{IdentityCache, KextIdentity, Signature};
+use crate::text::escape_controls;
 
 /// Kexts nest (`Contents/PlugIns/*.kext`); real trees are shallow, so deeper ones are not walked.
 const MAX_DEPTH: usize = 12;

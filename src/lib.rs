@@ -15,9 +15,12 @@ pub mod inventory;
 pub mod kextpolicy;
 pub mod layout;
 pub mod output;
+pub mod path;
 pub mod profile;
 pub mod replay;
 pub mod signing;
 pub mod source;
 #[cfg(target_os = "macos")]
 pub mod sysext;
+pub mod text;
+pub mod wallclock;

@@ -556,7 +556,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let mut outputs = Outputs::open(&specs, Some(&config.daemon.state_dir))?;
             let alert = kextwatch::alert::test_alert(
-                kextwatch::replay::now_rfc3339(),
+                kextwatch::wallclock::now_rfc3339(),
                 kextwatch::host::this_host(),
             );
             outputs.write(&alert)?;
@@ -649,7 +649,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Approvals carry no time: they are stamped with the time the NEW copy was last written.
             let observed_ns = std::fs::metadata(&new)
                 .and_then(|m| m.modified())
-                .map_or(0, kextwatch::event::epoch_ns);
+                .map_or(0, kextwatch::wallclock::epoch_ns);
             let summary = policy_diff(
                 &before,
                 &after,

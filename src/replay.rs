@@ -11,6 +11,7 @@ use crate::enrich::BundleEnricher;
 use crate::kextpolicy::{change_time, diff, PolicyChange, Snapshot};
 use crate::output::{OutputError, Outputs, SinkStats};
 use crate::source::replay::{EventDecoder, InputStats, LineReader, MAX_LINE};
+use crate::wallclock::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -73,11 +74,6 @@ impl Summary {
             }),
         )
     }
-}
-
-/// The wall-clock time, for heartbeats (alerts carry their events' times).
-pub fn now_rfc3339() -> String {
-    crate::detect::format_time(crate::event::now_ns())
 }
 
 /// How long a replay waits at the end for syslog sinks to deliver what they spooled.

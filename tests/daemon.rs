@@ -557,7 +557,7 @@ fn a_killed_eslogger_is_restarted_at_once_and_reported_with_its_killer() {
     // then dies of it.
     let mut c = Capture::new(9);
     // Live: the event is stamped as it happens.
-    c.now_ns = kextwatch::event::now_ns();
+    c.now_ns = kextwatch::wallclock::now_ns();
     let shell = cast::sudo().exec_into("/bin/bash", "com.apple.bash");
     let target = support::eslogger::Proc {
         pid: 999_999,

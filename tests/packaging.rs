@@ -501,7 +501,7 @@ fn the_shipped_tamper_settings_name_what_the_pkg_installs() {
         assert!(
             protected
                 .iter()
-                .any(|p| kextwatch::detect::path::is_under(installed, p)),
+                .any(|p| kextwatch::path::is_under(installed, p)),
             "{installed} is not protected: {protected:?}"
         );
     }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use super::Alert;
+use crate::text::Escaped;
 
 /// One JSON object and a newline. serde_json escapes control characters, so an event field cannot
 /// break the line framing.
@@ -58,28 +59,4 @@ pub fn write_text(out: &mut dyn Write, alert: &Alert) -> io::Result<()> {
     }
     line.push('\n');
     out.write_all(line.as_bytes())
-}
-
-struct Escaped<'a>(&'a str);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                f.write_char(c)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `s` with control characters escaped, for printing outside data to a terminal.
-pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        std::borrow::Cow::Owned(Escaped(s).to_string())
-    } else {
-        std::borrow::Cow::Borrowed(s)
-    }
 }

@@ -7,7 +7,7 @@ mod encode;
 
 pub use attack::Threat;
 pub use ecs::{EventClass, Host};
-pub use encode::{escape_controls, write_json, write_text};
+pub use encode::{write_json, write_text};
 
 use serde::Serialize;
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::alert::Severity;
-use crate::detect::path::normalize;
 use crate::files::Links;
+use crate::path::normalize;
 
 /// The shipped default configuration, also used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/kextwatch.toml");

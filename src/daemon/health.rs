@@ -7,9 +7,10 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{escape_controls, Severity};
+use crate::alert::Severity;
 use crate::detect::EngineStats;
 use crate::output::{SinkStats, WriterStats};
+use crate::text::escape_controls;
 
 /// In the state directory, rewritten every few seconds by the running daemon.
 pub const STATUS_FILE: &str = "status.json";
@@ -62,7 +63,7 @@ impl Health {
     pub fn new(source: &impl std::fmt::Display) -> Health {
         let h = Health {
             source: source.to_string(),
-            started: crate::replay::now_rfc3339(),
+            started: crate::wallclock::now_rfc3339(),
             ..Default::default()
         };
         h.config_generation.store(1, Relaxed);
@@ -107,7 +108,7 @@ impl Health {
             source_state: lock(&self.source_state).clone(),
             source_restarts: self.source_restarts.load(Relaxed),
             started: self.started.clone(),
-            updated: crate::replay::now_rfc3339(),
+            updated: crate::wallclock::now_rfc3339(),
             lines_read: self.lines.load(Relaxed),
             events_decoded: self.decoded.load(Relaxed),
             events_analysed: self.processed.load(Relaxed),

@@ -108,7 +108,7 @@ fn launchd_program(plist: &Path) -> Result<String, String> {
                 .and_then(|p| p.as_string())
         })
         .ok_or("no Program or ProgramArguments")?;
-    Ok(crate::detect::path::normalize(program).into_owned())
+    Ok(crate::path::normalize(program).into_owned())
 }
 
 /// The state files present now.

@@ -34,10 +34,10 @@ use crate::alert::Alert;
 use crate::config::Config;
 use crate::detect::Engine;
 use crate::enrich::BundleEnricher;
-use crate::event::now_ns;
 use crate::event::Event;
 use crate::kextpolicy::{Snapshot, TimedChange, Watcher};
 use crate::output::Outputs;
+use crate::wallclock::now_ns;
 use output_workers::OutputWorkers;
 
 /// How long a stop waits for sinks to deliver what is queued or spooled.
@@ -420,7 +420,7 @@ fn sinks(
         let now = Instant::now();
         if now >= next_heartbeat {
             next_heartbeat = now + heartbeat.every;
-            let ts = crate::replay::now_rfc3339();
+            let ts = crate::wallclock::now_rfc3339();
             let status = health.snapshot(workers.report());
             let body = status.heartbeat(&ts, &heartbeat.host, heartbeat.beat.advance());
             workers.heartbeat(ts, body);

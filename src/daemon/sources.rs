@@ -403,7 +403,7 @@ fn eslogger(feeder: &Feeder, bin: &Path, stop: &AtomicBool) {
                     let _ = feeder.tx.send(Msg::SourceKilled {
                         pid,
                         signal,
-                        time_ns: crate::event::now_ns(),
+                        time_ns: crate::wallclock::now_ns(),
                     });
                 } else {
                     tracing::warn!(?status, "eslogger exited; restarting");
@@ -487,7 +487,10 @@ pub(super) fn start_sip(ctl: std::sync::mpsc::Sender<Msg>, stop: Arc<AtomicBool>
                 if let Ok(flags) = crate::source::sip::active_config() {
                     if last != Some(flags) {
                         last = Some(flags);
-                        if ctl.send(Msg::Sip(flags, crate::event::now_ns())).is_err() {
+                        if ctl
+                            .send(Msg::Sip(flags, crate::wallclock::now_ns()))
+                            .is_err()
+                        {
                             return;
                         }
                     }

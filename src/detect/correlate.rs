@@ -8,12 +8,12 @@
 
 use std::collections::VecDeque;
 
-use super::path::is_under;
 use super::rules::{
     Activity, Finding, KEXT_AFTER_UNSIGNED_ROOT, KEXT_AFTER_WEAKENING, STAGED_THEN_APPROVED,
     STAGED_THEN_LOADED,
 };
 use crate::alert::{Evidence, Severity};
+use crate::path::is_under;
 
 /// Bound on remembered signals, so a flood cannot grow memory; the oldest go first (counted).
 const MAX_SIGNALS: usize = 4096;

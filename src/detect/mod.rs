@@ -6,7 +6,6 @@ mod correlate;
 pub mod enforce;
 mod fold;
 pub mod lineage;
-pub mod path;
 pub mod policy;
 pub mod rules;
 pub mod sip;
@@ -23,7 +22,9 @@ use crate::config::Config;
 use crate::event::eslogger::Interest;
 use crate::event::{cs_flags, Event, EventKind, Process};
 use crate::kextpolicy::{PolicyChange, PolicyFacts, Snapshot};
+use crate::path;
 use crate::signing::KextIdentity;
+use crate::wallclock::format_time;
 use std::collections::HashMap;
 
 use correlate::Correlator;
@@ -570,17 +571,6 @@ fn fold_key(actor: Option<&Process>, f: &Finding) -> String {
         "{}\x1f{:?}\x1f{exe}\x1f{sid}\x1f{user}\x1f{}",
         f.rule.id, f.severity, f.subject
     )
-}
-
-/// RFC 3339 UTC with nanoseconds; falls back to the epoch for out-of-range values.
-pub fn format_time(ns: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
 fn signature(p: &Process) -> CodeSignature {

@@ -5,7 +5,6 @@
 //! into `reasons`.
 
 use super::lineage::{Hop, Lineage, ProcessTable};
-use super::path::{bundle_under, kext_store, normalize, resolve, unexpected_location};
 use super::tamper;
 use super::tools::{
     self, Invocation, KextAction, KextCommand, PolicyArea, PolicyChange, Tool, Weakening,
@@ -16,6 +15,7 @@ use crate::alert::{Evidence, FileInfo, KextInfo, LineageHop, Severity};
 use crate::config::{Config, KextTrust};
 use crate::event::{Event, EventKind, Exec, Process, NO_AUDIT_USER};
 use crate::kextpolicy::PolicyFacts;
+use crate::path::{bundle_under, kext_store, normalize, resolve, unexpected_location};
 use crate::signing::Signature;
 use std::collections::HashMap;
 

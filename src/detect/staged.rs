@@ -12,11 +12,11 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use super::path::is_under;
 use super::rules::{
     bundle_key, Activity, Finding, RuleDef, STAGED_THEN_APPROVED, STAGED_THEN_LOADED,
 };
 use crate::alert::{Evidence, Severity};
+use crate::path::is_under;
 
 /// Bundles remembered at most.
 pub const CAPACITY: usize = 4096;

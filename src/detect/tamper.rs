@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::path::{is_under, normalize};
 use super::staged::SavedActor;
 use crate::alert::Evidence;
 use crate::config::Config;
 use crate::event::Process;
+use crate::path::{is_under, normalize};
 
 /// Where macOS keeps Full Disk Access grants; only tccd writes it.
 pub const TCC_DB: &str = "/Library/Application Support/com.apple.TCC/TCC.db";

@@ -77,7 +77,7 @@ impl Tool {
 
 /// Why the image run as `tool` does not look like Apple's copy, if it does not.
 pub fn masquerade_reason(tool: Tool, image: &Process) -> Option<String> {
-    let norm = super::path::normalize(&image.executable);
+    let norm = crate::path::normalize(&image.executable);
     let dir = norm.rsplit_once('/').map_or("", |(d, _)| d);
     let in_system_dir = SYSTEM_DIRS.contains(&dir);
     match (in_system_dir, image.is_platform_binary) {
@@ -194,7 +194,7 @@ pub fn classify(tool: Tool, args: &[String]) -> Invocation {
 /// database is SIP-protected; only root with Full Disk Access gets this far).
 fn sqlite3(rest: &[String]) -> Invocation {
     let db = rest.iter().find(|a| {
-        let n = super::path::normalize(a).to_ascii_lowercase();
+        let n = crate::path::normalize(a).to_ascii_lowercase();
         n.ends_with("/systempolicyconfiguration/kextpolicy") || n == "kextpolicy"
     });
     match db {

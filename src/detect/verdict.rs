@@ -14,11 +14,11 @@
 //! | identity unknown, bundle id not allowlisted              | medium            |
 //! | allowlisted team, approved                               | info (trusted)    |
 
-use super::path::normalize;
 use super::rules::{bundle_key, BundleFacts, Finding, Rules};
 use crate::alert::{KextInfo, Severity};
 use crate::config::KextTrust;
 use crate::kextpolicy::KnownTeam;
+use crate::path::normalize;
 
 /// What the verdict concluded; the rule decides what that means for trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

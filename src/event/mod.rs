@@ -6,18 +6,6 @@
 
 pub mod eslogger;
 
-/// Nanoseconds since the Unix epoch, the unit every event time is in: 0 before the epoch, the
-/// largest `i64` past 2262.
-pub fn epoch_ns(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-/// The wall clock as [`epoch_ns`].
-pub fn now_ns() -> i64 {
-    epoch_ns(std::time::SystemTime::now())
-}
-
 /// `audit_token.auid` value for "no audit user" (AU_DEFAUDITID).
 pub const NO_AUDIT_USER: u32 = u32::MAX;
 
@@ -247,21 +235,5 @@ impl EventKind {
             EventKind::ProfileRemoved { .. } => "profile_remove",
             EventKind::TccModified { .. } => "tcc_modify",
         }
-    }
-}
-
-#[cfg(test)]
-mod time_tests {
-    use super::epoch_ns;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn epoch_ns_is_nanoseconds_since_1970_and_saturates() {
-        assert_eq!(epoch_ns(UNIX_EPOCH + Duration::new(1, 5)), 1_000_000_005);
-        assert_eq!(epoch_ns(UNIX_EPOCH - Duration::from_secs(1)), 0);
-        assert_eq!(
-            epoch_ns(UNIX_EPOCH + Duration::from_secs(300 * 365 * 86_400)),
-            i64::MAX
-        );
     }
 }

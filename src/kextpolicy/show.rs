@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::Snapshot;
-use crate::alert::escape_controls;
+use crate::text::escape_controls;
 
 fn table(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
     let _ = writeln!(out, "{title} ({} rows)", rows.len());

@@ -7,15 +7,11 @@ use std::path::{Path, PathBuf};
 use super::{read_identity, KextIdentity};
 use crate::files::FileId;
 
-type Stamp = Option<(FileId, i128, u64)>;
+type Stamp = Option<(FileId, i64, u64)>;
 
 fn stamp(p: &Path) -> Stamp {
     let m = std::fs::metadata(p).ok()?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
+    let mtime = m.modified().map_or(0, crate::wallclock::epoch_ns);
     Some((FileId::of(&m), mtime, m.len()))
 }
 

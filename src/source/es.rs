@@ -340,7 +340,7 @@ pub fn convert(msg: &Message, interest: &dyn Interest) -> Option<Event> {
 }
 
 fn event(msg: &Message, kind: EventKind) -> Event {
-    let time_ns = crate::event::epoch_ns(msg.time());
+    let time_ns = crate::wallclock::epoch_ns(msg.time());
     Event {
         time_ns,
         version: msg.version(),
@@ -529,7 +529,7 @@ impl HandlerState {
             }
             tracing::info!(kext = %identifier, allowed = decision.allow, reason = %decision.reason, "AUTH_KEXTLOAD answered");
             (self.hooks.on_event)(Event {
-                time_ns: crate::event::epoch_ns(msg.time()),
+                time_ns: crate::wallclock::epoch_ns(msg.time()),
                 version: msg.version(),
                 seq_num: msg.seq_num(),
                 global_seq_num: msg.global_seq_num(),
