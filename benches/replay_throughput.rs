@@ -19,13 +19,13 @@ use kextwatch::config::{AlertFormat, Config};
 use kextwatch::output::Outputs;
 use stream::generate;
 
-fn replay_into_sink(input: impl BufRead) -> kextwatch::replay::Summary {
+fn replay_into_sink(input: impl BufRead) -> kextwatch::offline::Summary {
     let mut outputs = Outputs::from_writers(vec![(
         "null".into(),
         AlertFormat::Json,
         Box::new(std::io::sink()),
     )]);
-    kextwatch::replay::replay(
+    kextwatch::offline::replay(
         input,
         kextwatch::detect::Engine::new(Config::default_config()),
         None,

@@ -14,10 +14,10 @@ pub mod host;
 pub mod inventory;
 pub mod kextpolicy;
 pub mod layout;
+pub mod offline;
 pub mod output;
 pub mod path;
 pub mod profile;
-pub mod replay;
 pub mod signing;
 pub mod source;
 #[cfg(target_os = "macos")]

@@ -15,8 +15,8 @@ use kextwatch::detect::Engine;
 use kextwatch::enrich::BundleEnricher;
 use kextwatch::inventory;
 use kextwatch::kextpolicy;
+use kextwatch::offline::{policy_diff, replay, ReplayError, Summary};
 use kextwatch::output::{OutputError, Outputs};
-use kextwatch::replay::{policy_diff, replay, ReplayError, Summary};
 use kextwatch::signing::IdentityCache;
 
 #[derive(Parser)]
@@ -61,7 +61,7 @@ enum Command {
         /// Event source: es (Endpoint Security), eslogger, or replay:PATH (a file, or a FIFO that is
         /// followed).
         #[arg(long, default_value = "eslogger")]
-        source: kextwatch::daemon::SourceSpec,
+        source: kextwatch::source::SourceSpec,
         /// The eslogger binary.
         #[arg(long, default_value = "/usr/bin/eslogger", hide = true)]
         eslogger: PathBuf,
@@ -316,7 +316,7 @@ fn run_system_extension(bundle: &str) -> ExitCode {
     let options = kextwatch::daemon::DaemonOptions {
         config_path: kextwatch::layout::CONFIG.into(),
         managed_prefs: kextwatch::layout::MANAGED_PREFERENCES.into(),
-        source: kextwatch::daemon::SourceSpec::Es,
+        source: kextwatch::source::SourceSpec::Es,
         eslogger: "/usr/bin/eslogger".into(),
     };
     match kextwatch::daemon::run(options) {
@@ -666,7 +666,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The replay's progress bar; alerts are written while it is hidden.
 struct Bar<'a>(&'a indicatif::ProgressBar);
 
-impl kextwatch::replay::Progress for Bar<'_> {
+impl kextwatch::offline::Progress for Bar<'_> {
     fn position(&mut self, bytes: u64) {
         self.0.set_position(bytes);
     }

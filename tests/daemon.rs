@@ -477,7 +477,7 @@ fn eslogger_is_asked_only_for_the_events_its_macos_lists() {
     let fake = dir.path().join("eslogger");
     // As on macOS 14: profile_remove is known, tcc_modify (15.4) is not, and asking for an unknown
     // event makes eslogger refuse to start.
-    let mut listed: Vec<&str> = kextwatch::daemon::ESLOGGER_EVENTS.to_vec();
+    let mut listed: Vec<&str> = kextwatch::source::eslogger::ESLOGGER_EVENTS.to_vec();
     listed.extend(["profile_remove", "open", "mmap"]);
     std::fs::write(dir.path().join("list.txt"), listed.join("\n") + "\n").unwrap();
     std::fs::write(
@@ -500,7 +500,7 @@ fn eslogger_is_asked_only_for_the_events_its_macos_lists() {
     let args = std::fs::read_to_string(&args_file).unwrap();
     let (pid, args) = args.split_once(' ').unwrap();
     let args: Vec<&str> = args.split_whitespace().collect();
-    for e in kextwatch::daemon::ESLOGGER_EVENTS {
+    for e in kextwatch::source::eslogger::ESLOGGER_EVENTS {
         assert!(args.contains(&e), "{e} missing: {args:?}");
     }
     assert!(args.contains(&"profile_remove"), "{args:?}");

@@ -4,8 +4,9 @@
 use kextwatch_testkit as support;
 
 use kextwatch::config::Config;
-use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};
+use kextwatch::event::AllEvents;
 use kextwatch::event::{EventKind, NO_AUDIT_USER};
+use kextwatch::source::eslogger::{decode_line, Decoded};
 use support::eslogger::{cast, Capture};
 use support::{rule, run_with};
 
@@ -395,7 +396,7 @@ fn real_eslogger_lines_from_public_sources_decode_field_for_field() {
 #[test]
 fn only_what_detection_needs_is_decoded() {
     use kextwatch::detect::KextInterest;
-    use kextwatch::event::eslogger::{decode_line, Decoded};
+    use kextwatch::source::eslogger::{decode_line, Decoded};
     let interest = KextInterest::new(&kextwatch::config::Config::default_config());
     let zsh = support::eslogger::cast::terminal_zsh();
     let mut c = support::eslogger::Capture::new(8);
@@ -438,15 +439,15 @@ fn only_what_detection_needs_is_decoded() {
 
 #[test]
 fn the_events_asked_of_eslogger_are_the_ones_decoded_and_documented() {
-    use kextwatch::event::eslogger::event_type;
+    use kextwatch::source::eslogger::event_type;
     // Every event the daemon asks eslogger for is one the decoder knows by that name.
     let known: Vec<&str> = (0..200).filter_map(event_type::name).collect();
-    for e in kextwatch::daemon::ESLOGGER_EVENTS {
+    for e in kextwatch::source::eslogger::ESLOGGER_EVENTS {
         assert!(known.contains(&e), "{e}");
     }
     // The README's capture command asks for the same events, so a replay sees what the daemon sees.
     let readme = include_str!("../README.md");
-    let wanted = kextwatch::daemon::ESLOGGER_EVENTS.join(" ");
+    let wanted = kextwatch::source::eslogger::ESLOGGER_EVENTS.join(" ");
     let commands: Vec<&str> = readme
         .lines()
         .filter_map(|l| l.trim().strip_prefix("sudo eslogger "))

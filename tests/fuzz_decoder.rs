@@ -4,7 +4,7 @@
 use kextwatch_testkit as support;
 
 use kextwatch::config::Config;
-use kextwatch::replay::Summary;
+use kextwatch::offline::Summary;
 use proptest::prelude::*;
 use serde_json::Value;
 use support::eslogger::{cast, Capture, Proc};

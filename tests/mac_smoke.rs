@@ -172,7 +172,7 @@ fn the_script_asks_eslogger_for_the_daemons_events() {
     let start = script.find("EVENTS=(").unwrap() + "EVENTS=(".len();
     let end = start + script[start..].find(')').unwrap();
     let events: Vec<&str> = script[start..end].split_whitespace().collect();
-    assert_eq!(events, kextwatch::daemon::ESLOGGER_EVENTS);
+    assert_eq!(events, kextwatch::source::eslogger::ESLOGGER_EVENTS);
     // Its syntax, as bash reads it (shellcheck in .ci/run lints it further).
     assert!(Command::new("bash")
         .arg("-n")

@@ -223,7 +223,7 @@ fn alerts_are_written_only_while_the_progress_bar_is_hidden() {
         hidden: Arc<AtomicBool>,
         positions: usize,
     }
-    impl kextwatch::replay::Progress for Fake {
+    impl kextwatch::offline::Progress for Fake {
         fn position(&mut self, _: u64) {
             self.positions += 1;
         }
@@ -270,7 +270,7 @@ fn alerts_are_written_only_while_the_progress_bar_is_hidden() {
         positions: 0,
     };
     let sample = std::fs::read(SAMPLE).unwrap();
-    let summary = kextwatch::replay::replay(
+    let summary = kextwatch::offline::replay(
         &sample[..],
         kextwatch::detect::Engine::new(kextwatch::config::Config::default_config()),
         None,

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 pub use health::{Health, Status, STATUS_FILE};
 pub use instance::{InstanceError, InstanceLock, LOCK_FILE};
-pub use sources::{eslogger_events, SourceSpec, ESLOGGER_EVENTS, ESLOGGER_EVENTS_WHERE_KNOWN};
 
 use crate::alert::Alert;
 use crate::config::Config;
@@ -67,7 +66,7 @@ pub struct DaemonOptions {
     pub config_path: PathBuf,
     /// Managed preferences whose `ConfigTOML` takes precedence over `config_path` when present.
     pub managed_prefs: PathBuf,
-    pub source: SourceSpec,
+    pub source: crate::source::SourceSpec,
     /// eslogger binary (`/usr/bin/eslogger`); replaceable for tests.
     pub eslogger: PathBuf,
 }

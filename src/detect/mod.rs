@@ -19,7 +19,7 @@ use crate::alert::{
     UserId, UserInfo,
 };
 use crate::config::Config;
-use crate::event::eslogger::Interest;
+use crate::event::Interest;
 use crate::event::{cs_flags, Event, EventKind, Process};
 use crate::kextpolicy::{PolicyChange, PolicyFacts, Snapshot};
 use crate::path;

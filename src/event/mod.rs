@@ -1,10 +1,12 @@
 //! The owned event model every source produces and detection consumes.
 //!
-//! It mirrors the part of Apple's `es_message_t` that detection needs. eslogger JSON decodes into it
-//! (`eslogger.rs`); on macOS the Endpoint Security adapter converts live messages into it, so replay and
-//! the live daemon run the same detection code.
+//! It mirrors the part of Apple's `es_message_t` that detection needs. Every source produces it
+//! (`source/`: eslogger JSON, the Endpoint Security adapter), so replay and the live daemon run the
+//! same detection code. [`Interest`] is how detection tells sources what can matter.
 
-pub mod eslogger;
+mod interest;
+
+pub use interest::{AllEvents, Interest};
 
 /// `audit_token.auid` value for "no audit user" (AU_DEFAUDITID).
 pub const NO_AUDIT_USER: u32 = u32::MAX;

@@ -1,6 +1,6 @@
 //! Endpoint Security adapter (macOS only). The only module that knows `endpoint_sec` types: each
 //! message is converted into the shared event model, exactly what eslogger JSON decodes into, and
-//! handed to `EsHooks::on_event`, which must not block (the daemon `try_send`s and counts drops).
+//! handed to `Hooks::event`, which must not block (the daemon `try_send`s and counts drops).
 //!
 //! A dedicated thread owns two `Client`s (they are `!Send`), one per concern: process and file events,
 //! and kext events (which have no target path, so path muting must not touch them); the handlers run
@@ -27,8 +27,9 @@ use endpoint_sec::{
 
 use crate::detect::enforce::EnforcementPolicy;
 use crate::detect::WatchList;
-use crate::event::eslogger::Interest;
+use crate::event::Interest;
 use crate::event::{Event, EventKind, Exec, Process};
+use crate::source::Hooks;
 
 /// File events: the client with inverted target-path muting (macOS 13+).
 pub const FILE_SUBSCRIPTIONS: [es_event_type_t; 15] = [
@@ -84,13 +85,6 @@ pub fn explain(e: NewClientError) -> &'static str {
         NewClientError::TooManyClients => "too many Endpoint Security clients are connected",
         _ => "Endpoint Security refused the client (internal error or invalid argument)",
     }
-}
-
-/// What the adapter reports to its owner. Called on the ES queue: must not block.
-pub struct EsHooks {
-    pub on_event: Box<dyn Fn(Event) + Send + Sync>,
-    /// Messages the kernel dropped (global sequence-number gaps).
-    pub on_gap: Box<dyn Fn(u64) + Send + Sync>,
 }
 
 pub struct EsSettings {
@@ -384,7 +378,7 @@ fn macos_version() -> (u64, u64, u64) {
 /// What both clients' handlers share.
 struct HandlerState {
     settings: EsSettings,
-    hooks: EsHooks,
+    hooks: Arc<dyn Hooks>,
 }
 
 impl HandlerState {
@@ -488,7 +482,7 @@ impl HandlerState {
         }
         if !decision.allow {
             tracing::warn!(reason = %decision.reason, "tampering denied");
-            (self.hooks.on_event)(event(msg, denied_kind));
+            self.hooks.event(event(msg, denied_kind));
         }
         true
     }
@@ -499,7 +493,7 @@ impl HandlerState {
         if let Some(seq) = msg.global_seq_num() {
             let last = last_seq.swap(seq, Ordering::Relaxed);
             if last != 0 && seq > last + 1 {
-                (self.hooks.on_gap)(seq - last - 1);
+                self.hooks.sequence_gap(seq - last - 1);
             }
         }
         if let Some(guard) = self.settings.guard.as_ref() {
@@ -528,7 +522,7 @@ impl HandlerState {
                 tracing::error!(error = ?e, "could not answer AUTH_KEXTLOAD");
             }
             tracing::info!(kext = %identifier, allowed = decision.allow, reason = %decision.reason, "AUTH_KEXTLOAD answered");
-            (self.hooks.on_event)(Event {
+            self.hooks.event(Event {
                 time_ns: crate::wallclock::epoch_ns(msg.time()),
                 version: msg.version(),
                 seq_num: msg.seq_num(),
@@ -544,7 +538,7 @@ impl HandlerState {
             return;
         }
         if let Some(ev) = convert(&msg, self.settings.interest.as_ref()) {
-            (self.hooks.on_event)(ev);
+            self.hooks.event(ev);
         }
     }
 }
@@ -573,7 +567,11 @@ fn mute_self(client: &mut Client<'_>) -> Result<(), String> {
 }
 
 /// Start both clients on their own thread; returns once they are subscribed (or failed to be).
-pub fn start(settings: EsSettings, hooks: EsHooks, stop: Arc<AtomicBool>) -> Result<(), String> {
+pub fn start(
+    settings: EsSettings,
+    hooks: Arc<dyn Hooks>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::Builder::new()
         .name("es-client".into())

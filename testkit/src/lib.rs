@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use kextwatch::config::{AlertFormat, Config};
 use kextwatch::detect::Engine;
+use kextwatch::offline::{replay, Summary};
 use kextwatch::output::Outputs;
-use kextwatch::replay::{replay, Summary};
 use serde_json::Value;
 
 /// Make a FIFO at `path` (tests of code that must not wait on one).
@@ -126,7 +126,8 @@ pub fn techniques(a: &Value) -> Vec<&str> {
 
 /// Decode one eslogger line (any event type) into an event.
 pub fn event(line: &str) -> kextwatch::event::Event {
-    use kextwatch::event::eslogger::{decode_line, AllEvents, Decoded};
+    use kextwatch::event::AllEvents;
+    use kextwatch::source::eslogger::{decode_line, Decoded};
     match decode_line(line.trim_end(), &AllEvents) {
         Ok(Decoded::Event(ev)) => *ev,
         other => panic!("not an event: {other:?}"),

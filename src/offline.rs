@@ -1,5 +1,6 @@
-//! `kextwatch replay`: eslogger JSON in, alerts out, through the same decoder and engine the daemon
-//! uses. Returns a summary; printing it is the CLI's job.
+//! The offline jobs: `kextwatch replay` (eslogger JSON in, alerts out, through the same decoder and
+//! engine the daemon uses) and `kextwatch policy diff` (two KextPolicy copies in, the alerts their
+//! difference raises). Each returns a summary; printing it is the CLI's job.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -10,7 +11,7 @@ use crate::detect::{Engine, EngineStats, KextInterest};
 use crate::enrich::BundleEnricher;
 use crate::kextpolicy::{change_time, diff, PolicyChange, Snapshot};
 use crate::output::{OutputError, Outputs, SinkStats};
-use crate::source::replay::{EventDecoder, InputStats, LineReader, MAX_LINE};
+use crate::source::lines::{EventDecoder, InputStats, LineReader, MAX_LINE};
 use crate::wallclock::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +259,7 @@ fn thousands(n: u64) -> String {
 /// The end-of-run summary a person reads on stderr.
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        use crate::event::eslogger::event_type;
+        use crate::source::eslogger::event_type;
         let i = &self.input;
         writeln!(
             f,

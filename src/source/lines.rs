@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead};
 
-use crate::event::eslogger::{decode_line, event_type, Decoded, Interest};
-use crate::event::Event;
+use super::eslogger::{decode_line, event_type, Decoded};
+use crate::event::{Event, Interest};
 
 /// Longest line accepted. eslogger lines are a few KB; exec events with huge environments reach
 /// hundreds of KB. Longer lines are skipped (counted) without holding them in memory.
