@@ -1102,7 +1102,7 @@ fn enforcement_answers_are_reported_by_how_much_they_matter() {
     let allowed = policy.decide("com.evil.driver");
     assert!(!denied.allow && unknown.allow && allowed.allow);
 
-    let alert_for = |d: &kextwatch::detect::enforce::Decision| {
+    let alert_for = |d: &kextwatch::event::Answer| {
         let mut engine =
             kextwatch::detect::Engine::new(kextwatch::config::Config::default_config());
         let mut out = Vec::new();

@@ -92,13 +92,15 @@ pub(super) fn start(
         #[cfg(target_os = "macos")]
         SourceSpec::Es => {
             use crate::source::es;
+            let surface = crate::detect::tamper::Surface::new(config);
             let settings = es::EsSettings {
                 interest: Box::new(interest),
-                watch: crate::detect::WatchList::new(config),
-                guard: enforcement
-                    .is_some()
-                    .then(|| crate::detect::tamper::Surface::new(config)),
-                enforcement,
+                watched_prefixes: crate::detect::WatchList::new(config).prefixes,
+                guarded_paths: surface.guarded_paths(),
+                authority: enforcement.map(|policy| {
+                    Arc::new(crate::detect::enforce::Enforcer { policy, surface })
+                        as Arc<dyn crate::event::Authority>
+                }),
             };
             es::start(settings, Arc::new(feed), stop).map_err(anyhow::Error::msg)?;
             tracing::info!(source = %opts.source, "Endpoint Security client subscribed");

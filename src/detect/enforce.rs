@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::config::{Allowlist, KextTrust};
+use crate::event::Answer;
 use crate::kextpolicy::KnownTeam;
 
 #[derive(Debug, Clone, Default)]
@@ -16,14 +17,8 @@ pub struct EnforcementPolicy {
     pub fail_closed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub allow: bool,
-    pub reason: String,
-}
-
 impl EnforcementPolicy {
-    pub fn decide(&self, identifier: &str) -> Decision {
+    pub fn decide(&self, identifier: &str) -> Answer {
         let known = self.teams.get(identifier);
         let (allow, reason) = match known {
             Some(KnownTeam::Unsigned) => (
@@ -50,7 +45,38 @@ impl EnforcementPolicy {
                 format!("{identifier}: identity unknown, allowed (fail open)"),
             ),
         };
-        Decision { allow, reason }
+        Answer { allow, reason }
+    }
+}
+
+/// Enforce mode's answers, for the ES source: kext loads from the policy snapshot the engine keeps
+/// current, attempts on kextwatch from its tamper surface.
+pub struct Enforcer {
+    pub policy: std::sync::Arc<std::sync::RwLock<EnforcementPolicy>>,
+    pub surface: super::tamper::Surface,
+}
+
+impl crate::event::Authority for Enforcer {
+    fn kextload(&self, bundle_id: &str) -> Answer {
+        // No I/O and no waiting: a snapshot being replaced right now fails open.
+        match self.policy.try_read() {
+            Ok(p) => p.decide(bundle_id),
+            Err(_) => Answer {
+                allow: true,
+                reason: "policy busy (fail open)".into(),
+            },
+        }
+    }
+    fn signal(
+        &self,
+        signal: i32,
+        actor: &crate::event::Process,
+        target: &crate::event::Process,
+    ) -> Answer {
+        self.surface.guard_signal(signal, actor, target)
+    }
+    fn change(&self, actor: &crate::event::Process, paths: &[&str]) -> Answer {
+        self.surface.guard_change(actor, paths)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::staged::SavedActor;
 use crate::alert::Evidence;
 use crate::config::Config;
-use crate::event::Process;
+use crate::event::{Answer, Process};
 use crate::path::{is_under, normalize};
 
 /// Where macOS keeps Full Disk Access grants; only tccd writes it.
@@ -88,13 +88,6 @@ pub struct Surface {
     initiators: Vec<crate::config::InitiatorEntry>,
 }
 
-/// An enforce-mode answer to an authorisation request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Guarded {
-    pub allow: bool,
-    pub reason: String,
-}
-
 /// Apple daemons that install and update software (platform binaries, by signing id): their
 /// changes to kextwatch's files are an upgrade, not tampering, in enforce mode too.
 const INSTALLERS: [&str; 5] = [
@@ -142,8 +135,8 @@ impl Surface {
     /// Enforce mode, AUTH_SIGNAL: a signal that would stop or suspend kextwatch is denied unless
     /// launchd (shutdown, a service stop it was asked for) or kextwatch itself sends it. Only the
     /// process's own signals are judged here: no lineage, the answer must be immediate.
-    pub fn guard_signal(&self, sig: i32, sender: &Process, target: &Process) -> Guarded {
-        let allow = |reason: &str| Guarded {
+    pub fn guard_signal(&self, sig: i32, sender: &Process, target: &Process) -> Answer {
+        let allow = |reason: &str| Answer {
             allow: true,
             reason: reason.into(),
         };
@@ -161,7 +154,7 @@ impl Surface {
         {
             return allow("launchd");
         }
-        Guarded {
+        Answer {
             allow: false,
             reason: format!(
                 "{} to kextwatch from {} denied (enforce mode)",
@@ -174,12 +167,12 @@ impl Surface {
     /// Enforce mode, AUTH_UNLINK / AUTH_RENAME / AUTH_TRUNCATE / AUTH_OPEN for writing: a change
     /// to kextwatch's files is denied unless kextwatch, Apple's installer daemons or log rotation,
     /// or an allowlisted management tool itself makes it.
-    pub fn guard_change(&self, actor: &Process, paths: &[&str]) -> Guarded {
+    pub fn guard_change(&self, actor: &Process, paths: &[&str]) -> Answer {
         let Some(path) = paths
             .iter()
             .find(|p| self.protected.iter().any(|r| is_under(&normalize(p), r)))
         else {
-            return Guarded {
+            return Answer {
                 allow: true,
                 reason: "not kextwatch's".into(),
             };
@@ -191,7 +184,7 @@ impl Surface {
             || self.initiators.iter().any(|i| {
                 i.signing_id == sid && actor.team_id.as_deref() == Some(i.team_id.as_str())
             });
-        Guarded {
+        Answer {
             allow: trusted,
             reason: if trusted {
                 format!("{} may change kextwatch's files", actor.executable)

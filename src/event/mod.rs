@@ -8,6 +8,24 @@ mod interest;
 
 pub use interest::{AllEvents, Interest};
 
+/// An answer to an authorisation (enforce mode): allow or deny, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub allow: bool,
+    pub reason: String,
+}
+
+/// What enforce mode asks when the kernel waits for an answer. Answered from memory, never
+/// blocking (the kernel's deadline is short); detection implements it, the ES source asks it.
+pub trait Authority: Send + Sync {
+    /// May the kext with this bundle id load?
+    fn kextload(&self, bundle_id: &str) -> Answer;
+    /// May `actor` send `signal` to `target`?
+    fn signal(&self, signal: i32, actor: &Process, target: &Process) -> Answer;
+    /// May `actor` change (write, rename, remove) these paths?
+    fn change(&self, actor: &Process, paths: &[&str]) -> Answer;
+}
+
 /// `audit_token.auid` value for "no audit user" (AU_DEFAUDITID).
 pub const NO_AUDIT_USER: u32 = u32::MAX;
 

@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use endpoint_sec::sys::{
@@ -25,9 +25,7 @@ use endpoint_sec::{
     EventRenameDestinationFile, Message,
 };
 
-use crate::detect::enforce::EnforcementPolicy;
-use crate::detect::WatchList;
-use crate::event::Interest;
+use crate::event::{Answer, Authority, Interest};
 use crate::event::{Event, EventKind, Exec, Process};
 use crate::source::Hooks;
 
@@ -89,16 +87,16 @@ pub fn explain(e: NewClientError) -> &'static str {
 
 pub struct EsSettings {
     pub interest: Box<dyn Interest + Send + Sync>,
-    /// What detection needs delivered, for inverted target-path muting.
-    pub watch: WatchList,
-    /// With enforcement, AUTH_KEXTLOAD is answered from this snapshot.
-    pub enforcement: Option<Arc<RwLock<EnforcementPolicy>>>,
-    /// With enforcement, signals to kextwatch and changes to its files are answered from this.
-    pub guard: Option<crate::detect::tamper::Surface>,
+    /// Folders whose file events detection needs (for inverted target-path muting).
+    pub watched_prefixes: Vec<String>,
+    /// Enforce mode: who answers AUTH_KEXTLOAD and, on the guard client, attempts on kextwatch.
+    pub authority: Option<Arc<dyn Authority>>,
+    /// Enforce mode: kextwatch's files and folders, guarded by a client of their own.
+    pub guarded_paths: Vec<String>,
 }
 
-/// What enforce mode protects kextwatch from: signals and changes to its files (answered by
-/// `Surface::guard_*`), on a client of its own, inverted-muted to kextwatch's paths.
+/// What enforce mode protects kextwatch from: signals and changes to its files (answered by the
+/// `Authority`), on a client of its own, inverted-muted to kextwatch's paths.
 pub const GUARD_SUBSCRIPTIONS: [es_event_type_t; 5] = [
     es_event_type_t::ES_EVENT_TYPE_AUTH_SIGNAL,
     es_event_type_t::ES_EVENT_TYPE_AUTH_UNLINK,
@@ -384,12 +382,7 @@ struct HandlerState {
 impl HandlerState {
     /// Answers the guard client's authorisations; false for any other message. A denial is
     /// handed to detection as the event it stopped, so it is also an alert.
-    fn guard(
-        &self,
-        guard: &crate::detect::tamper::Surface,
-        client: &mut Client<'_>,
-        msg: &Message,
-    ) -> bool {
+    fn guard(&self, guard: &dyn Authority, client: &mut Client<'_>, msg: &Message) -> bool {
         // Only for the guard's own messages: every other message passes through here too.
         if !matches!(
             msg.event(),
@@ -407,7 +400,7 @@ impl HandlerState {
         let (decision, denied_kind, flags) = match msg.event() {
             Some(EsEvent::AuthSignal(e)) => {
                 let target = process(&e.target());
-                let d = guard.guard_signal(e.sig(), &actor, &target);
+                let d = guard.signal(e.sig(), &actor, &target);
                 let kind = EventKind::Signal {
                     signal: e.sig(),
                     target: Box::new(target),
@@ -417,7 +410,7 @@ impl HandlerState {
             Some(EsEvent::AuthUnlink(e)) => {
                 let path = lossy(e.target().path());
                 (
-                    guard.guard_change(&actor, &[&path]),
+                    guard.change(&actor, &[&path]),
                     EventKind::Unlink { path },
                     None,
                 )
@@ -425,7 +418,7 @@ impl HandlerState {
             Some(EsEvent::AuthTruncate(e)) => {
                 let path = lossy(e.target().path());
                 (
-                    guard.guard_change(&actor, &[&path]),
+                    guard.change(&actor, &[&path]),
                     EventKind::Truncate { path },
                     None,
                 )
@@ -433,7 +426,7 @@ impl HandlerState {
             Some(EsEvent::AuthRename(e)) => {
                 let source = lossy(e.source().path());
                 let destination = rename_destination(&e).unwrap_or_default();
-                let d = guard.guard_change(&actor, &[&source, &destination]);
+                let d = guard.change(&actor, &[&source, &destination]);
                 (
                     d,
                     EventKind::Rename {
@@ -447,12 +440,12 @@ impl HandlerState {
                 let fflag = e.fflag() as u32;
                 let path = lossy(e.file().path());
                 let d = if fflag & FWRITE == 0 {
-                    crate::detect::tamper::Guarded {
+                    Answer {
                         allow: true,
                         reason: "read only".into(),
                     }
                 } else {
-                    guard.guard_change(&actor, &[&path])
+                    guard.change(&actor, &[&path])
                 };
                 (d, EventKind::Write { path }, Some(fflag))
             }
@@ -496,23 +489,18 @@ impl HandlerState {
                 self.hooks.sequence_gap(seq - last - 1);
             }
         }
-        if let Some(guard) = self.settings.guard.as_ref() {
-            if self.guard(guard, client, &msg) {
-                return;
+        let Some(authority) = self.settings.authority.as_deref() else {
+            if let Some(ev) = convert(&msg, self.settings.interest.as_ref()) {
+                self.hooks.event(ev);
             }
+            return;
+        };
+        if self.guard(authority, client, &msg) {
+            return;
         }
-        if let (Some(EsEvent::AuthKextLoad(e)), Some(policy)) =
-            (msg.event(), self.settings.enforcement.as_ref())
-        {
+        if let Some(EsEvent::AuthKextLoad(e)) = msg.event() {
             let identifier = lossy(e.identifier());
-            // No I/O here: the snapshot is in memory; a contended lock fails open rather than wait.
-            let decision = match policy.try_read() {
-                Ok(p) => p.decide(&identifier),
-                Err(_) => crate::detect::enforce::Decision {
-                    allow: true,
-                    reason: "policy busy (fail open)".into(),
-                },
-            };
+            let decision = authority.kextload(&identifier);
             let result = if decision.allow {
                 es_auth_result_t::ES_AUTH_RESULT_ALLOW
             } else {
@@ -578,8 +566,13 @@ pub fn start(
         .spawn(move || {
             let macos = macos_version();
             version::set_runtime_version(macos.0, macos.1, macos.2);
-            let enforce = settings.enforcement.is_some();
-            let watch = settings.watch.clone();
+            let enforce = settings.authority.is_some();
+            let watched = settings.watched_prefixes.clone();
+            let guarded = if enforce {
+                settings.guarded_paths.clone()
+            } else {
+                Vec::new()
+            };
             let state = Arc::new(HandlerState { settings, hooks });
             type Clients = (
                 Client<'static>,
@@ -595,7 +588,7 @@ pub fn start(
                     files
                         .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
                         .map_err(|e| format!("invert muting: {e:?}"))?;
-                    for p in &watch.prefixes {
+                    for p in &watched {
                         files
                             .mute_path(
                                 OsStr::new(p),
@@ -618,15 +611,15 @@ pub fn start(
                         .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
                         .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
                 }
-                if let Some(guard) = state.settings.guard.as_ref() {
+                if !guarded.is_empty() {
                     let mut g = new_client(&state)?;
                     // kextwatch's own signals and writes are never asked about.
                     mute_self(&mut g)?;
                     g.invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
                         .map_err(|e| format!("invert muting: {e:?}"))?;
-                    for p in guard.guarded_paths() {
+                    for p in &guarded {
                         g.mute_path(
-                            OsStr::new(&p),
+                            OsStr::new(p),
                             es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
                         )
                         .map_err(|e| format!("guard {p}: {e:?}"))?;
