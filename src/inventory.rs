@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::signing::{IdentityCache, KextIdentity, Signature};
-use crate::text::escape_controls;
+use crate::text::{cell, escape_controls};
 
 /// Kexts nest (`Contents/PlugIns/*.kext`); real trees are shallow, so deeper ones are not walked.
 const MAX_DEPTH: usize = 12;
@@ -82,10 +82,6 @@ pub fn inventory(roots: &[PathBuf], cache: &mut IdentityCache) -> (Vec<KextIdent
     (kexts, errors)
 }
 
-fn cell(v: Option<&str>) -> String {
-    v.map_or_else(|| "-".to_string(), |s| escape_controls(s).into_owned())
-}
-
 /// One aligned row per kext.
 pub fn render_table(kexts: &[KextIdentity]) -> String {
     let header = [
@@ -115,26 +111,7 @@ pub fn render_table(kexts: &[KextIdentity]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut s = String::new();
-        for (c, w) in cells.zip(&widths) {
-            let _ = write!(s, "{c:<w$}  ");
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for r in &rows {
-        line(&mut r.iter().map(String::as_str));
-    }
-    out
+    crate::text::table(&header, &rows, 0, 2)
 }
 
 fn valid_team(t: &str) -> bool {

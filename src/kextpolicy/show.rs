@@ -7,31 +7,12 @@ use crate::text::escape_controls;
 
 fn table(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
     let _ = writeln!(out, "{title} ({} rows)", rows.len());
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
-        let mut s = String::from(" ");
-        for (c, w) in cells.zip(&widths) {
-            let _ = write!(s, " {c:<w$}");
-        }
-        let _ = writeln!(out, "{}", s.trim_end());
-    };
-    line(out, &mut header.iter().copied());
-    for r in &rows {
-        line(out, &mut r.iter().map(String::as_str));
-    }
+    out.push_str(&crate::text::table(header, &rows, 2, 1));
     out.push('\n');
 }
 
 fn cell<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(
-        || "-".to_string(),
-        |v| escape_controls(&v.to_string()).into_owned(),
-    )
+    crate::text::cell(v.as_ref().map(ToString::to_string).as_deref())
 }
 
 /// The three tables, readable in a terminal. Values come from the database and are escaped.
