@@ -208,7 +208,7 @@ struct AlertArgs {
     config: Option<PathBuf>,
     /// Only report alerts at or above this severity (overrides the config).
     #[arg(long, value_enum)]
-    min_severity: Option<SeverityArg>,
+    min_severity: Option<Severity>,
     /// Format of alerts on stdout.
     #[arg(long, value_enum, default_value = "json")]
     format: FormatArg,
@@ -219,7 +219,7 @@ impl AlertArgs {
     fn settings(&self) -> anyhow::Result<(Config, Outputs)> {
         let mut config = load_config(self.config.as_deref())?;
         if let Some(s) = self.min_severity {
-            config.detection.min_severity = s.into();
+            config.detection.min_severity = s;
         }
         let format = match self.format {
             FormatArg::Json => AlertFormat::Json,
@@ -242,27 +242,6 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
         Some(path) => Config::load(path)?,
         None => Config::default_config(),
     })
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SeverityArg {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl From<SeverityArg> for Severity {
-    fn from(s: SeverityArg) -> Severity {
-        match s {
-            SeverityArg::Info => Severity::Info,
-            SeverityArg::Low => Severity::Low,
-            SeverityArg::Medium => Severity::Medium,
-            SeverityArg::High => Severity::High,
-            SeverityArg::Critical => Severity::Critical,
-        }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -11,9 +11,13 @@ pub use encode::{write_json, write_text};
 
 use serde::Serialize;
 
-/// Alert severity, ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// Alert severity, ordered from least to most severe. Its lowercase names are used everywhere: JSON,
+/// the config, and the command line (`--min-severity`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum Severity {
     Info,
     Low,
