@@ -37,43 +37,34 @@ impl Summary {
         self.alerts_by_severity.values().sum()
     }
 
-    /// The counters a heartbeat carries, so a SOC can see kextwatch is alive and what it covers.
-    /// `kextpolicy_readable` is `None` when no KextPolicy is watched; `config_generation` counts
-    /// configs loaded (1 until a reload).
+    /// What a heartbeat reports of this replay so far. `kextpolicy_readable` is `None` when no
+    /// KextPolicy is watched.
     pub fn heartbeat(
         &self,
-        timestamp: &str,
-        (host, beat): (&crate::alert::Host, &crate::alert::ecs::Beat),
         source: &str,
         kextpolicy_readable: Option<bool>,
         config_generation: u64,
-    ) -> serde_json::Value {
+    ) -> crate::output::HeartbeatCounters {
         let i = &self.input;
-        let message = format!(
-            "kextwatch heartbeat: source {source}, {} events analysed, {} alerts",
-            i.decoded,
-            self.alerts()
-        );
-        crate::alert::ecs::heartbeat(
-            timestamp,
-            host,
-            beat,
-            &message,
-            serde_json::json!({
-                "sources": {source: {
-                    "lines": i.lines,
-                    "events_analysed": i.decoded,
-                    "events_skipped": i.skipped(),
-                    "malformed": i.malformed,
-                    "drops_seq_gaps": i.seq_gap_events,
-                }},
-                "alerts": self.alerts_by_severity.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>(),
-                "folded": self.engine.folded,
-                "sinks": self.sinks,
-                "kextpolicy_readable": kextpolicy_readable,
-                "config_generation": config_generation,
-            }),
-        )
+        crate::output::HeartbeatCounters {
+            source: source.to_string(),
+            source_state: None,
+            lines: i.lines,
+            events_analysed: i.decoded,
+            events_skipped: i.skipped(),
+            malformed: i.malformed,
+            drops_seq_gaps: i.seq_gap_events,
+            alerts: self
+                .alerts_by_severity
+                .iter()
+                .map(|(s, n)| (s.as_str().to_string(), *n))
+                .collect(),
+            folded: self.engine.folded,
+            sinks: self.sinks.clone(),
+            kextpolicy_readable,
+            config_generation,
+            ..Default::default()
+        }
     }
 }
 
@@ -157,7 +148,10 @@ pub fn replay(
                 sinks: outputs.report().1,
             };
             let now = now_rfc3339();
-            let body = summary.heartbeat(&now, (engine.host(), beat.advance()), "replay", None, 1);
+            let body =
+                summary
+                    .heartbeat("replay", None, 1)
+                    .document(&now, engine.host(), beat.advance());
             outputs.heartbeat(&now, &body)?;
         }
     }

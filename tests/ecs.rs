@@ -170,12 +170,10 @@ fn sip_policy_decision_and_test_alerts_and_heartbeats_are_ecs() {
     let (_, summary) = support::run_with(b"", Config::default_config());
     let mut beat = ecs::Beat::new_run(Some("6F1E2D3C-0000-4000-8000-000000000001".into()));
     beat.advance();
-    let hb = summary.heartbeat(
+    let hb = summary.heartbeat("replay", Some(true), 1).document(
         "2026-11-25T14:03:12Z",
-        (&Host::named("mac-17"), beat.advance()),
-        "replay",
-        Some(true),
-        1,
+        &Host::named("mac-17"),
+        beat.advance(),
     );
     assert_conforms(&hb);
     assert_eq!(hb["event"]["kind"], "metric");

@@ -11,7 +11,14 @@ const LAYERS: [&[&str]; 6] = [
     &["config", "host"],
     &["detect", "source", "output"],
     &["enrich"],
-    &["offline", "daemon", "doctor", "inventory", "profile", "sysext"],
+    &[
+        "offline",
+        "daemon",
+        "doctor",
+        "inventory",
+        "profile",
+        "sysext",
+    ],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -96,7 +103,10 @@ fn every_module_imports_only_lower_layers() {
     assert!(broken.is_empty(), "layer rules broken: {broken:#?}");
     // The rules cover the crate as it is: every listed module exists.
     for m in LAYERS.iter().flat_map(|l| l.iter()) {
-        assert!(modules.iter().any(|x| x == m), "{m} is listed but not in src/");
+        assert!(
+            modules.iter().any(|x| x == m),
+            "{m} is listed but not in src/"
+        );
     }
 }
 
@@ -108,5 +118,8 @@ fn an_upward_import_is_caught() {
     );
     assert!(imports("kextwatch_testkit::x; my_crate::y").is_empty());
     let source = layer_of("source").unwrap();
-    assert!(layer_of("detect").unwrap() >= source, "siblings may not import each other");
+    assert!(
+        layer_of("detect").unwrap() >= source,
+        "siblings may not import each other"
+    );
 }

@@ -779,15 +779,10 @@ fn heartbeats_carry_counters() {
     let summary = support::run_with(c.out.as_bytes(), Config::default_config()).1;
     out.heartbeat(
         "2026-11-26T12:00:00Z",
-        &summary.heartbeat(
+        &summary.heartbeat("replay", Some(true), 3).document(
             "2026-11-26T12:00:00Z",
-            (
-                &kextwatch::alert::Host::named("mac-17"),
-                kextwatch::alert::ecs::Beat::new_run(Some("B1".into())).advance(),
-            ),
-            "replay",
-            Some(true),
-            3,
+            &kextwatch::alert::Host::named("mac-17"),
+            kextwatch::alert::ecs::Beat::new_run(Some("B1".into())).advance(),
         ),
     )
     .unwrap();
@@ -820,8 +815,10 @@ fn heartbeats_carry_counters() {
             "lines": 3,
             "events_analysed": 1,
             "events_skipped": 1,
+            "dropped": 0,
             "malformed": 1,
             "drops_seq_gaps": 5,
+            "restarts": 0,
         })
     );
     assert_eq!(k["alerts"], serde_json::json!({"high": 1}));

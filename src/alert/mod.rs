@@ -13,9 +13,7 @@ use serde::Serialize;
 
 /// Alert severity, ordered from least to most severe. Its lowercase names are used everywhere: JSON,
 /// the config, and the command line (`--min-severity`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 #[value(rename_all = "lowercase")]
 pub enum Severity {

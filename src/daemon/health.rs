@@ -53,6 +53,9 @@ pub struct Status {
     pub seq_gap_events: u64,
     pub alerts: BTreeMap<String, u64>,
     pub config_generation: u64,
+    /// Alerts folded into follow-up counts so far.
+    #[serde(default)]
+    pub folded: u64,
     pub last_config_error: Option<String>,
     pub kextpolicy_readable: Option<bool>,
     pub outputs: Vec<WriterStats>,
@@ -125,6 +128,7 @@ impl Health {
                 })
                 .collect(),
             config_generation: self.config_generation.load(Relaxed),
+            folded: lock(&self.engine).folded,
             last_config_error: lock(&self.last_config_error).clone(),
             kextpolicy_readable: *lock(&self.kextpolicy_readable),
             outputs,
@@ -227,40 +231,28 @@ impl Status {
     }
 
     /// The heartbeat sent to each syslog sink: an ECS metric document naming `host`.
-    pub fn heartbeat(
-        &self,
-        timestamp: &str,
-        host: &crate::alert::Host,
-        beat: &crate::alert::ecs::Beat,
-    ) -> serde_json::Value {
-        let alerts: u64 = self.alerts.values().sum();
-        let message = format!(
-            "kextwatch heartbeat: source {} {}, {} events analysed, {alerts} alerts",
-            self.source, self.source_state, self.events_analysed
-        );
-        crate::alert::ecs::heartbeat(
-            timestamp,
-            host,
-            beat,
-            &message,
-            serde_json::json!({
-                "sources": {self.source.clone(): {
-                    "state": self.source_state,
-                    "lines": self.lines_read,
-                    "events_analysed": self.events_analysed,
-                    "dropped": self.events_dropped,
-                    "malformed": self.malformed,
-                    "drops_seq_gaps": self.seq_gap_events,
-                    "restarts": self.source_restarts,
-                }},
-                "alerts": self.alerts,
-                "sinks": self.sinks,
-                // Files and stdout: an alert file on a full disk shows here as lost.
-                "outputs": self.outputs,
-                "kextpolicy_readable": self.kextpolicy_readable,
-                "config_generation": self.config_generation,
-            }),
-        )
+    /// What a heartbeat reports of the daemon now.
+    pub fn heartbeat(&self) -> crate::output::HeartbeatCounters {
+        crate::output::HeartbeatCounters {
+            source: self.source.clone(),
+            source_state: Some(self.source_state.clone()),
+            lines: self.lines_read,
+            events_analysed: self.events_analysed,
+            events_skipped: self
+                .lines_read
+                .saturating_sub(self.events_decoded)
+                .saturating_sub(self.malformed),
+            dropped: self.events_dropped,
+            malformed: self.malformed,
+            drops_seq_gaps: self.seq_gap_events,
+            restarts: self.source_restarts,
+            alerts: self.alerts.clone(),
+            folded: self.folded,
+            outputs: self.outputs.clone(),
+            sinks: self.sinks.clone(),
+            kextpolicy_readable: self.kextpolicy_readable,
+            config_generation: self.config_generation,
+        }
     }
 }
 
@@ -311,7 +303,7 @@ mod tests {
             }],
         ));
         let mut beat = crate::alert::ecs::Beat::new_run(Some("B1".into()));
-        let hb = status.heartbeat(
+        let hb = status.heartbeat().document(
             "2026-11-26T12:00:00Z",
             &crate::alert::Host::named("mac-17"),
             beat.advance(),

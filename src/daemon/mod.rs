@@ -421,7 +421,9 @@ fn sinks(
             next_heartbeat = now + heartbeat.every;
             let ts = crate::wallclock::now_rfc3339();
             let status = health.snapshot(workers.report());
-            let body = status.heartbeat(&ts, &heartbeat.host, heartbeat.beat.advance());
+            let body = status
+                .heartbeat()
+                .document(&ts, &heartbeat.host, heartbeat.beat.advance());
             workers.heartbeat(ts, body);
         }
         if now >= next_status {

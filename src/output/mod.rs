@@ -36,6 +36,83 @@ pub enum OutputError {
     Syslog(#[from] SinkError),
 }
 
+/// What every heartbeat reports, from `kextwatch replay` and from the daemon alike: one document
+/// format for the SIEM (`event.kind: metric`, the counters under `kextwatch.`).
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatCounters {
+    /// The source (`replay`, `eslogger`, `es`, `replay:PATH`) and what it is doing, if it says.
+    pub source: String,
+    pub source_state: Option<String>,
+    pub lines: u64,
+    pub events_analysed: u64,
+    /// Lines that were not events for detection (other event types, blank lines).
+    pub events_skipped: u64,
+    /// Events lost because detection was behind (the daemon's full queue).
+    pub dropped: u64,
+    pub malformed: u64,
+    /// Events the producer dropped, from sequence-number gaps.
+    pub drops_seq_gaps: u64,
+    pub restarts: u64,
+    /// Alerts by severity name.
+    pub alerts: std::collections::BTreeMap<String, u64>,
+    pub folded: u64,
+    /// Stdout and files: an alert file on a full disk shows here as lost.
+    pub outputs: Vec<WriterStats>,
+    pub sinks: Vec<SinkStats>,
+    /// `None` when no KextPolicy is watched.
+    pub kextpolicy_readable: Option<bool>,
+    /// Configs loaded (1 until a reload).
+    pub config_generation: u64,
+}
+
+impl HeartbeatCounters {
+    /// The heartbeat as an ECS document.
+    pub fn document(
+        &self,
+        timestamp: &str,
+        host: &crate::alert::Host,
+        beat: &crate::alert::ecs::Beat,
+    ) -> serde_json::Value {
+        let alerts: u64 = self.alerts.values().sum();
+        let state = self
+            .source_state
+            .as_deref()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default();
+        let message = format!(
+            "kextwatch heartbeat: source {}{state}, {} events analysed, {alerts} alerts",
+            self.source, self.events_analysed
+        );
+        let mut source = serde_json::json!({
+            "lines": self.lines,
+            "events_analysed": self.events_analysed,
+            "events_skipped": self.events_skipped,
+            "dropped": self.dropped,
+            "malformed": self.malformed,
+            "drops_seq_gaps": self.drops_seq_gaps,
+            "restarts": self.restarts,
+        });
+        if let Some(state) = &self.source_state {
+            source["state"] = state.clone().into();
+        }
+        crate::alert::ecs::heartbeat(
+            timestamp,
+            host,
+            beat,
+            &message,
+            serde_json::json!({
+                "sources": {self.source.clone(): source},
+                "alerts": self.alerts,
+                "folded": self.folded,
+                "sinks": self.sinks,
+                "outputs": self.outputs,
+                "kextpolicy_readable": self.kextpolicy_readable,
+                "config_generation": self.config_generation,
+            }),
+        )
+    }
+}
+
 /// Counters of a stdout or file output (status file, heartbeats).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriterStats {
