@@ -179,14 +179,14 @@ pub struct DetectionSettings {
     pub protected_kexts: Vec<String>,
 }
 
-/// How stdout and file outputs write alerts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How stdout and file outputs write alerts (also `--format` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AlertFormat {
-    /// JSON Lines: the alert contract.
+    /// JSON Lines (the alert contract).
     Json,
     /// One readable line per alert.
     Text,
-    /// One ArcSight CEF line per alert, as syslog's CEF payload carries it.
+    /// ArcSight CEF, one line per alert.
     Cef,
 }
 
