@@ -91,7 +91,7 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
         Err(e) => check(
             "Endpoint Security client",
             Verdict::Warn,
-            e,
+            e.to_string(),
             Some("fix as said, or run with --source eslogger"),
         ),
     });

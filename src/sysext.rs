@@ -17,6 +17,18 @@ use objc2_system_extensions::{
     OSSystemExtensionsWorkspace,
 };
 
+/// Why a request or a status query got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SysextError {
+    #[error("no answer from the SystemExtensions framework within {0:?}")]
+    NoAnswer(Duration),
+    #[error("status needs macOS 15 or later; use `systemextensionsctl list`")]
+    StatusNeedsMacos15,
+    /// The framework's own description of its error.
+    #[error("{0}")]
+    Framework(String),
+}
+
 /// What the framework reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -94,7 +106,7 @@ pub fn request(
     activate: bool,
     wait: Duration,
     mut report: impl FnMut(&Progress),
-) -> Result<Progress, String> {
+) -> Result<Progress, SysextError> {
     let (tx, rx) = mpsc::channel();
     let delegate = RequestDelegate::new(tx);
     let queue = DispatchQueue::new("com.kextwatch.sysext", None);
@@ -128,27 +140,23 @@ pub fn request(
             }
             // Still waiting for a person or a profile: the request stays pending in macOS.
             Err(_) if pending => return Ok(Progress::NeedsUserApproval),
-            Err(_) => {
-                return Err(format!(
-                    "no answer from the SystemExtensions framework within {wait:?}"
-                ))
-            }
+            Err(_) => return Err(SysextError::NoAnswer(wait)),
         }
     }
 }
 
 /// Extensions of the host app `app_bundle_id` and whether each is enabled (macOS 15+ API).
-pub fn status(app_bundle_id: &str) -> Result<Vec<(String, String, bool)>, String> {
+pub fn status(app_bundle_id: &str) -> Result<Vec<(String, String, bool)>, SysextError> {
     let version = objc2_foundation::NSProcessInfo::processInfo().operatingSystemVersion();
     if version.majorVersion < 15 {
-        return Err("status needs macOS 15 or later; use `systemextensionsctl list`".into());
+        return Err(SysextError::StatusNeedsMacos15);
     }
     // SAFETY: plain framework calls with valid arguments.
     let set = unsafe {
         OSSystemExtensionsWorkspace::sharedWorkspace()
             .systemExtensionsForApplicationWithBundleID_error(&NSString::from_str(app_bundle_id))
     }
-    .map_err(|e| e.localizedDescription().to_string())?;
+    .map_err(|e| SysextError::Framework(e.localizedDescription().to_string()))?;
     let mut out = Vec::new();
     for p in set.iter() {
         // SAFETY: properties objects returned by the framework.

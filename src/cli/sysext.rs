@@ -20,7 +20,7 @@ pub fn run_system_extension(bundle: &str) -> ExitCode {
     match kextwatch::daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %error_chain(&e), "system extension stopped");
+            tracing::error!(error = %error_chain(&e.into()), "system extension stopped");
             ExitCode::FAILURE
         }
     }
@@ -42,14 +42,10 @@ pub fn sysext(command: SysextCommand) -> anyhow::Result<ExitCode> {
     }
     };
     let outcome = match command {
-        SysextCommand::Activate { wait } => {
-            request(AGENT, true, secs(wait), say).map_err(anyhow::Error::msg)?
-        }
-        SysextCommand::Deactivate { wait } => {
-            request(AGENT, false, secs(wait), say).map_err(anyhow::Error::msg)?
-        }
+        SysextCommand::Activate { wait } => request(AGENT, true, secs(wait), say)?,
+        SysextCommand::Deactivate { wait } => request(AGENT, false, secs(wait), say)?,
         SysextCommand::Status => {
-            for (id, version, enabled) in status(APP).map_err(anyhow::Error::msg)? {
+            for (id, version, enabled) in status(APP)? {
                 println!(
                     "{id} {version} {}",
                     if enabled { "enabled" } else { "not enabled" }

@@ -355,7 +355,7 @@ impl Config {
             };
             let bytes = crate::files::read_regular(managed, MAX_CONFIG_BYTES, Links::Follow)
                 .map_err(|e| err(format!("cannot read: {e}")))?;
-            crate::signing::check_plist(&bytes).map_err(err)?;
+            crate::signing::check_plist(&bytes).map_err(|e| err(e.to_string()))?;
             let value = plist::Value::from_reader(std::io::Cursor::new(bytes))
                 .map_err(|e| err(e.to_string()))?;
             if let Some(text) = value

@@ -34,6 +34,21 @@ pub struct Health {
     engine: Mutex<EngineStats>,
 }
 
+/// Why the status file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: crate::files::ReadError,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+}
+
 /// A point-in-time view: the status file and the heartbeat body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -152,12 +167,18 @@ impl Status {
             })
     }
 
-    pub fn read(path: &Path) -> Result<Status, String> {
+    pub fn read(path: &Path) -> Result<Status, StatusError> {
         // Our own file, in a folder only root writes: a symlink, a FIFO or a huge file there was
         // planted, and must neither hang `kextwatch status` nor be followed.
         let text = crate::files::read_regular_text(path, 1 << 20, crate::files::Links::Refuse)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|source| StatusError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        serde_json::from_str(&text).map_err(|source| StatusError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// For a terminal: every string from the file has its control characters escaped. `stale`:

@@ -95,7 +95,7 @@ pub fn check(config: &Config, state_dir: &Path) -> Integrity {
 fn launchd_program(plist: &Path) -> Result<String, String> {
     let bytes = crate::files::read_regular(plist, 1 << 20, crate::files::Links::Refuse)
         .map_err(|e| e.to_string())?;
-    crate::signing::check_plist(&bytes)?;
+    crate::signing::check_plist(&bytes).map_err(|e| e.to_string())?;
     let v: plist::Value = plist::from_bytes(&bytes).map_err(|e| e.to_string())?;
     let d = v.as_dictionary().ok_or("not a dictionary")?;
     let program = d

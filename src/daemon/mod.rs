@@ -26,7 +26,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use health::{Health, Status, STATUS_FILE};
+pub use health::{Health, Status, StatusError, STATUS_FILE};
 pub use instance::{InstanceError, InstanceLock, LOCK_FILE};
 
 use crate::alert::Alert;
@@ -62,6 +62,27 @@ pub(crate) enum Msg {
     },
 }
 
+/// Why the daemon could not start (once running, failures are logged and counted, not fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("state directory {0}: {1}")]
+    StateDir(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+    #[error("the Endpoint Security source needs macOS; use --source replay:PATH here")]
+    EsNeedsMacos,
+    #[cfg(target_os = "macos")]
+    #[error("Endpoint Security: {0}")]
+    Es(#[from] crate::source::es::EsError),
+    /// A thread or the signal handler could not be set up.
+    #[error("cannot start the {0}: {1}")]
+    Start(&'static str, std::io::Error),
+}
+
 pub struct DaemonOptions {
     pub config_path: PathBuf,
     /// Managed preferences whose `ConfigTOML` takes precedence over `config_path` when present.
@@ -72,12 +93,11 @@ pub struct DaemonOptions {
 }
 
 /// Run until SIGTERM/SIGINT. Returns after draining.
-pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (config, origin) = Config::load_managed_or_file(&opts.managed_prefs, &opts.config_path)?;
     tracing::info!(config = %origin, "configuration loaded");
     let state_dir = config.daemon.state_dir.clone();
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| anyhow::anyhow!("state directory {}: {e}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir).map_err(|e| DaemonError::StateDir(state_dir.clone(), e))?;
     instance::check_state_dir(&state_dir)?;
     // Held until `run` returns; the kernel releases it if the daemon dies.
     let _instance = InstanceLock::acquire(&state_dir)?;
@@ -137,7 +157,8 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         let status_path = state_dir.join(STATUS_FILE);
         std::thread::Builder::new()
             .name("sinks".into())
-            .spawn(move || sinks(outputs, alert_rx, health, heartbeat, &status_path))?
+            .spawn(move || sinks(outputs, alert_rx, health, heartbeat, &status_path))
+            .map_err(|e| DaemonError::Start("sink thread", e))?
     };
     tracing::info!(source = %opts.source, config = %opts.config_path.display(), "kextwatch running");
     let staged = staged_store::StagedStore::new(&state_dir, crate::host::boot_session());
@@ -175,9 +196,10 @@ pub fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_signals(ctl: mpsc::Sender<Msg>) -> anyhow::Result<()> {
+fn start_signals(ctl: mpsc::Sender<Msg>) -> Result<(), DaemonError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(|e| DaemonError::Start("signal handler", e))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -191,7 +213,8 @@ fn start_signals(ctl: mpsc::Sender<Msg>) -> anyhow::Result<()> {
                     return;
                 }
             }
-        })?;
+        })
+        .map_err(|e| DaemonError::Start("signal thread", e))?;
     Ok(())
 }
 

@@ -68,7 +68,7 @@ pub(super) fn start(
     stop: Arc<AtomicBool>,
     enforcement: Option<Arc<std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>>,
     interest: SharedInterest,
-) -> anyhow::Result<()> {
+) -> Result<(), super::DaemonError> {
     if enforcement.is_some() && opts.source != SourceSpec::Es {
         tracing::warn!("daemon.mode = \"enforce\" needs --source es; this source only observes");
     }
@@ -81,13 +81,15 @@ pub(super) fn start(
             let path = path.clone();
             std::thread::Builder::new()
                 .name("source-replay".into())
-                .spawn(move || follow::follow(&path, &*interest, &feed, &stop))?;
+                .spawn(move || follow::follow(&path, &*interest, &feed, &stop))
+                .map_err(|e| super::DaemonError::Start("source thread", e))?;
         }
         SourceSpec::Eslogger => {
             let bin = opts.eslogger.clone();
             std::thread::Builder::new()
                 .name("source-eslogger".into())
-                .spawn(move || eslogger::process::run(&bin, &*interest, &feed, &stop))?;
+                .spawn(move || eslogger::process::run(&bin, &*interest, &feed, &stop))
+                .map_err(|e| super::DaemonError::Start("source thread", e))?;
         }
         #[cfg(target_os = "macos")]
         SourceSpec::Es => {
@@ -102,13 +104,13 @@ pub(super) fn start(
                         as Arc<dyn crate::event::Authority>
                 }),
             };
-            es::start(settings, Arc::new(feed), stop).map_err(anyhow::Error::msg)?;
+            es::start(settings, Arc::new(feed), stop)?;
             tracing::info!(source = %opts.source, "Endpoint Security client subscribed");
         }
         #[cfg(not(target_os = "macos"))]
         SourceSpec::Es => {
             let _ = enforcement;
-            anyhow::bail!("the Endpoint Security source needs macOS; use --source replay:PATH here")
+            return Err(super::DaemonError::EsNeedsMacos);
         }
     }
     Ok(())

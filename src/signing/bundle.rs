@@ -74,7 +74,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, BundleError> {
 fn read_info_plist(bundle: &Path) -> Result<InfoPlist, BundleError> {
     let path = inside(bundle, Path::new("Contents/Info.plist"))?;
     let bytes = read_bounded(&path, MAX_PLIST_BYTES)?;
-    super::plist_guard::check(&bytes).map_err(BundleError::Plist)?;
+    super::plist_guard::check(&bytes).map_err(|e| BundleError::Plist(e.to_string()))?;
     plist::from_bytes(&bytes).map_err(|e| BundleError::Plist(e.to_string()))
 }
 

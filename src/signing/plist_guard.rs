@@ -57,12 +57,17 @@ fn children(b: &[u8], offset: usize, ref_size: usize) -> Result<Vec<u64>, String
         .collect()
 }
 
+/// Why a plist was refused before parsing (the reason, for the error that names the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlistRefused(pub String);
+
 /// Refuse a plist that would exhaust a parser: too many objects once expanded, or too deep.
-pub fn check(b: &[u8]) -> Result<(), String> {
+pub fn check(b: &[u8]) -> Result<(), PlistRefused> {
     if b.starts_with(b"bplist00") {
-        check_expansion(b)?;
+        check_expansion(b).map_err(PlistRefused)?;
     }
-    check_depth(b)
+    check_depth(b).map_err(PlistRefused)
 }
 
 fn check_depth(b: &[u8]) -> Result<(), String> {
@@ -360,7 +365,9 @@ mod tests {
         assert!(plist::from_bytes::<plist::Value>(&shared(369, 270)).is_ok());
         assert_eq!(
             check(&shared(1000, 99)),
-            Err("binary plist expands to more than 100000 objects".to_string())
+            Err(PlistRefused(
+                "binary plist expands to more than 100000 objects".to_string()
+            ))
         );
     }
 
@@ -374,7 +381,9 @@ mod tests {
     fn every_inconsistent_trailer_field_is_refused() {
         let good = bplist(&info_plist(3), 1);
         let len = good.len() as u64;
-        let inconsistent = Err("binary plist trailer is inconsistent".to_string());
+        let inconsistent = Err(PlistRefused(
+            "binary plist trailer is inconsistent".to_string(),
+        ));
         for (at, value) in [
             (6, vec![0]),                          // offset size 0
             (6, vec![9]),                          // offset size 9
@@ -393,7 +402,9 @@ mod tests {
         // As many objects as bytes is not yet inconsistent: the offset table then runs out.
         assert_eq!(
             check(&with_trailer(good.clone(), 8, &len.to_be_bytes())),
-            Err("binary plist offset table outside the file".to_string())
+            Err(PlistRefused(
+                "binary plist offset table outside the file".to_string()
+            ))
         );
         // The shortest file with a trailer is 40 bytes; it has no room for an object.
         let mut tiny = b"bplist00".to_vec();
@@ -401,7 +412,7 @@ mod tests {
         assert_eq!(check(&tiny), inconsistent);
         assert_eq!(
             check(&tiny[..39]),
-            Err("binary plist too short".to_string())
+            Err(PlistRefused("binary plist too short".to_string()))
         );
     }
 
@@ -409,24 +420,35 @@ mod tests {
     fn bad_references_and_counts_are_refused() {
         // A reference to object 3 of 3 (indexes run 0..=2).
         let b = bplist(&[Obj::Array(vec![1, 3]), Obj::Str("a"), Obj::Str("b")], 1);
-        assert_eq!(check(&b), Err("object reference out of range".to_string()));
+        assert_eq!(
+            check(&b),
+            Err(PlistRefused("object reference out of range".to_string()))
+        );
         // A container whose long count is not introduced by an integer marker.
         let mut b = bplist(&info_plist(20), 1);
         b[9] = 0x50;
-        assert_eq!(check(&b), Err("bad object count".to_string()));
+        assert_eq!(check(&b), Err(PlistRefused("bad object count".to_string())));
         // A count whose references would need exactly the file's length: not yet too many, but
         // the references themselves run past the end.
         let mut b = bplist(&[Obj::Array(vec![1; 20]), Obj::Str("a")], 1);
         let n = b.len() as u16;
         b[10..12].copy_from_slice(&n.to_be_bytes());
-        assert_eq!(check(&b), Err("truncated object references".to_string()));
+        assert_eq!(
+            check(&b),
+            Err(PlistRefused("truncated object references".to_string()))
+        );
         b[10..12].copy_from_slice(&(n + 1).to_be_bytes());
-        assert_eq!(check(&b), Err("object count exceeds the file".to_string()));
+        assert_eq!(
+            check(&b),
+            Err(PlistRefused("object count exceeds the file".to_string()))
+        );
         // A cycle: an array that contains itself.
         let b = bplist(&[Obj::Array(vec![0])], 1);
         assert_eq!(
             check(&b),
-            Err("binary plist object graph has a cycle".to_string())
+            Err(PlistRefused(
+                "binary plist object graph has a cycle".to_string()
+            ))
         );
     }
 
@@ -444,11 +466,11 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded_in_every_plist_format_at_exactly_the_limit() {
-        let refused = |r: Result<(), String>| {
+        let refused = |r: Result<(), PlistRefused>| {
             assert!(
-                r.as_ref().is_err_and(
-                    |e| e.contains(&format!("plist nests deeper than {MAX_DEPTH} levels"))
-                ),
+                r.as_ref().is_err_and(|e| e
+                    .0
+                    .contains(&format!("plist nests deeper than {MAX_DEPTH} levels"))),
                 "{r:?}"
             )
         };

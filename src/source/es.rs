@@ -85,6 +85,29 @@ pub fn explain(e: NewClientError) -> &'static str {
     }
 }
 
+/// Why the Endpoint Security clients could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EsError {
+    /// The kernel refused a client (explained for the person who must fix it).
+    #[error("{0}")]
+    Client(&'static str),
+    /// A step of the set-up (muting, subscribing) failed; `detail` is endpoint-sec's error.
+    #[error("{step}: {detail}")]
+    Setup { step: String, detail: String },
+    #[error("the Endpoint Security thread could not start: {0}")]
+    Thread(std::io::Error),
+    #[error("the Endpoint Security client did not start")]
+    NoAnswer,
+}
+
+fn setup<E: std::fmt::Debug>(step: impl Into<String>) -> impl FnOnce(E) -> EsError {
+    let step = step.into();
+    move |e| EsError::Setup {
+        step,
+        detail: format!("{e:?}"),
+    }
+}
+
 pub struct EsSettings {
     pub interest: Box<dyn Interest + Send + Sync>,
     /// Folders whose file events detection needs (for inverted target-path muting).
@@ -345,11 +368,11 @@ fn event(msg: &Message, kind: EventKind) -> Event {
 }
 
 /// Can a client be created here (root, Full Disk Access, entitlement)? For `kextwatch doctor`.
-pub fn check_client() -> Result<(), String> {
+pub fn check_client() -> Result<(), EsError> {
     let macos = macos_version();
     version::set_runtime_version(macos.0, macos.1, macos.2);
-    let client =
-        Client::new(|_: &mut Client<'_>, _: Message| {}).map_err(|e| explain(e).to_string())?;
+    let client = Client::new(|_: &mut Client<'_>, _: Message| {})
+        .map_err(|e| EsError::Client(explain(e)))?;
     drop(client);
     Ok(())
 }
@@ -532,7 +555,7 @@ impl HandlerState {
 }
 
 /// A client whose handler is `state.handle`.
-fn new_client<'b>(state: &Arc<HandlerState>) -> Result<Client<'b>, String> {
+fn new_client<'b>(state: &Arc<HandlerState>) -> Result<Client<'b>, EsError> {
     // AssertUnwindSafe: the hooks are plain closures over atomics and channels; a panic in one is
     // caught by endpoint-sec and leaves nothing half-updated that matters.
     let state = AssertUnwindSafe(state.clone());
@@ -541,15 +564,13 @@ fn new_client<'b>(state: &Arc<HandlerState>) -> Result<Client<'b>, String> {
         let s = &state;
         s.0.handle(&last_seq, c, m)
     })
-    .map_err(|e| explain(e).to_string())
+    .map_err(|e| EsError::Client(explain(e)))
 }
 
-fn mute_self(client: &mut Client<'_>) -> Result<(), String> {
+fn mute_self(client: &mut Client<'_>) -> Result<(), EsError> {
     // Our own file activity (state, spool, logs) is not interesting.
     if let Ok(me) = AuditToken::from_pid(std::process::id() as i32) {
-        client
-            .mute_process(&me)
-            .map_err(|e| format!("mute self: {e:?}"))?;
+        client.mute_process(&me).map_err(setup("mute self"))?;
     }
     Ok(())
 }
@@ -559,8 +580,8 @@ pub fn start(
     settings: EsSettings,
     hooks: Arc<dyn Hooks>,
     stop: Arc<AtomicBool>,
-) -> Result<(), String> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+) -> Result<(), EsError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), EsError>>();
     std::thread::Builder::new()
         .name("es-client".into())
         .spawn(move || {
@@ -580,62 +601,62 @@ pub fn start(
                 Client<'static>,
                 Vec<Client<'static>>,
             );
-            let clients = (|| -> Result<Clients, String> {
+            let clients = (|| -> Result<Clients, EsError> {
                 let mut guards = Vec::new();
                 let mut files = new_client(&state)?;
                 mute_self(&mut files)?;
                 if macos >= (13, 0, 0) {
                     files
                         .invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
-                        .map_err(|e| format!("invert muting: {e:?}"))?;
+                        .map_err(setup("invert muting"))?;
                     for p in &watched {
                         files
                             .mute_path(
                                 OsStr::new(p),
                                 es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
                             )
-                            .map_err(|e| format!("watch {p}: {e:?}"))?;
+                            .map_err(setup(format!("watch {p}")))?;
                     }
                 }
                 files
                     .subscribe(&FILE_SUBSCRIPTIONS)
-                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                    .map_err(setup("subscribe"))?;
 
                 let mut kexts = new_client(&state)?;
                 mute_self(&mut kexts)?;
                 kexts
                     .subscribe(&KEXT_SUBSCRIPTIONS)
-                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                    .map_err(setup("subscribe"))?;
                 if enforce {
                     kexts
                         .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
-                        .map_err(|e| format!("subscribe AUTH_KEXTLOAD: {e:?}"))?;
+                        .map_err(setup("subscribe AUTH_KEXTLOAD"))?;
                 }
                 if !guarded.is_empty() {
                     let mut g = new_client(&state)?;
                     // kextwatch's own signals and writes are never asked about.
                     mute_self(&mut g)?;
                     g.invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
-                        .map_err(|e| format!("invert muting: {e:?}"))?;
+                        .map_err(setup("invert muting"))?;
                     for p in &guarded {
                         g.mute_path(
                             OsStr::new(p),
                             es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX,
                         )
-                        .map_err(|e| format!("guard {p}: {e:?}"))?;
+                        .map_err(setup(format!("guard {p}")))?;
                     }
                     g.subscribe(&GUARD_SUBSCRIPTIONS)
-                        .map_err(|e| format!("subscribe guard: {e:?}"))?;
+                        .map_err(setup("subscribe guard"))?;
                     guards.push(g);
                 }
                 let mut lifecycle = new_client(&state)?;
                 mute_self(&mut lifecycle)?;
                 lifecycle
                     .subscribe(&LIFECYCLE_SUBSCRIPTIONS)
-                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                    .map_err(setup("subscribe"))?;
                 lifecycle
                     .subscribe(&TAMPER_SUBSCRIPTIONS)
-                    .map_err(|e| format!("subscribe: {e:?}"))?;
+                    .map_err(setup("subscribe"))?;
                 Ok((files, kexts, lifecycle, guards))
             })();
             let clients = match clients {
@@ -654,8 +675,8 @@ pub fn start(
             }
             drop(clients);
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(EsError::Thread)?;
     ready_rx
         .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "Endpoint Security client did not start".to_string())?
+        .map_err(|_| EsError::NoAnswer)?
 }
