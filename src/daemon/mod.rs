@@ -119,14 +119,20 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let interest: sources::SharedInterest = Arc::new(std::sync::RwLock::new(
         crate::detect::KextInterest::new(&config),
     ));
+    let followers = Followers {
+        enforcement,
+        interest,
+        watched: Arc::new(std::sync::RwLock::new(
+            crate::detect::WatchList::new(&config).prefixes,
+        )),
+    };
     sources::start(
         &opts,
         &config,
         tx.clone(),
         health.clone(),
         stop.clone(),
-        enforcement.clone(),
-        interest.clone(),
+        &followers,
     )?;
     if config.kextpolicy.enabled {
         start_kextpolicy(
@@ -177,17 +183,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     detection(
         engine,
-        &opts.config_path,
-        &opts.managed_prefs,
-        rx,
-        ctl_rx,
-        alert_tx,
+        &opts,
+        Queues {
+            events: rx,
+            control: ctl_rx,
+            alerts: alert_tx,
+        },
         &health,
         &stop,
-        &Followers {
-            enforcement: enforcement.as_deref(),
-            interest: &interest,
-        },
+        &followers,
         staged,
     );
     // The alert channel is closed: the sink thread drains and returns.
@@ -246,37 +250,53 @@ fn start_kextpolicy(
 
 /// Snapshots other threads read, which the detection thread replaces when the config or KextPolicy
 /// changes: the enforcement answers (ES client) and what the sources decode.
-struct Followers<'a> {
-    enforcement: Option<&'a std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>,
-    interest: &'a sources::SharedInterest,
+/// What other threads use of the config and KextPolicy; detection keeps it current.
+#[derive(Clone)]
+pub(super) struct Followers {
+    /// Enforce mode's policy snapshot, which the ES source answers AUTH_KEXTLOAD from.
+    pub enforcement: Option<Arc<std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>>,
+    /// What the sources decode.
+    pub interest: sources::SharedInterest,
+    /// The folders whose file events the ES source has the kernel deliver.
+    pub watched: Arc<std::sync::RwLock<Vec<String>>>,
+}
+
+/// The detection thread's queues: events, control messages (never behind events), alerts out.
+struct Queues {
+    events: Receiver<Msg>,
+    control: Receiver<Msg>,
+    alerts: SyncSender<Alert>,
 }
 
 /// The detection loop: owns the engine. Control messages first, then events.
-#[allow(clippy::too_many_arguments)]
 fn detection(
     mut engine: Engine,
-    config_path: &Path,
-    managed_prefs: &Path,
-    rx: Receiver<Msg>,
-    ctl: Receiver<Msg>,
-    alerts: SyncSender<Alert>,
+    opts: &DaemonOptions,
+    queues: Queues,
     health: &Health,
     stop: &AtomicBool,
     followers: &Followers,
     mut staged: staged_store::StagedStore,
 ) {
+    let Queues {
+        events: rx,
+        control: ctl,
+        alerts,
+    } = queues;
+    let (config_path, managed_prefs) = (&opts.config_path, &opts.managed_prefs);
     // What other threads use of the config and KextPolicy follows every change to them.
     let refresh = |engine: &Engine| {
-        if let Some(e) = followers.enforcement {
+        if let Some(e) = &followers.enforcement {
             if let Ok(mut w) = e.write() {
                 *w = engine.enforcement_policy();
             }
         }
-        let mut interest = followers
+        *followers
             .interest
             .write()
-            .unwrap_or_else(|p| p.into_inner());
-        *interest = crate::detect::KextInterest::new(engine.config());
+            .unwrap_or_else(|p| p.into_inner()) = crate::detect::KextInterest::new(engine.config());
+        *followers.watched.write().unwrap_or_else(|p| p.into_inner()) =
+            crate::detect::WatchList::new(engine.config()).prefixes;
     };
     let remembered = staged.load();
     if !remembered.is_empty() {

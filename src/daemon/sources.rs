@@ -66,9 +66,13 @@ pub(super) fn start(
     tx: SyncSender<Msg>,
     health: Arc<Health>,
     stop: Arc<AtomicBool>,
-    enforcement: Option<Arc<std::sync::RwLock<crate::detect::enforce::EnforcementPolicy>>>,
-    interest: SharedInterest,
+    followers: &super::Followers,
 ) -> Result<(), super::DaemonError> {
+    let super::Followers {
+        enforcement,
+        interest,
+        watched,
+    } = followers.clone();
     if enforcement.is_some() && opts.source != SourceSpec::Es {
         tracing::warn!("daemon.mode = \"enforce\" needs --source es; this source only observes");
     }
@@ -97,7 +101,7 @@ pub(super) fn start(
             let surface = crate::detect::tamper::Surface::new(config);
             let settings = es::EsSettings {
                 interest: Box::new(interest),
-                watched_prefixes: crate::detect::WatchList::new(config).prefixes,
+                watched_prefixes: watched,
                 guarded_paths: surface.guarded_paths(),
                 authority: enforcement.map(|policy| {
                     Arc::new(crate::detect::enforce::Enforcer { policy, surface })
@@ -109,7 +113,7 @@ pub(super) fn start(
         }
         #[cfg(not(target_os = "macos"))]
         SourceSpec::Es => {
-            let _ = enforcement;
+            let _ = (enforcement, watched);
             return Err(super::DaemonError::EsNeedsMacos);
         }
     }

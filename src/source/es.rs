@@ -110,8 +110,9 @@ fn setup<E: std::fmt::Debug>(step: impl Into<String>) -> impl FnOnce(E) -> EsErr
 
 pub struct EsSettings {
     pub interest: Box<dyn Interest + Send + Sync>,
-    /// Folders whose file events detection needs (for inverted target-path muting).
-    pub watched_prefixes: Vec<String>,
+    /// Folders whose file events detection needs (for inverted target-path muting); replaced on
+    /// a config reload, and applied to the running client.
+    pub watched_prefixes: Arc<std::sync::RwLock<Vec<String>>>,
     /// Enforce mode: who answers AUTH_KEXTLOAD and, on the guard client, attempts on kextwatch.
     pub authority: Option<Arc<dyn Authority>>,
     /// Enforce mode: kextwatch's files and folders, guarded by a client of their own.
@@ -575,6 +576,28 @@ fn mute_self(client: &mut Client<'_>) -> Result<(), EsError> {
     Ok(())
 }
 
+fn current_prefixes(shared: &std::sync::RwLock<Vec<String>>) -> Vec<String> {
+    shared.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// A reload changed the watched folders: the file client's inverted muting follows, so a folder
+/// added is delivered from now on and one removed no longer is.
+fn rewatch(files: &mut Client<'_>, old: &[String], new: &[String]) {
+    let ty = es_mute_path_type_t::ES_MUTE_PATH_TYPE_TARGET_PREFIX;
+    for p in new.iter().filter(|p| !old.contains(p)) {
+        match files.mute_path(OsStr::new(p), ty) {
+            Ok(()) => tracing::info!(path = %p, "now watched"),
+            Err(e) => tracing::warn!(path = %p, error = ?e, "cannot watch"),
+        }
+    }
+    for p in old.iter().filter(|p| !new.contains(p)) {
+        match files.unmute_path(OsStr::new(p), ty) {
+            Ok(()) => tracing::info!(path = %p, "no longer watched"),
+            Err(e) => tracing::warn!(path = %p, error = ?e, "cannot stop watching"),
+        }
+    }
+}
+
 /// Start both clients on their own thread; returns once they are subscribed (or failed to be).
 pub fn start(
     settings: EsSettings,
@@ -588,7 +611,8 @@ pub fn start(
             let macos = macos_version();
             version::set_runtime_version(macos.0, macos.1, macos.2);
             let enforce = settings.authority.is_some();
-            let watched = settings.watched_prefixes.clone();
+            let shared_watched = settings.watched_prefixes.clone();
+            let mut watched = current_prefixes(&shared_watched);
             let guarded = if enforce {
                 settings.guarded_paths.clone()
             } else {
@@ -670,10 +694,18 @@ pub fn start(
                 }
             };
             // The clients live as long as this thread (they are !Send).
+            let (mut files, kexts, lifecycle, guards) = clients;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
+                if macos >= (13, 0, 0) {
+                    let now = current_prefixes(&shared_watched);
+                    if now != watched {
+                        rewatch(&mut files, &watched, &now);
+                        watched = now;
+                    }
+                }
             }
-            drop(clients);
+            drop((files, kexts, lifecycle, guards));
         })
         .map_err(EsError::Thread)?;
     ready_rx
