@@ -2,12 +2,14 @@
 //! message is converted into the shared event model, exactly what eslogger JSON decodes into, and
 //! handed to `Hooks::event`, which must not block (the daemon `try_send`s and counts drops).
 //!
-//! A dedicated thread owns two `Client`s (they are `!Send`), one per concern: process and file events,
-//! and kext events (which have no target path, so path muting must not touch them); the handlers run
-//! on Endpoint Security's queue. On macOS 13+ the first client inverts target-path muting so the kernel
-//! delivers only events whose target is a watched root, a kext/policy tool or the KextPolicy database;
-//! a userspace filter (the same `Interest` as for eslogger) remains, and is the only filter on older
-//! systems.
+//! A dedicated thread owns the `Client`s (they are `!Send`), one per concern. Recording clients (the
+//! `Recorder` handler): file events, kext events (which have no target path, so path muting must
+//! not touch them), and process lifecycle and tamper events. In enforce mode, authorising clients
+//! (the `Authoriser` handler, answering from the `Authority`): AUTH_KEXTLOAD, and a guard on
+//! kextwatch's own paths and signals. Handlers run on Endpoint Security's queue. On macOS 13+ the file
+//! client inverts target-path muting so the kernel delivers only events whose target is a watched
+//! root, a kext/policy tool or the KextPolicy database (and follows a reload); a userspace filter
+//! (the same `Interest` as for eslogger) remains, and is the only filter on older systems.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -64,7 +66,7 @@ pub const TAMPER_SUBSCRIPTIONS: [es_event_type_t; 2] = [
 ];
 
 /// Kext events carry no target path, so path muting must not touch them: a second client, without
-/// inversion (one client per concern). AUTH_KEXTLOAD joins it in enforce mode.
+/// inversion (one client per concern). In enforce mode AUTH_KEXTLOAD has an authorising client.
 pub const KEXT_SUBSCRIPTIONS: [es_event_type_t; 2] = [
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTLOAD,
     es_event_type_t::ES_EVENT_TYPE_NOTIFY_KEXTUNLOAD,
@@ -397,13 +399,40 @@ fn macos_version() -> (u64, u64, u64) {
     )
 }
 
-/// What both clients' handlers share.
-struct HandlerState {
-    settings: EsSettings,
+/// Reports a gap in a client's sequence numbers (they are per client, so each keeps its own).
+fn count_gap(last_seq: &AtomicU64, msg: &Message, hooks: &dyn Hooks) {
+    if let Some(seq) = msg.global_seq_num() {
+        let last = last_seq.swap(seq, Ordering::Relaxed);
+        if last != 0 && seq > last + 1 {
+            hooks.sequence_gap(seq - last - 1);
+        }
+    }
+}
+
+/// The recording clients' handler: converts what detection can use and hands it off.
+struct Recorder {
+    interest: Box<dyn Interest + Send + Sync>,
     hooks: Arc<dyn Hooks>,
 }
 
-impl HandlerState {
+impl Recorder {
+    /// Runs on the ES queue: never blocks.
+    fn handle(&self, last_seq: &AtomicU64, msg: Message) {
+        count_gap(last_seq, &msg, &*self.hooks);
+        if let Some(ev) = convert(&msg, self.interest.as_ref()) {
+            self.hooks.event(ev);
+        }
+    }
+}
+
+/// The authorising clients' handler (enforce mode): answers AUTH_KEXTLOAD and attempts on
+/// kextwatch from the `Authority`, and hands each answer to detection as an event.
+struct Authoriser {
+    authority: Arc<dyn Authority>,
+    hooks: Arc<dyn Hooks>,
+}
+
+impl Authoriser {
     /// Answers the guard client's authorisations; false for any other message. A denial is
     /// handed to detection as the event it stopped, so it is also an alert.
     fn guard(&self, guard: &dyn Authority, client: &mut Client<'_>, msg: &Message) -> bool {
@@ -504,21 +533,10 @@ impl HandlerState {
         true
     }
 
-    /// Runs on the ES queue: converts and hands off, answers AUTH_KEXTLOAD; never blocks.
+    /// Runs on the ES queue: answers from memory, never blocks.
     fn handle(&self, last_seq: &AtomicU64, client: &mut Client<'_>, msg: Message) {
-        // Sequence numbers are per client, so each handler keeps its own.
-        if let Some(seq) = msg.global_seq_num() {
-            let last = last_seq.swap(seq, Ordering::Relaxed);
-            if last != 0 && seq > last + 1 {
-                self.hooks.sequence_gap(seq - last - 1);
-            }
-        }
-        let Some(authority) = self.settings.authority.as_deref() else {
-            if let Some(ev) = convert(&msg, self.settings.interest.as_ref()) {
-                self.hooks.event(ev);
-            }
-            return;
-        };
+        count_gap(last_seq, &msg, &*self.hooks);
+        let authority = &*self.authority;
         if self.guard(authority, client, &msg) {
             return;
         }
@@ -547,23 +565,31 @@ impl HandlerState {
                     reason: decision.reason,
                 },
             });
-            return;
-        }
-        if let Some(ev) = convert(&msg, self.settings.interest.as_ref()) {
-            self.hooks.event(ev);
         }
     }
 }
 
-/// A client whose handler is `state.handle`.
-fn new_client<'b>(state: &Arc<HandlerState>) -> Result<Client<'b>, EsError> {
+/// A client recording for detection.
+fn recording_client<'b>(recorder: &Arc<Recorder>) -> Result<Client<'b>, EsError> {
     // AssertUnwindSafe: the hooks are plain closures over atomics and channels; a panic in one is
     // caught by endpoint-sec and leaves nothing half-updated that matters.
-    let state = AssertUnwindSafe(state.clone());
+    let recorder = AssertUnwindSafe(recorder.clone());
+    let last_seq = AtomicU64::new(0);
+    Client::new(move |_, m| {
+        let r = &recorder;
+        r.0.handle(&last_seq, m)
+    })
+    .map_err(|e| EsError::Client(explain(e)))
+}
+
+/// A client answering authorisations (enforce mode).
+fn authorising_client<'b>(authoriser: &Arc<Authoriser>) -> Result<Client<'b>, EsError> {
+    // AssertUnwindSafe: as above; the authority answers from snapshots behind locks.
+    let authoriser = AssertUnwindSafe(authoriser.clone());
     let last_seq = AtomicU64::new(0);
     Client::new(move |c, m| {
-        let s = &state;
-        s.0.handle(&last_seq, c, m)
+        let a = &authoriser;
+        a.0.handle(&last_seq, c, m)
     })
     .map_err(|e| EsError::Client(explain(e)))
 }
@@ -618,7 +644,16 @@ pub fn start(
             } else {
                 Vec::new()
             };
-            let state = Arc::new(HandlerState { settings, hooks });
+            let recorder = Arc::new(Recorder {
+                interest: settings.interest,
+                hooks: hooks.clone(),
+            });
+            let authoriser = settings.authority.map(|authority| {
+                Arc::new(Authoriser {
+                    authority,
+                    hooks: hooks.clone(),
+                })
+            });
             type Clients = (
                 Client<'static>,
                 Client<'static>,
@@ -626,8 +661,9 @@ pub fn start(
                 Vec<Client<'static>>,
             );
             let clients = (|| -> Result<Clients, EsError> {
-                let mut guards = Vec::new();
-                let mut files = new_client(&state)?;
+                // Answering clients: AUTH_KEXTLOAD, and the guard on kextwatch's own paths.
+                let mut authorising = Vec::new();
+                let mut files = recording_client(&recorder)?;
                 mute_self(&mut files)?;
                 if macos >= (13, 0, 0) {
                     files
@@ -646,18 +682,20 @@ pub fn start(
                     .subscribe(&FILE_SUBSCRIPTIONS)
                     .map_err(setup("subscribe"))?;
 
-                let mut kexts = new_client(&state)?;
+                let mut kexts = recording_client(&recorder)?;
                 mute_self(&mut kexts)?;
                 kexts
                     .subscribe(&KEXT_SUBSCRIPTIONS)
                     .map_err(setup("subscribe"))?;
-                if enforce {
-                    kexts
-                        .subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
+                if let Some(authoriser) = &authoriser {
+                    let mut k = authorising_client(authoriser)?;
+                    mute_self(&mut k)?;
+                    k.subscribe(&[es_event_type_t::ES_EVENT_TYPE_AUTH_KEXTLOAD])
                         .map_err(setup("subscribe AUTH_KEXTLOAD"))?;
+                    authorising.push(k);
                 }
-                if !guarded.is_empty() {
-                    let mut g = new_client(&state)?;
+                if let Some(authoriser) = authoriser.as_ref().filter(|_| !guarded.is_empty()) {
+                    let mut g = authorising_client(authoriser)?;
                     // kextwatch's own signals and writes are never asked about.
                     mute_self(&mut g)?;
                     g.invert_muting(es_mute_inversion_type_t::ES_MUTE_INVERSION_TYPE_TARGET_PATH)
@@ -671,9 +709,9 @@ pub fn start(
                     }
                     g.subscribe(&GUARD_SUBSCRIPTIONS)
                         .map_err(setup("subscribe guard"))?;
-                    guards.push(g);
+                    authorising.push(g);
                 }
-                let mut lifecycle = new_client(&state)?;
+                let mut lifecycle = recording_client(&recorder)?;
                 mute_self(&mut lifecycle)?;
                 lifecycle
                     .subscribe(&LIFECYCLE_SUBSCRIPTIONS)
@@ -681,7 +719,7 @@ pub fn start(
                 lifecycle
                     .subscribe(&TAMPER_SUBSCRIPTIONS)
                     .map_err(setup("subscribe"))?;
-                Ok((files, kexts, lifecycle, guards))
+                Ok((files, kexts, lifecycle, authorising))
             })();
             let clients = match clients {
                 Ok(c) => {
@@ -694,7 +732,7 @@ pub fn start(
                 }
             };
             // The clients live as long as this thread (they are !Send).
-            let (mut files, kexts, lifecycle, guards) = clients;
+            let (mut files, kexts, lifecycle, authorising) = clients;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
                 if macos >= (13, 0, 0) {
@@ -705,7 +743,7 @@ pub fn start(
                     }
                 }
             }
-            drop((files, kexts, lifecycle, guards));
+            drop((files, kexts, lifecycle, authorising));
         })
         .map_err(EsError::Thread)?;
     ready_rx
