@@ -246,3 +246,107 @@ impl Correlator {
         self.signals.push_back(signal);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::{KEXT_LOADED, ROOT_CHANGE, SIP_CHANGE};
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn evidence(exe: &str) -> Evidence {
+        Evidence {
+            timestamp: crate::wallclock::format_time(0),
+            action: "exec",
+            pid: Some(42),
+            executable: Some(exe.into()),
+            args: None,
+            path: None,
+            kext_bundle_id: None,
+            team_id: None,
+            signing_id: None,
+            user_id: None,
+            global_seq_num: None,
+        }
+    }
+
+    fn staged(bundle: &str) -> Finding {
+        let mut f = Finding::new(ROOT_CHANGE, Severity::Medium, bundle.into());
+        f.activity = Some(Activity::Staged {
+            bundle: bundle.into(),
+        });
+        f
+    }
+
+    fn load(paths: &[&str]) -> Finding {
+        let mut f = Finding::new(KEXT_LOADED, Severity::Medium, "com.example.kext".into());
+        f.activity = Some(Activity::Load {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            bundle_ids: Vec::new(),
+        });
+        f
+    }
+
+    #[test]
+    fn a_load_of_what_was_staged_inside_the_window_becomes_one_stronger_alert() {
+        let mut c = Correlator::new(120 * S);
+        let bundle = "/Library/Extensions/Evil.kext";
+        c.correlate(&mut staged(bundle), 0, Some(7), &evidence("/bin/cp"));
+        let mut f = load(&[bundle]);
+        c.correlate(&mut f, 30 * S, Some(7), &evidence("/sbin/kmutil"));
+        assert_eq!(f.rule.id, STAGED_THEN_LOADED.id);
+        assert!(f.severity >= Severity::High);
+        assert!(
+            f.reasons
+                .iter()
+                .any(|r| r.contains("30 s earlier, in the same login session")),
+            "{:?}",
+            f.reasons
+        );
+        assert_eq!(f.related.len(), 1);
+    }
+
+    #[test]
+    fn outside_the_window_or_another_bundle_nothing_is_tied() {
+        let mut c = Correlator::new(120 * S);
+        c.correlate(
+            &mut staged("/Library/Extensions/Evil.kext"),
+            0,
+            None,
+            &evidence("/bin/cp"),
+        );
+        let mut late = load(&["/Library/Extensions/Evil.kext"]);
+        c.correlate(&mut late, 121 * S, None, &evidence("/sbin/kmutil"));
+        assert_eq!(late.rule.id, KEXT_LOADED.id);
+        let mut other = load(&["/Library/Extensions/Other.kext"]);
+        c.correlate(&mut other, 10 * S, None, &evidence("/sbin/kmutil"));
+        assert_eq!(
+            other.rule.id, KEXT_LOADED.id,
+            "the load names another bundle"
+        );
+        c.expire(121 * S);
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn weakening_makes_later_kext_activity_critical_and_trusted_findings_take_no_part() {
+        let mut c = Correlator::new(120 * S);
+        // A trusted change (an allowlisted manager) does not arm correlation.
+        let mut admin = Finding::new(SIP_CHANGE, Severity::Medium, "csrutil disable".into());
+        admin.weakening = Some("csrutil disable".into());
+        admin.trusted = true;
+        c.correlate(&mut admin, 0, None, &evidence("/usr/bin/csrutil"));
+        let mut f = load(&[]);
+        c.correlate(&mut f, S, None, &evidence("/sbin/kmutil"));
+        assert_eq!(f.rule.id, KEXT_LOADED.id);
+
+        let mut attack = Finding::new(SIP_CHANGE, Severity::High, "csrutil disable".into());
+        attack.weakening = Some("csrutil disable".into());
+        c.correlate(&mut attack, 2 * S, Some(3), &evidence("/usr/bin/csrutil"));
+        let mut f = load(&[]);
+        c.correlate(&mut f, 3 * S, Some(4), &evidence("/sbin/kmutil"));
+        assert_eq!(f.rule.id, KEXT_AFTER_WEAKENING.id);
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(f.reasons.iter().any(|r| r.contains("by another session")));
+    }
+}

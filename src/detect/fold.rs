@@ -129,3 +129,66 @@ fn follow_up(o: Open) -> Option<Alert> {
     });
     Some(alert)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn alert(at_s: i64) -> Alert {
+        let ts = crate::wallclock::format_time(at_s * S);
+        crate::alert::test_alert(ts, crate::alert::Host::named("mac"))
+    }
+
+    #[test]
+    fn the_first_goes_out_at_once_and_repeats_become_one_follow_up_when_the_window_closes() {
+        let mut f = Folder::new(300 * S);
+        let mut out = Vec::new();
+        f.offer("k".into(), alert(0), 0, &mut out);
+        assert_eq!(out.len(), 1, "never delayed");
+        for t in [10, 20, 30] {
+            f.offer("k".into(), alert(t), t * S, &mut out);
+        }
+        assert_eq!((out.len(), f.folded), (1, 3));
+        f.expire(200 * S, &mut out);
+        assert_eq!(out.len(), 1, "the window is still open");
+        f.expire(301 * S, &mut out);
+        assert_eq!(out.len(), 2);
+        let folded = out[1].kextwatch.folded.as_ref().unwrap();
+        assert_eq!(folded.count, 4);
+        assert_eq!(folded.first, out[0].timestamp);
+        assert_eq!(folded.last, crate::wallclock::format_time(30 * S));
+        assert!(out[1].message.ends_with("(3 more identical alerts folded)"));
+        assert_eq!(f.open_windows(), 0);
+    }
+
+    #[test]
+    fn a_repeat_after_the_window_reports_the_old_window_and_opens_a_new_one() {
+        let mut f = Folder::new(60 * S);
+        let mut out = Vec::new();
+        f.offer("k".into(), alert(0), 0, &mut out);
+        f.offer("k".into(), alert(5), 5 * S, &mut out);
+        f.offer("k".into(), alert(100), 100 * S, &mut out);
+        // First, the follow-up of the closed window (1 more), then the new first alert.
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].kextwatch.folded.as_ref().unwrap().count, 2);
+        assert!(out[2].kextwatch.folded.is_none());
+        // Another key is never folded into this one; a lone alert has no follow-up.
+        f.offer("other".into(), alert(101), 101 * S, &mut out);
+        f.finish(&mut out);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn past_capacity_alerts_go_out_unfolded_and_counted_never_dropped() {
+        let mut f = Folder::new(60 * S);
+        let mut out = Vec::new();
+        for i in 0..MAX_OPEN + 2 {
+            f.offer(format!("k{i}"), alert(0), 0, &mut out);
+        }
+        assert_eq!(out.len(), MAX_OPEN + 2);
+        assert_eq!(f.unfolded_over_capacity, 2);
+        assert_eq!(f.open_windows(), MAX_OPEN);
+    }
+}

@@ -1096,3 +1096,132 @@ impl Rules<'_> {
         f
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::cs_flags;
+
+    /// An Apple platform binary, run by root from a terminal (a person at a shell).
+    fn apple(pid: i32, exe: &str, signing_id: &str) -> Process {
+        Process {
+            pid,
+            pidversion: 1,
+            ppid: 1,
+            auid: 501,
+            euid: 0,
+            asid: 100_017,
+            tty: Some("/dev/ttys003".into()),
+            executable: exe.into(),
+            signing_id: Some(signing_id.into()),
+            cs_flags: cs_flags::VALID | cs_flags::SIGNED | cs_flags::PLATFORM_BINARY,
+            is_platform_binary: true,
+            ..Process::default()
+        }
+    }
+
+    fn event(process: Process, kind: EventKind) -> Event {
+        Event {
+            time_ns: 1_795_000_000_000_000_000,
+            version: 8,
+            seq_num: None,
+            global_seq_num: None,
+            mach_time: None,
+            process,
+            kind,
+        }
+    }
+
+    fn exec_of(exe: &str, signing_id: &str, args: &[&str]) -> Event {
+        let shell = apple(4100, "/bin/zsh", "com.apple.zsh");
+        let target = Process {
+            pidversion: 2,
+            ..apple(4100, exe, signing_id)
+        };
+        event(
+            shell,
+            EventKind::Exec(Exec {
+                target,
+                args: args.iter().map(|a| a.to_string()).collect(),
+                cwd: Some("/".into()),
+            }),
+        )
+    }
+
+    /// The rules for the shipped config, with no KextPolicy, bundles or lineage known.
+    fn evaluate(ev: &Event) -> Option<Finding> {
+        let config = Config::default_config();
+        let bundles = HashMap::new();
+        let lineage = ProcessTable::default();
+        let surface = tamper::Surface::new(&config);
+        Rules {
+            config: &config,
+            policy: None,
+            bundles: &bundles,
+            lineage: &lineage,
+            surface: &surface,
+        }
+        .evaluate(ev)
+    }
+
+    #[test]
+    fn listing_kexts_is_discovery_and_loading_one_from_a_terminal_is_a_tool_load() {
+        let f = evaluate(&exec_of(
+            "/usr/bin/kmutil",
+            "com.apple.kmutil",
+            &["kmutil", "showloaded"],
+        ))
+        .unwrap();
+        assert_eq!((f.rule.id, f.severity), (DISCOVERY.id, Severity::Info));
+        let f = evaluate(&exec_of(
+            "/usr/bin/kmutil",
+            "com.apple.kmutil",
+            &["kmutil", "load", "-p", "/Library/Extensions/Evil.kext"],
+        ))
+        .unwrap();
+        assert_eq!(f.rule.id, TOOL_LOAD.id);
+        assert!(f.severity >= Severity::Medium, "{:?}", f.severity);
+        assert!(matches!(
+            f.activity,
+            Some(Activity::Load { ref paths, .. }) if paths == &["/Library/Extensions/Evil.kext"]
+        ));
+    }
+
+    #[test]
+    fn an_unrelated_program_raises_nothing_and_a_renamed_tool_is_not_trusted_by_its_name() {
+        assert!(evaluate(&exec_of("/bin/ls", "com.apple.ls", &["ls"])).is_none());
+        // "kmutil" by name but not Apple's platform binary: judged, and said so.
+        let mut ev = exec_of("/tmp/kmutil", "kmutil", &["kmutil", "load", "-b", "x.y"]);
+        if let EventKind::Exec(e) = &mut ev.kind {
+            e.target.is_platform_binary = false;
+            e.target.cs_flags = cs_flags::ADHOC;
+        }
+        let f = evaluate(&ev).unwrap();
+        assert!(f.severity >= Severity::High, "{:?}", f.reasons);
+    }
+
+    #[test]
+    fn a_bundle_written_into_a_watched_root_is_staged_under_its_bundle_folder() {
+        let cp = apple(4200, "/bin/cp", "com.apple.cp");
+        let ev = event(
+            cp,
+            EventKind::Create {
+                path: "/Library/Extensions/Evil.kext/Contents/Info.plist".into(),
+            },
+        );
+        let f = evaluate(&ev).unwrap();
+        assert_eq!(f.rule.id, ROOT_CHANGE.id);
+        assert!(matches!(
+            f.activity,
+            Some(Activity::Staged { ref bundle }) if bundle == "/Library/Extensions/Evil.kext"
+        ));
+        // Outside the watched roots: nothing.
+        let ev = event(
+            apple(4201, "/bin/cp", "com.apple.cp"),
+            EventKind::Create {
+                path: "/tmp/Evil.kext/Contents/Info.plist".into(),
+            },
+        );
+        assert!(evaluate(&ev).is_none());
+    }
+}
