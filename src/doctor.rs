@@ -33,20 +33,7 @@ fn check(name: &str, verdict: Verdict, detail: impl Into<String>, fix: Option<&s
 
 /// Every check, in the order an admin should fix them.
 pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
-    let mut out = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    out.push(if euid == 0 {
-        check("running as root", Verdict::Ok, "euid 0", None)
-    } else {
-        check(
-            "running as root",
-            Verdict::Fail,
-            format!("euid {euid}"),
-            Some("run kextwatch (and this check) as root: sudo kextwatch doctor"),
-        )
-    });
-
+    let mut out = vec![running_as_root()];
     let config = match Config::load(config_path) {
         Ok(c) => {
             out.push(check(
@@ -67,8 +54,33 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
             return out;
         }
     };
+    out.push(kextpolicy_readable(&config));
+    out.push(endpoint_security());
+    out.push(eslogger_present(eslogger));
+    #[cfg(target_os = "macos")]
+    out.push(sip_readable());
+    out.extend(config.daemon_outputs().iter().map(output));
+    out.push(state_dir_writable(&config));
+    out
+}
 
-    out.push(match read_file(&config.kextpolicy.path) {
+fn running_as_root() -> Check {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        check("running as root", Verdict::Ok, "euid 0", None)
+    } else {
+        check(
+            "running as root",
+            Verdict::Fail,
+            format!("euid {euid}"),
+            Some("run kextwatch (and this check) as root: sudo kextwatch doctor"),
+        )
+    }
+}
+
+fn kextpolicy_readable(config: &Config) -> Check {
+    match read_file(&config.kextpolicy.path) {
         Ok(s) => check("KextPolicy readable (Full Disk Access)", Verdict::Ok, format!("{} rows", s.rows()), None),
         Err(ReadError::PermissionDenied(_)) => check(
             "KextPolicy readable (Full Disk Access)",
@@ -83,10 +95,12 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
             Some("on a Mac this file always exists; elsewhere set [kextpolicy] enabled = false"),
         ),
         Err(e) => check("KextPolicy readable (Full Disk Access)", Verdict::Fail, e.to_string(), None),
-    });
+    }
+}
 
+fn endpoint_security() -> Check {
     #[cfg(target_os = "macos")]
-    out.push(match crate::source::es::check_client() {
+    return match crate::source::es::check_client() {
         Ok(()) => check("Endpoint Security client", Verdict::Ok, "created", None),
         Err(e) => check(
             "Endpoint Security client",
@@ -94,15 +108,18 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
             e.to_string(),
             Some("fix as said, or run with --source eslogger"),
         ),
-    });
+    };
     #[cfg(not(target_os = "macos"))]
-    out.push(check(
+    check(
         "Endpoint Security client",
         Verdict::Warn,
         "not available on this OS",
         Some("run the daemon on macOS; here use --source replay:PATH"),
-    ));
-    out.push(if eslogger.exists() {
+    )
+}
+
+fn eslogger_present(eslogger: &Path) -> Check {
+    if eslogger.exists() {
         check(
             "eslogger",
             Verdict::Ok,
@@ -116,10 +133,12 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
             format!("{} not found", eslogger.display()),
             Some("eslogger ships with macOS 13+; needed for --source eslogger only"),
         )
-    });
+    }
+}
 
-    #[cfg(target_os = "macos")]
-    out.push(match crate::source::sip::active_config() {
+#[cfg(target_os = "macos")]
+fn sip_readable() -> Check {
+    match crate::source::sip::active_config() {
         Err(rc) => check(
             "SIP status readable",
             Verdict::Fail,
@@ -141,10 +160,11 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
             ),
             Some("re-enable from recoveryOS: csrutil enable"),
         ),
-    });
+    }
+}
 
-    for o in &config.daemon_outputs() {
-        out.push(match o {
+fn output(o: &OutputSpec) -> Check {
+    match o {
             OutputSpec::Stdout { .. } => check("output stdout", Verdict::Warn, "alerts go to the daemon's stdout, which launchd discards", Some("use a file or syslog output (with no [[output]], the daemon writes /var/log/kextwatch/alerts.jsonl)")),
             OutputSpec::File { path, .. } => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
                 Ok(_) => check(&format!("output {}", path.display()), Verdict::Ok, "writable", None),
@@ -158,29 +178,27 @@ pub fn run(config_path: &Path, eslogger: &Path) -> Vec<Check> {
                     Err(e) => check(&name, Verdict::Fail, e.to_string(), Some("check the address, firewall and certificates; alerts are spooled meanwhile")),
                 }
             }
-        });
-    }
+        }
+}
 
+fn state_dir_writable(config: &Config) -> Check {
     let dir = &config.daemon.state_dir;
     let probe = dir.join(".doctor-write-test");
-    out.push(
-        match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"ok")) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&probe);
-                check(
-                    "state directory writable",
-                    Verdict::Ok,
-                    dir.display().to_string(),
-                    None,
-                )
-            }
-            Err(e) => check(
+    match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"ok")) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            check(
                 "state directory writable",
-                Verdict::Fail,
-                format!("{}: {e}", dir.display()),
-                Some("run as root, or set [daemon] state_dir"),
-            ),
-        },
-    );
-    out
+                Verdict::Ok,
+                dir.display().to_string(),
+                None,
+            )
+        }
+        Err(e) => check(
+            "state directory writable",
+            Verdict::Fail,
+            format!("{}: {e}", dir.display()),
+            Some("run as root, or set [daemon] state_dir"),
+        ),
+    }
 }
