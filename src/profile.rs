@@ -100,6 +100,98 @@ fn payload(
     dict(entries)
 }
 
+/// The extension allowed, of the Endpoint Security type, and not removable by users.
+fn system_extension_policy(team: &str, bundle: &str, allow_user_overrides: bool) -> Value {
+    let team_list = |v: Value| dict(vec![(team, v)]);
+    payload(
+        team,
+        bundle,
+        "com.apple.system-extension-policy",
+        "kextwatch system extension",
+        vec![
+            ("AllowUserOverrides", Value::Boolean(allow_user_overrides)),
+            (
+                "AllowedSystemExtensions",
+                team_list(Value::Array(vec![s(bundle)])),
+            ),
+            (
+                "AllowedSystemExtensionTypes",
+                team_list(Value::Array(vec![s("EndpointSecurityExtension")])),
+            ),
+            // macOS 15+: users cannot remove or disable the extension.
+            (
+                "NonRemovableSystemExtensions",
+                team_list(Value::Array(vec![s(bundle)])),
+            ),
+        ],
+    )
+}
+
+/// Full Disk Access for the extension and the daemon binary, each pinned to the Team ID.
+fn full_disk_access(team: &str, bundle: &str) -> Value {
+    payload(
+        team,
+        bundle,
+        "com.apple.TCC.configuration-profile-policy",
+        "kextwatch Full Disk Access",
+        vec![(
+            "Services",
+            dict(vec![(
+                "SystemPolicyAllFiles",
+                Value::Array(vec![
+                    dict(vec![
+                        ("Identifier", s(bundle)),
+                        ("IdentifierType", s("bundleID")),
+                        ("CodeRequirement", s(&code_requirement(bundle, team))),
+                        ("StaticCode", Value::Boolean(false)),
+                        ("Authorization", s("Allow")),
+                        ("Comment", s("kextwatch Endpoint Security system extension")),
+                    ]),
+                    dict(vec![
+                        ("Identifier", s(layout::BINARY)),
+                        ("IdentifierType", s("path")),
+                        (
+                            "CodeRequirement",
+                            s(&code_requirement(layout::BINARY_SIGNING_ID, team)),
+                        ),
+                        ("StaticCode", Value::Boolean(false)),
+                        ("Authorization", s("Allow")),
+                        ("Comment", s("kextwatch daemon (LaunchDaemon mode)")),
+                    ]),
+                ]),
+            )]),
+        )],
+    )
+}
+
+/// Background items managed (users cannot turn them off): the team's, and the daemon's label when the team signed it.
+fn background_items(team: &str, bundle: &str) -> Value {
+    payload(
+        team,
+        bundle,
+        "com.apple.servicemanagement",
+        "kextwatch background items",
+        vec![(
+            "Rules",
+            Value::Array(vec![
+                dict(vec![
+                    ("RuleType", s("TeamIdentifier")),
+                    ("RuleValue", s(team)),
+                    ("Comment", s("kextwatch daemon and agent")),
+                ]),
+                // A label alone is a name anyone's launchd plist can claim: the rule also
+                // names the Team ID that must have signed the job's program.
+                dict(vec![
+                    ("RuleType", s("Label")),
+                    ("RuleValue", s(layout::LAUNCHD_LABEL)),
+                    ("TeamIdentifier", s(team)),
+                    ("Comment", s("kextwatch daemon (LaunchDaemon mode)")),
+                ]),
+            ]),
+        )],
+    )
+}
+
 pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
     let team = req.team_id;
     let bundle = req.bundle_id;
@@ -128,90 +220,10 @@ pub fn build(req: &ProfileRequest) -> Result<Value, ProfileError> {
     {
         return Err(ProfileError::Organization(req.organization.to_string()));
     }
-    let team_list = |v: Value| dict(vec![(team, v)]);
     let mut content = vec![
-        payload(
-            team,
-            bundle,
-            "com.apple.system-extension-policy",
-            "kextwatch system extension",
-            vec![
-                (
-                    "AllowUserOverrides",
-                    Value::Boolean(req.allow_user_overrides),
-                ),
-                (
-                    "AllowedSystemExtensions",
-                    team_list(Value::Array(vec![s(bundle)])),
-                ),
-                (
-                    "AllowedSystemExtensionTypes",
-                    team_list(Value::Array(vec![s("EndpointSecurityExtension")])),
-                ),
-                // macOS 15+: users cannot remove or disable the extension.
-                (
-                    "NonRemovableSystemExtensions",
-                    team_list(Value::Array(vec![s(bundle)])),
-                ),
-            ],
-        ),
-        payload(
-            team,
-            bundle,
-            "com.apple.TCC.configuration-profile-policy",
-            "kextwatch Full Disk Access",
-            vec![(
-                "Services",
-                dict(vec![(
-                    "SystemPolicyAllFiles",
-                    Value::Array(vec![
-                        dict(vec![
-                            ("Identifier", s(bundle)),
-                            ("IdentifierType", s("bundleID")),
-                            ("CodeRequirement", s(&code_requirement(bundle, team))),
-                            ("StaticCode", Value::Boolean(false)),
-                            ("Authorization", s("Allow")),
-                            ("Comment", s("kextwatch Endpoint Security system extension")),
-                        ]),
-                        dict(vec![
-                            ("Identifier", s(layout::BINARY)),
-                            ("IdentifierType", s("path")),
-                            (
-                                "CodeRequirement",
-                                s(&code_requirement(layout::BINARY_SIGNING_ID, team)),
-                            ),
-                            ("StaticCode", Value::Boolean(false)),
-                            ("Authorization", s("Allow")),
-                            ("Comment", s("kextwatch daemon (LaunchDaemon mode)")),
-                        ]),
-                    ]),
-                )]),
-            )],
-        ),
-        payload(
-            team,
-            bundle,
-            "com.apple.servicemanagement",
-            "kextwatch background items",
-            vec![(
-                "Rules",
-                Value::Array(vec![
-                    dict(vec![
-                        ("RuleType", s("TeamIdentifier")),
-                        ("RuleValue", s(team)),
-                        ("Comment", s("kextwatch daemon and agent")),
-                    ]),
-                    // A label alone is a name anyone's launchd plist can claim: the rule also
-                    // names the Team ID that must have signed the job's program.
-                    dict(vec![
-                        ("RuleType", s("Label")),
-                        ("RuleValue", s(layout::LAUNCHD_LABEL)),
-                        ("TeamIdentifier", s(team)),
-                        ("Comment", s("kextwatch daemon (LaunchDaemon mode)")),
-                    ]),
-                ]),
-            )],
-        ),
+        system_extension_policy(team, bundle, req.allow_user_overrides),
+        full_disk_access(team, bundle),
+        background_items(team, bundle),
     ];
     if let Some(text) = req.config_toml {
         Config::parse(text, "--config").map_err(|e| ProfileError::Config(e.to_string()))?;
