@@ -268,6 +268,112 @@ struct Queues {
     alerts: SyncSender<Alert>,
 }
 
+/// The detection thread's state: the engine, and where its results go.
+struct Detection<'a> {
+    engine: Engine,
+    followers: &'a Followers,
+    health: &'a Health,
+    alerts: SyncSender<Alert>,
+    enricher: Option<BundleEnricher>,
+    out: Vec<Alert>,
+}
+
+impl Detection<'_> {
+    /// Send what the engine raised to the sink thread. Blocking only while the sink thread is
+    /// busy: it never waits for an output (each has its own queue), so a slow output cannot stall
+    /// detection.
+    fn deliver(&mut self) {
+        for a in self.out.drain(..) {
+            self.health.count_alert(a.severity);
+            let _ = self.alerts.send(a);
+        }
+    }
+
+    /// What other threads use of the config and KextPolicy follows every change to them.
+    fn refresh(&self) {
+        let config = self.engine.config();
+        if let Some(e) = &self.followers.enforcement {
+            if let Ok(mut w) = e.write() {
+                *w = self.engine.enforcement_policy();
+            }
+        }
+        *self
+            .followers
+            .interest
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = crate::detect::KextInterest::new(config);
+        *self
+            .followers
+            .watched
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = crate::detect::WatchList::new(config).prefixes;
+    }
+
+    fn reload(&mut self, opts: &DaemonOptions) {
+        match Config::load_managed_or_file(&opts.managed_prefs, &opts.config_path) {
+            Ok((c, origin)) => {
+                self.engine
+                    .reload_reporting(c, &origin.to_string(), now_ns(), &mut self.out);
+                self.deliver();
+                self.refresh();
+                self.health.config_reloaded();
+                tracing::info!(config = %origin, "configuration reloaded");
+            }
+            Err(e) => {
+                self.health.config_rejected(&e.to_string());
+                tracing::error!(error = %e, "configuration not reloaded: keeping the previous one");
+            }
+        }
+    }
+
+    /// A message from the event queue.
+    fn event(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event(ev) => {
+                if let Some(e) = self.enricher.as_mut() {
+                    e.enrich(&mut self.engine, &ev);
+                }
+                self.engine.process(&ev, &mut self.out);
+                self.deliver();
+                // Counted once its alerts are: a status that shows an event analysed shows them.
+                self.health.count_processed();
+            }
+            Msg::SourceKilled {
+                pid,
+                signal,
+                time_ns,
+            } => {
+                self.engine
+                    .process_source_killed(pid, signal, time_ns, &mut self.out);
+                self.deliver();
+            }
+            _ => {}
+        }
+    }
+
+    /// A control message other than a stop.
+    fn control(&mut self, msg: Msg, opts: &DaemonOptions) {
+        match msg {
+            Msg::Reload => self.reload(opts),
+            Msg::Policy(changes, snapshot) => {
+                if let Some(s) = snapshot {
+                    self.engine.set_kext_policy(&s);
+                    self.refresh();
+                }
+                for (c, t) in &changes {
+                    self.engine.process_policy(c, *t, &mut self.out);
+                }
+                self.deliver();
+            }
+            Msg::Sip(flags, t) => {
+                self.engine.process_sip(flags, t, &mut self.out);
+                self.deliver();
+            }
+            Msg::Stop | Msg::Event(_) | Msg::SourceKilled { .. } => {}
+        }
+    }
+}
+
 /// The detection loop: owns the engine. Control messages first, then events.
 fn detection(
     mut engine: Engine,
@@ -278,26 +384,6 @@ fn detection(
     followers: &Followers,
     mut staged: staged_store::StagedStore,
 ) {
-    let Queues {
-        events: rx,
-        control: ctl,
-        alerts,
-    } = queues;
-    let (config_path, managed_prefs) = (&opts.config_path, &opts.managed_prefs);
-    // What other threads use of the config and KextPolicy follows every change to them.
-    let refresh = |engine: &Engine| {
-        if let Some(e) = &followers.enforcement {
-            if let Ok(mut w) = e.write() {
-                *w = engine.enforcement_policy();
-            }
-        }
-        *followers
-            .interest
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = crate::detect::KextInterest::new(engine.config());
-        *followers.watched.write().unwrap_or_else(|p| p.into_inner()) =
-            crate::detect::WatchList::new(engine.config()).prefixes;
-    };
     let remembered = staged.load();
     if !remembered.is_empty() {
         tracing::info!(
@@ -320,56 +406,26 @@ fn detection(
             Err(e) => tracing::warn!(error = %e, "staged-bundle memory not saved"),
         }
     };
-    let mut enricher = BundleEnricher::new(Path::new("/")).ok();
-    let mut out: Vec<Alert> = Vec::new();
-    let deliver = |out: &mut Vec<Alert>| {
-        for a in out.drain(..) {
-            health.count_alert(a.severity);
-            // Blocking only while the sink thread is busy: it never waits for an output (each has
-            // its own queue), so a slow output cannot stall detection.
-            let _ = alerts.send(a);
-        }
+    let mut d = Detection {
+        engine,
+        followers,
+        health,
+        alerts: queues.alerts,
+        enricher: BundleEnricher::new(Path::new("/")).ok(),
+        out: Vec::new(),
     };
     let mut stopping: Option<Instant> = None;
     loop {
         // Control first: a reload or stop is never stuck behind a full event queue.
-        while let Ok(m) = ctl.try_recv() {
-            match m {
-                Msg::Reload => match Config::load_managed_or_file(managed_prefs, config_path) {
-                    Ok((c, origin)) => {
-                        engine.reload_reporting(c, &origin.to_string(), now_ns(), &mut out);
-                        deliver(&mut out);
-                        refresh(&engine);
-                        health.config_reloaded();
-                        tracing::info!(config = %origin, "configuration reloaded");
-                    }
-                    Err(e) => {
-                        health.config_rejected(&e.to_string());
-                        tracing::error!(error = %e, "configuration not reloaded: keeping the previous one");
-                    }
-                },
-                Msg::Stop => {
-                    if stopping.is_none() {
-                        tracing::info!("stopping: draining queued events");
-                        stop.store(true, Ordering::SeqCst);
-                        stopping = Some(Instant::now());
-                    }
+        while let Ok(m) = queues.control.try_recv() {
+            if matches!(m, Msg::Stop) {
+                if stopping.is_none() {
+                    tracing::info!("stopping: draining queued events");
+                    stop.store(true, Ordering::SeqCst);
+                    stopping = Some(Instant::now());
                 }
-                Msg::Policy(changes, snapshot) => {
-                    if let Some(s) = snapshot {
-                        engine.set_kext_policy(&s);
-                        refresh(&engine);
-                    }
-                    for (c, t) in &changes {
-                        engine.process_policy(c, *t, &mut out);
-                    }
-                    deliver(&mut out);
-                }
-                Msg::Sip(flags, t) => {
-                    engine.process_sip(flags, t, &mut out);
-                    deliver(&mut out);
-                }
-                Msg::Event(_) | Msg::SourceKilled { .. } => {}
+            } else {
+                d.control(m, opts);
             }
         }
         let wait = if stopping.is_some() {
@@ -377,25 +433,8 @@ fn detection(
         } else {
             Duration::from_millis(200)
         };
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Event(ev)) => {
-                if let Some(e) = enricher.as_mut() {
-                    e.enrich(&mut engine, &ev);
-                }
-                engine.process(&ev, &mut out);
-                deliver(&mut out);
-                // Counted once its alerts are: a status that shows an event analysed shows them.
-                health.count_processed();
-            }
-            Ok(Msg::SourceKilled {
-                pid,
-                signal,
-                time_ns,
-            }) => {
-                engine.process_source_killed(pid, signal, time_ns, &mut out);
-                deliver(&mut out);
-            }
-            Ok(_) => {}
+        match queues.events.recv_timeout(wait) {
+            Ok(msg) => d.event(msg),
             Err(RecvTimeoutError::Timeout) => {
                 // Drained (or the bounded drain time passed): finish.
                 if stopping.is_some_and(|t| t.elapsed() > Duration::from_millis(100)) {
@@ -410,7 +449,7 @@ fn detection(
             }
         }
         if Instant::now() >= next_staged_save {
-            save_staged(&engine);
+            save_staged(&d.engine);
             next_staged_save = Instant::now() + Duration::from_secs(1);
         }
         if stopping.is_some_and(|t| t.elapsed() > DRAIN_DEADLINE) {
@@ -418,10 +457,10 @@ fn detection(
             break;
         }
     }
-    save_staged(&engine);
-    engine.finish(&mut out);
-    deliver(&mut out);
-    health.set_engine(engine.stats());
+    save_staged(&d.engine);
+    d.engine.finish(&mut d.out);
+    d.deliver();
+    health.set_engine(d.engine.stats());
 }
 
 /// How often heartbeats go out, and the host they name.
