@@ -144,30 +144,7 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
             "syslog outputs take `address`, not `path`",
         ));
     }
-    let address = o.address.as_ref().ok_or_else(|| {
-        invalid(
-            key("type"),
-            &o.kind,
-            "a syslog output needs `address = \"host:port\"`",
-        )
-    })?;
-    let (host, port) = address
-        .get_ref()
-        .rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse::<u16>().ok()?,
-            ))
-        })
-        .filter(|(h, p)| !h.is_empty() && *p != 0)
-        .ok_or_else(|| {
-            invalid(
-                key("address"),
-                address,
-                format!("{:?} is not host:port", address.get_ref()),
-            )
-        })?;
+    let (address, host, port) = address(o, i)?;
     let transport = choice(
         key("transport"),
         &o.transport,
@@ -193,6 +170,59 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
         SyslogPayload::Json,
         &[("json", SyslogPayload::Json), ("cef", SyslogPayload::Cef)],
     )?;
+    // In the order the keys are reported when several are wrong.
+    let framing = framing(o, i, transport)?;
+    let facility = facility(o, i)?;
+    let max_datagram_bytes = max_datagram_bytes(o, i, transport)?;
+    let spool_max_bytes = spool_max_bytes(o, i)?;
+    Ok(SyslogSpec {
+        address,
+        host,
+        port,
+        transport,
+        format,
+        payload,
+        framing,
+        facility,
+        max_datagram_bytes,
+        tls: tls(o, i, transport)?,
+        spool_max_bytes,
+    })
+}
+
+/// `address = "host:port"` (an IPv6 host in brackets).
+fn address(o: &RawOutput, i: usize) -> Result<(String, String, u16), Invalid> {
+    let key = |k: &str| format!("output[{i}].{k}");
+    let address = o.address.as_ref().ok_or_else(|| {
+        invalid(
+            key("type"),
+            &o.kind,
+            "a syslog output needs `address = \"host:port\"`",
+        )
+    })?;
+    let (host, port) = address
+        .get_ref()
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .filter(|(h, p)| !h.is_empty() && *p != 0)
+        .ok_or_else(|| {
+            invalid(
+                key("address"),
+                address,
+                format!("{:?} is not host:port", address.get_ref()),
+            )
+        })?;
+    Ok((address.get_ref().clone(), host.to_string(), port))
+}
+
+/// TCP framing; TLS is always octet counting (RFC 5425), UDP has none.
+fn framing(o: &RawOutput, i: usize, transport: SyslogTransport) -> Result<Framing, Invalid> {
+    let key = |k: &str| format!("output[{i}].{k}");
     let framing = choice(
         key("framing"),
         &o.framing,
@@ -221,12 +251,30 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
             _ => {}
         }
     }
+    Ok(if transport == SyslogTransport::Tls {
+        Framing::OctetCounting
+    } else {
+        framing
+    })
+}
+
+fn facility(o: &RawOutput, i: usize) -> Result<u8, Invalid> {
+    let key = |k: &str| format!("output[{i}].{k}");
     let facility = match &o.facility {
         None => 20, // local4
         Some(f) => FACILITIES.iter().position(|n| n == f.get_ref()).ok_or_else(|| {
             invalid(key("facility"), f, format!("unknown facility {:?}: expected kern, user, daemon, auth, authpriv, local0..local7, ...", f.get_ref()))
         })? as u8,
     };
+    Ok(facility)
+}
+
+fn max_datagram_bytes(
+    o: &RawOutput,
+    i: usize,
+    transport: SyslogTransport,
+) -> Result<usize, Invalid> {
+    let key = |k: &str| format!("output[{i}].{k}");
     let max_datagram_bytes = match &o.max_datagram_bytes {
         None => DEFAULT_MAX_DATAGRAM,
         Some(v) if transport != SyslogTransport::Udp => {
@@ -241,6 +289,11 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
             ))
         }
     };
+    Ok(max_datagram_bytes)
+}
+
+fn spool_max_bytes(o: &RawOutput, i: usize) -> Result<u64, Invalid> {
+    let key = |k: &str| format!("output[{i}].{k}");
     let spool_max_bytes = match &o.spool_max_bytes {
         None => DEFAULT_SPOOL_BYTES,
         Some(v) if (4096..=(1_i64 << 40)).contains(v.get_ref()) => *v.get_ref() as u64,
@@ -252,6 +305,12 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
             ))
         }
     };
+    Ok(spool_max_bytes)
+}
+
+/// The TLS keys: only with `transport = "tls"`, and a client certificate only with its key.
+fn tls(o: &RawOutput, i: usize, transport: SyslogTransport) -> Result<TlsSpec, Invalid> {
+    let key = |k: &str| format!("output[{i}].{k}");
     let tls_keys = [
         ("tls_ca_file", &o.tls_ca_file),
         ("tls_client_cert", &o.tls_client_cert),
@@ -285,30 +344,14 @@ fn syslog(o: &RawOutput, i: usize) -> Result<SyslogSpec, Invalid> {
     }
     let path =
         |k: &str, v: &Option<Spanned<String>>| v.as_ref().map(|s| absolute(key(k), s)).transpose();
-    Ok(SyslogSpec {
-        address: address.get_ref().clone(),
-        host: host.to_string(),
-        port,
-        transport,
-        format,
-        payload,
-        framing: if transport == SyslogTransport::Tls {
-            Framing::OctetCounting
-        } else {
-            framing
-        },
-        facility,
-        max_datagram_bytes,
-        tls: TlsSpec {
-            ca_file: path("tls_ca_file", &o.tls_ca_file)?,
-            client_cert: path("tls_client_cert", &o.tls_client_cert)?,
-            client_key: path("tls_client_key", &o.tls_client_key)?,
-            server_name: o.tls_server_name.as_ref().map(|s| s.get_ref().clone()),
-            danger_accept_invalid_certs: o
-                .tls_danger_accept_invalid_certs
-                .as_ref()
-                .is_some_and(|b| *b.get_ref()),
-        },
-        spool_max_bytes,
+    Ok(TlsSpec {
+        ca_file: path("tls_ca_file", &o.tls_ca_file)?,
+        client_cert: path("tls_client_cert", &o.tls_client_cert)?,
+        client_key: path("tls_client_key", &o.tls_client_key)?,
+        server_name: o.tls_server_name.as_ref().map(|s| s.get_ref().clone()),
+        danger_accept_invalid_certs: o
+            .tls_danger_accept_invalid_certs
+            .as_ref()
+            .is_some_and(|b| *b.get_ref()),
     })
 }
