@@ -750,3 +750,25 @@ pub fn start(
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| EsError::NoAnswer)?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One list of events, two clients of it: what the daemon subscribes to through Endpoint
+    /// Security is what it asks eslogger for (eslogger's event numbers are ES's event types).
+    #[test]
+    fn es_subscribes_to_exactly_the_events_eslogger_is_asked_for() {
+        let mut es: Vec<&str> = FILE_SUBSCRIPTIONS
+            .iter()
+            .chain(&LIFECYCLE_SUBSCRIPTIONS)
+            .chain(&TAMPER_SUBSCRIPTIONS)
+            .chain(&KEXT_SUBSCRIPTIONS)
+            .map(|t| crate::source::eslogger::event_type::name(t.0).unwrap_or("unknown"))
+            .collect();
+        es.sort_unstable();
+        let mut eslogger = crate::source::eslogger::ESLOGGER_EVENTS.to_vec();
+        eslogger.sort_unstable();
+        assert_eq!(es, eslogger);
+    }
+}
