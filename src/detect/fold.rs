@@ -76,11 +76,11 @@ impl Folder {
         if now_ns.saturating_sub(self.earliest_ns) <= window {
             return;
         }
-        let mut done: Vec<Open> = Vec::new();
-        self.open.retain(|_, o| {
+        let mut done: Vec<(String, Open)> = Vec::new();
+        self.open.retain(|key, o| {
             let keep = now_ns.saturating_sub(o.first_ns) <= window;
             if !keep {
-                done.push(std::mem::replace(
+                let o = std::mem::replace(
                     o,
                     Open {
                         first_ns: 0,
@@ -89,7 +89,8 @@ impl Folder {
                         latest: None,
                         first_timestamp: String::new(),
                     },
-                ));
+                );
+                done.push((key.clone(), o));
             }
             keep
         });
@@ -99,8 +100,12 @@ impl Folder {
             .map(|o| o.first_ns)
             .min()
             .unwrap_or(i64::MAX);
-        done.sort_by_key(|o| (o.first_ns, o.last_ns));
-        out.extend(done.into_iter().filter_map(follow_up));
+        // The key breaks ties: the map's order is random, and the same input must give the same
+        // alerts in the same order every time.
+        done.sort_by(|(ka, a), (kb, b)| {
+            (a.first_ns, a.last_ns, ka).cmp(&(b.first_ns, b.last_ns, kb))
+        });
+        out.extend(done.into_iter().filter_map(|(_, o)| follow_up(o)));
     }
 
     /// Close every window (end of input).
@@ -178,6 +183,31 @@ mod tests {
         f.offer("other".into(), alert(101), 101 * S, &mut out);
         f.finish(&mut out);
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn windows_closing_together_report_in_the_same_order_every_time() {
+        let run = || {
+            let mut f = Folder::new(60 * S);
+            let mut out = Vec::new();
+            for k in ["d", "a", "c", "b", "e"] {
+                f.offer(k.into(), alert(0), 0, &mut out);
+                let mut repeat = alert(1);
+                repeat.message = k.to_string();
+                f.offer(k.into(), repeat, S, &mut out);
+            }
+            out.clear();
+            f.finish(&mut out);
+            out.into_iter().map(|a| a.message).collect::<Vec<_>>()
+        };
+        let first = run();
+        assert!(
+            first[0].starts_with('a') && first[4].starts_with('e'),
+            "{first:?}"
+        );
+        for _ in 0..20 {
+            assert_eq!(run(), first, "each run has its own hash order");
+        }
     }
 
     #[test]
