@@ -9,9 +9,13 @@ use std::time::Instant;
 use crate::alert::{Alert, Severity};
 use crate::detect::{Engine, EngineStats, KextInterest};
 use crate::enrich::BundleEnricher;
+use crate::event::Interest;
 use crate::kextpolicy::{change_time, diff, PolicyChange, Snapshot};
 use crate::output::{OutputError, Outputs, SinkStats};
-use crate::source::lines::{EventDecoder, InputStats, LineReader, MAX_LINE};
+use crate::source::lines::{
+    classify, decode_in_parallel, Batching, Classified, EventDecoder, InputStats, LineReader,
+    MAX_LINE,
+};
 use crate::wallclock::now_rfc3339;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,16 +89,60 @@ pub trait Progress {
 
 /// Replay eslogger lines through `engine` (built from the config, optionally with a KextPolicy
 /// snapshot) into `outputs`.
+///
+/// Line by line on this thread: for standard input and FIFOs, each alert as soon as its line
+/// arrives. For a file, [`replay_parallel`] is faster and gives the same alerts and counts.
 pub fn replay(
     input: impl BufRead,
+    engine: Engine,
+    enricher: Option<&mut BundleEnricher>,
+    outputs: &mut Outputs,
+    progress: Option<&mut dyn Progress>,
+) -> Result<Summary, ReplayError> {
+    replay_driven(engine, enricher, outputs, progress, |interest, step| {
+        let mut reader = LineReader::new(input, MAX_LINE);
+        while let Some((line_no, line)) = reader.next_line().map_err(ReplayError::Read)? {
+            let line = classify(line, interest);
+            step(line_no, line, reader.bytes())?;
+        }
+        Ok(reader.bytes())
+    })
+}
+
+/// [`replay`] with lines decoded in batches on other threads (`batching`), and detection in input
+/// order on this one: the same alerts and counts, at the speed of several cores.
+pub fn replay_parallel(
+    input: impl BufRead + Send,
+    engine: Engine,
+    enricher: Option<&mut BundleEnricher>,
+    outputs: &mut Outputs,
+    progress: Option<&mut dyn Progress>,
+    batching: Batching,
+) -> Result<Summary, ReplayError> {
+    replay_driven(engine, enricher, outputs, progress, |interest, step| {
+        let mut bytes_read = 0;
+        decode_in_parallel(input, interest, batching, |n, line, bytes| {
+            bytes_read = bytes;
+            step(n, line, bytes)
+        })?
+        .map_err(ReplayError::Read)?;
+        Ok(bytes_read)
+    })
+}
+
+/// Hands `step` to `drive`, which feeds it every line in input order with the bytes read so far,
+/// and returns the bytes read in all.
+type Step<'a> = dyn FnMut(u64, Classified, u64) -> Result<(), ReplayError> + 'a;
+
+fn replay_driven(
     mut engine: Engine,
     mut enricher: Option<&mut BundleEnricher>,
     outputs: &mut Outputs,
     progress: Option<&mut dyn Progress>,
+    drive: impl FnOnce(&(dyn Interest + Sync), &mut Step<'_>) -> Result<u64, ReplayError>,
 ) -> Result<Summary, ReplayError> {
     let interest = KextInterest::new(engine.config());
     let mut decoder = EventDecoder::new(&interest);
-    let mut reader = LineReader::new(input, MAX_LINE);
     let mut alerts: Vec<Alert> = Vec::new();
     let mut by_severity: BTreeMap<Severity, u64> = BTreeMap::new();
     let mut progress = progress;
@@ -115,8 +163,9 @@ pub fn replay(
         Ok(())
     }
 
-    while let Some((line_no, line)) = reader.next_line().map_err(ReplayError::Read)? {
-        if let Some(ev) = decoder.decode(line_no, line) {
+    // One line, in input order: counted, analysed, its alerts written; heartbeats now and then.
+    let mut step = |line_no: u64, line: Classified, bytes: u64| -> Result<(), ReplayError> {
+        if let Some(ev) = decoder.account(line_no, line) {
             if let Some(e) = enricher.as_deref_mut() {
                 e.enrich(&mut engine, &ev);
             }
@@ -136,7 +185,7 @@ pub fn replay(
         }
         if line_no % 65_536 == 0 {
             if let Some(p) = progress.as_mut() {
-                p.position(reader.bytes());
+                p.position(bytes);
             }
         }
         if line_no % 1024 == 0 && Instant::now() >= next_heartbeat {
@@ -154,7 +203,9 @@ pub fn replay(
                     .document(&now, engine.host(), beat.advance());
             outputs.heartbeat(&now, &body)?;
         }
-    }
+        Ok(())
+    };
+    let bytes_read = drive(&interest, &mut step)?;
     engine.finish(&mut alerts);
     let mut write = || {
         emit(&mut alerts, outputs, &mut by_severity)?;
@@ -165,7 +216,7 @@ pub fn replay(
         None => write()?,
     }
     if let Some(p) = progress.as_mut() {
-        p.position(reader.bytes());
+        p.position(bytes_read);
     }
     Ok(Summary {
         input: decoder.stats,

@@ -6,7 +6,7 @@ mod logging;
 mod sysext;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,10 +16,11 @@ use kextwatch::enrich::BundleEnricher;
 use kextwatch::inventory;
 use kextwatch::kextpolicy;
 use kextwatch::offline::{
-    policy_diff as diff_policy, replay as replay_capture, ReplayError, Summary,
+    policy_diff as diff_policy, replay as replay_capture, replay_parallel, ReplayError, Summary,
 };
 use kextwatch::output::{OutputError, Outputs};
 use kextwatch::signing::IdentityCache;
+use kextwatch::source::lines::Batching;
 
 use crate::{AlertArgs, Cli, ShowFormat};
 pub use logging::{error_chain, init_logging};
@@ -382,19 +383,30 @@ fn replay_input(
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
-    let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 20, file));
-    match len.filter(|_| io::stderr().is_terminal() && !quiet) {
-        Some(len) => {
-            let bar = indicatif::ProgressBar::new(len).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let r = replay_capture(reader, engine, enricher, outputs, Some(&mut Bar(&bar)));
-            bar.finish_and_clear();
-            r
-        }
-        None => replay_capture(reader, engine, enricher, outputs, None),
+    let reader = BufReader::with_capacity(1 << 20, file);
+    // A FIFO (or a device) is read line by line, so alerts come as their events do; a file is
+    // decoded on every core.
+    let Some(len) = len else {
+        return replay_capture(reader, engine, enricher, outputs, None);
+    };
+    let batching = Batching::per_core();
+    if !io::stderr().is_terminal() || quiet {
+        return replay_parallel(reader, engine, enricher, outputs, None, batching);
     }
+    let bar = indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let r = replay_parallel(
+        reader,
+        engine,
+        enricher,
+        outputs,
+        Some(&mut Bar(&bar)),
+        batching,
+    );
+    bar.finish_and_clear();
+    r
 }

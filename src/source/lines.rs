@@ -1,10 +1,11 @@
 //! Reading eslogger JSON Lines from a file, FIFO or stdin: bounded lines, decoding, and the counts a
 //! person needs to trust the result (malformed lines with their numbers, skipped types, drops).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead};
 
-use super::eslogger::{decode_line, event_type, Decoded};
+use super::eslogger::{decode_line, event_type, DecodeError, Decoded};
 use crate::event::{Event, Interest};
 
 /// Longest line accepted. eslogger lines are a few KB; exec events with huge environments reach
@@ -191,9 +192,14 @@ impl<'i> EventDecoder<'i> {
 
     /// Decode one line; `None` for anything that is not an event for detection (already counted).
     pub fn decode(&mut self, line_no: u64, line: Line<'_>) -> Option<Event> {
+        self.account(line_no, classify(line, self.interest))
+    }
+
+    /// Count a line [`classify`] looked at, in input order; the event, if it is one for detection.
+    pub fn account(&mut self, line_no: u64, line: Classified) -> Option<Event> {
         self.stats.lines += 1;
-        let bytes = match line {
-            Line::TooLong { len } => {
+        let (bytes, non_utf8, result) = match line {
+            Classified::TooLong { len } => {
                 self.stats.too_long += 1;
                 self.stats.malformed(
                     line_no,
@@ -201,23 +207,22 @@ impl<'i> EventDecoder<'i> {
                 );
                 return None;
             }
-            Line::Text(b) => b,
-        };
-        self.stats.bytes += bytes.len() as u64 + 1;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            self.stats.blank += 1;
-            return None;
-        }
-        let lossy;
-        let text = match std::str::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                self.stats.non_utf8 += 1;
-                lossy = String::from_utf8_lossy(bytes);
-                &lossy
+            Classified::Blank { bytes } => {
+                self.stats.bytes += bytes as u64 + 1;
+                self.stats.blank += 1;
+                return None;
             }
+            Classified::Text {
+                bytes,
+                non_utf8,
+                result,
+            } => (bytes, non_utf8, result),
         };
-        match decode_line(text, self.interest) {
+        self.stats.bytes += bytes as u64 + 1;
+        if non_utf8 {
+            self.stats.non_utf8 += 1;
+        }
+        match result {
             Ok(Decoded::Event(ev)) => {
                 self.stats.envelope(ev.version, ev.global_seq_num);
                 self.stats.decoded += 1;
@@ -236,6 +241,178 @@ impl<'i> EventDecoder<'i> {
             }
         }
     }
+}
+
+/// What one line is, before it is counted. Deciding it needs nothing but the line and the
+/// interest, so it can run on any thread; counting ([`EventDecoder::account`]) runs in input order.
+pub enum Classified {
+    TooLong {
+        len: u64,
+    },
+    Blank {
+        bytes: usize,
+    },
+    Text {
+        bytes: usize,
+        non_utf8: bool,
+        result: Result<Decoded, DecodeError>,
+    },
+}
+
+/// Decode one line without counting it.
+pub fn classify(line: Line<'_>, interest: &dyn Interest) -> Classified {
+    let bytes = match line {
+        Line::TooLong { len } => return Classified::TooLong { len },
+        Line::Text(b) => b,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Classified::Blank { bytes: bytes.len() };
+    }
+    let (text, non_utf8) = match std::str::from_utf8(bytes) {
+        Ok(t) => (Cow::Borrowed(t), false),
+        Err(_) => (String::from_utf8_lossy(bytes), true),
+    };
+    Classified::Text {
+        bytes: bytes.len(),
+        non_utf8,
+        result: decode_line(&text, interest),
+    }
+}
+
+/// Lines handed to a decoding thread: their bytes, and each line's number and place in them.
+struct Batch {
+    data: Vec<u8>,
+    lines: Vec<(u64, Slot)>,
+    /// Input bytes consumed once this batch was read (for a progress display).
+    bytes_end: u64,
+}
+
+enum Slot {
+    Text(usize, usize),
+    TooLong(u64),
+}
+
+/// How many lines, or bytes, make a batch for a decoding thread: large enough that handing it over
+/// costs nothing next to decoding it, small enough that the batches in flight stay a few MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub workers: usize,
+    pub lines: usize,
+    pub bytes: usize,
+}
+
+impl Batching {
+    /// One decoding thread per core (at least two, so reading and decoding overlap).
+    pub fn per_core() -> Batching {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Batching {
+            workers: cores.max(2),
+            lines: 2048,
+            bytes: 1 << 20,
+        }
+    }
+}
+
+/// Read lines from `input` on one thread and decode them on `batching.workers` others, handing
+/// each line's [`Classified`] to `each` on this thread in input order, with its number and the
+/// input bytes consumed so far. Stops at the end of the input, at a read error (returned as
+/// `Ok(Err(..))` after every line before it was handed over), or at the first error `each` returns.
+pub fn decode_in_parallel<R, E>(
+    input: R,
+    interest: &(dyn Interest + Sync),
+    batching: Batching,
+    mut each: impl FnMut(u64, Classified, u64) -> Result<(), E>,
+) -> Result<io::Result<()>, E>
+where
+    R: BufRead + Send,
+{
+    use std::sync::mpsc::sync_channel;
+    let workers = batching.workers.max(1);
+    std::thread::scope(|scope| {
+        let mut to_workers = Vec::with_capacity(workers);
+        let mut from_workers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (batch_tx, batch_rx) = sync_channel::<Batch>(2);
+            let (done_tx, done_rx) = sync_channel::<(Vec<(u64, Classified)>, u64)>(2);
+            to_workers.push(batch_tx);
+            from_workers.push(done_rx);
+            scope.spawn(move || {
+                for batch in batch_rx {
+                    let done = batch
+                        .lines
+                        .into_iter()
+                        .map(|(n, slot)| {
+                            let line = match slot {
+                                Slot::Text(a, b) => Line::Text(&batch.data[a..b]),
+                                Slot::TooLong(len) => Line::TooLong { len },
+                            };
+                            (n, classify(line, interest))
+                        })
+                        .collect();
+                    if done_tx.send((done, batch.bytes_end)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let reader = scope.spawn(move || -> io::Result<()> {
+            let mut reader = LineReader::new(input, MAX_LINE);
+            let mut next = 0;
+            loop {
+                let mut batch = Batch {
+                    data: Vec::with_capacity(batching.bytes + 4096),
+                    lines: Vec::with_capacity(batching.lines),
+                    bytes_end: 0,
+                };
+                let mut end = false;
+                while batch.lines.len() < batching.lines && batch.data.len() < batching.bytes {
+                    match reader.next_line()? {
+                        None => {
+                            end = true;
+                            break;
+                        }
+                        Some((n, Line::TooLong { len })) => {
+                            batch.lines.push((n, Slot::TooLong(len)));
+                        }
+                        Some((n, Line::Text(t))) => {
+                            let start = batch.data.len();
+                            batch.data.extend_from_slice(t);
+                            batch.lines.push((n, Slot::Text(start, batch.data.len())));
+                        }
+                    }
+                }
+                batch.bytes_end = reader.bytes();
+                if !batch.lines.is_empty() && to_workers[next % workers].send(batch).is_err() {
+                    return Ok(());
+                }
+                next += 1;
+                if end {
+                    return Ok(());
+                }
+            }
+        });
+        // In input order: batch k went to worker k % workers, which answers its batches in order.
+        let mut k = 0;
+        let mut handed = Ok(());
+        while let Ok((lines, bytes_end)) = from_workers[k % workers].recv() {
+            for (n, c) in lines {
+                if let Err(e) = each(n, c, bytes_end) {
+                    handed = Err(e);
+                    break;
+                }
+            }
+            if handed.is_err() {
+                break;
+            }
+            k += 1;
+        }
+        // Nobody takes results any more: workers and the reader stop at their next hand-over.
+        drop(from_workers);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("line reader panicked")));
+        handed.map(|()| read)
+    })
 }
 
 #[cfg(test)]

@@ -45,22 +45,60 @@ impl Write for Shared {
 }
 
 /// Replay `input` with `config`; the alerts as JSON values, and the summary.
+///
+/// Every capture a test replays this way is also replayed with decoding spread over threads in
+/// tiny batches (so batch boundaries fall everywhere), and must give the same alerts and counts.
 pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
-    let buf = Shared::default();
-    let mut outputs = Outputs::from_writers(vec![(
-        "test".into(),
-        AlertFormat::Json,
-        Box::new(buf.clone()),
-    )]);
-    let summary = replay(input, Engine::new(config), None, &mut outputs, None).expect("replay");
-    drop(outputs);
-    let bytes = buf.0.lock().unwrap().clone();
+    let (bytes, summary) = replay_to_bytes(input, config.clone(), None);
+    let tiny = kextwatch::source::lines::Batching {
+        workers: 3,
+        lines: 2,
+        bytes: 256,
+    };
+    let (parallel_bytes, parallel) = replay_to_bytes(input, config, Some(tiny));
+    if parallel_bytes != bytes {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (seq, par) = (text(&bytes), text(&parallel_bytes));
+        let first = seq.lines().zip(par.lines()).position(|(a, b)| a != b);
+        panic!(
+            "decoding in parallel changed the alerts (first differing alert: {first:?})\nsequential:\n{seq}\nparallel:\n{par}"
+        );
+    }
+    assert_eq!(
+        parallel.input, summary.input,
+        "decoding in parallel changed the counts"
+    );
+    assert_eq!(parallel.engine, summary.engine);
+    assert_eq!(parallel.alerts_by_severity, summary.alerts_by_severity);
     let alerts = String::from_utf8(bytes)
         .unwrap()
         .lines()
         .map(parse_alert)
         .collect();
     (alerts, summary)
+}
+
+/// The alerts `replay` (or, with `batching`, `replay_parallel`) writes for `input`, as bytes.
+fn replay_to_bytes(
+    input: &[u8],
+    config: Config,
+    batching: Option<kextwatch::source::lines::Batching>,
+) -> (Vec<u8>, Summary) {
+    let buf = Shared::default();
+    let mut outputs = Outputs::from_writers(vec![(
+        "test".into(),
+        AlertFormat::Json,
+        Box::new(buf.clone()),
+    )]);
+    let engine = Engine::new(config);
+    let summary = match batching {
+        None => replay(input, engine, None, &mut outputs, None),
+        Some(b) => kextwatch::offline::replay_parallel(input, engine, None, &mut outputs, None, b),
+    }
+    .expect("replay");
+    drop(outputs);
+    let bytes = buf.0.lock().unwrap().clone();
+    (bytes, summary)
 }
 
 /// One JSON alert line, checked against ECS: every test that reads alerts checks their fields.
