@@ -109,6 +109,9 @@ pub enum DecodeError {
 
 /// Decode one eslogger line (without its newline).
 pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
+    if let Some(meta) = skip_unparsed(line, interest) {
+        return Ok(Decoded::Skipped(meta));
+    }
     let env: Envelope = serde_json::from_str(line)?;
     let meta = Meta {
         event_type: env.event_type,
@@ -142,6 +145,95 @@ pub fn parse_time(s: &str) -> Result<i64, DecodeError> {
 }
 
 /// Decode the event body, or `None` when it cannot matter.
+/// Whether events of type `ty` can become events for detection (`decode_kind` returns `None` for
+/// every other type, whatever the body; a test holds the two together).
+fn decodes(ty: u32, interest: &dyn Interest) -> bool {
+    use event_type::*;
+    match ty {
+        NOTIFY_FORK => interest.lifecycle_matters(),
+        NOTIFY_EXIT => interest.exits_matter(),
+        AUTH_EXEC
+        | NOTIFY_EXEC
+        | NOTIFY_CREATE
+        | NOTIFY_WRITE
+        | NOTIFY_UNLINK
+        | NOTIFY_SETACL
+        | NOTIFY_UTIMES
+        | NOTIFY_TRUNCATE
+        | NOTIFY_CLOSE
+        | NOTIFY_SETMODE
+        | NOTIFY_SETOWNER
+        | NOTIFY_SETEXTATTR
+        | NOTIFY_DELETEEXTATTR
+        | NOTIFY_RENAME
+        | NOTIFY_SETFLAGS
+        | NOTIFY_LINK
+        | NOTIFY_CLONE
+        | AUTH_KEXTLOAD
+        | NOTIFY_KEXTLOAD
+        | NOTIFY_KEXTUNLOAD
+        | NOTIFY_SIGNAL
+        | NOTIFY_SETTIME
+        | NOTIFY_PROFILE_REMOVE
+        | NOTIFY_TCC_MODIFY => true,
+        _ => false,
+    }
+}
+
+/// The value of the top-level number field `key` (given with its quotes and colon): `None` when
+/// absent, `Some(None)` when the line is not one this shortcut can be sure of (the key twice, or
+/// not followed by digits).
+fn raw_number(line: &[u8], key: &[u8]) -> Option<Option<u64>> {
+    let mut found = memchr::memmem::find_iter(line, key);
+    let at = found.next()? + key.len();
+    if found.next().is_some() {
+        return Some(None);
+    }
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let end = line.get(at + digits);
+    if digits == 0 || digits > 19 || !matches!(end, Some(b',' | b'}')) {
+        return Some(None);
+    }
+    Some(
+        std::str::from_utf8(&line[at..at + digits])
+            .ok()?
+            .parse()
+            .ok(),
+    )
+}
+
+/// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events),
+/// counted without parsing its JSON: its type, version and sequence number read from the raw
+/// line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
+/// number, no `event`) goes to the full decoder, which judges it as always.
+fn skip_unparsed(line: &str, interest: &dyn Interest) -> Option<Meta> {
+    let b = line.trim_ascii().as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return None;
+    }
+    let event_type = u32::try_from(raw_number(b, b"\"event_type\":")??).ok()?;
+    if decodes(event_type, interest) {
+        return None;
+    }
+    // Keys may not repeat, and these are only ever top-level: one each, or unsure.
+    if memchr::memmem::find_iter(b, b"\"event\":").count() != 1 {
+        return None;
+    }
+    let version = match raw_number(b, b"\"version\":") {
+        None => None,
+        Some(v) => Some(u32::try_from(v?).ok()?),
+    };
+    let global_seq_num = match raw_number(b, b"\"global_seq_num\":") {
+        None => None,
+        Some(v) => Some(v?),
+    };
+    Some(Meta {
+        event_type,
+        version: version.unwrap_or(0),
+        global_seq_num,
+    })
+}
+
 fn decode_kind(
     ty: u32,
     body: &str,
@@ -808,6 +900,61 @@ impl<'de> Deserialize<'de> for AuditToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lineage on, exits off: what detection's interest says.
+    struct Lineage;
+    impl Interest for Lineage {
+        fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
+            false
+        }
+        fn path_matters(&self, _: &str) -> bool {
+            false
+        }
+        fn lifecycle_matters(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn the_types_skipped_unparsed_are_exactly_those_the_decoder_never_uses() {
+        for interest in [&Lineage as &dyn Interest, &crate::event::AllEvents] {
+            for ty in 0..256 {
+                let decoded = decode_kind(ty, "{}", interest);
+                if decodes(ty, interest) {
+                    assert!(!matches!(decoded, Ok(None)), "type {ty} is decoded");
+                } else {
+                    assert!(matches!(decoded, Ok(None)), "type {ty} is never decoded");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_skipped_line_counts_as_the_full_decoder_would_and_anything_unsure_goes_to_it() {
+        let line = r#"{"event":{"open":{"fflag":1,"file":{"path":"/x"}}},"event_type":10,"global_seq_num":77,"process":{"executable":{"path":"/bin/ls"}},"time":"2026-11-25T14:03:12Z","version":7}"#;
+        let fast = skip_unparsed(line, &Lineage).unwrap();
+        assert_eq!(
+            (fast.event_type, fast.version, fast.global_seq_num),
+            (10, 7, Some(77))
+        );
+        // What the full decoder says of the same line.
+        let env: Envelope = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (env.event_type, env.version, env.global_seq_num),
+            (10, Some(7), Some(77))
+        );
+        // A type detection uses, a truncated line, a repeated key, a value that is not a plain
+        // number, no event: not decided here.
+        for unsure in [
+            line.replace("\"event_type\":10", "\"event_type\":9"),
+            line[..line.len() - 1].to_string(),
+            line.replace("\"version\":7}", "\"version\":7,\"version\":8}"),
+            line.replace("\"global_seq_num\":77", "\"global_seq_num\":\"77\""),
+            line.replace("\"event\":{\"open\"", "\"evt\":{\"open\""),
+        ] {
+            assert!(skip_unparsed(&unsure, &Lineage).is_none(), "{unsure}");
+        }
+    }
 
     #[test]
     fn audit_token_array_and_object_agree() {
