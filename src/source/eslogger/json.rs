@@ -202,8 +202,48 @@ fn raw_number(line: &[u8], key: &[u8]) -> Option<Option<u64>> {
     )
 }
 
-/// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events),
-/// counted without parsing its JSON: its type, version and sequence number read from the raw
+/// Events whose body is one file (`target`), which `decode_kind` keeps only if its path matters.
+fn one_file(ty: u32) -> bool {
+    use event_type::*;
+    matches!(
+        ty,
+        NOTIFY_WRITE
+            | NOTIFY_CLOSE
+            | NOTIFY_UNLINK
+            | NOTIFY_SETACL
+            | NOTIFY_UTIMES
+            | NOTIFY_TRUNCATE
+            | NOTIFY_SETMODE
+            | NOTIFY_SETOWNER
+            | NOTIFY_SETEXTATTR
+            | NOTIFY_DELETEEXTATTR
+    )
+}
+
+/// Whether the line has paths and none of them matters: then neither does the event's target,
+/// wherever its key order put it. A path with an escape in it is not read here (unsure).
+fn no_path_matters(line: &[u8], interest: &dyn Interest) -> bool {
+    const KEY: &[u8] = b"\"path\":\"";
+    let mut any = false;
+    for at in memchr::memmem::find_iter(line, KEY) {
+        let rest = &line[at + KEY.len()..];
+        let Some(end) = memchr::memchr2(b'"', b'\\', rest) else {
+            return false;
+        };
+        if rest[end] != b'"' {
+            return false;
+        }
+        match std::str::from_utf8(&rest[..end]) {
+            Ok(path) if !interest.path_matters(path) => any = true,
+            _ => return false,
+        }
+    }
+    any
+}
+
+/// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events), or a
+/// change to a file no path of which can matter (writes and closes all over the disk), counted
+/// without parsing its JSON: its type, version and sequence number read from the raw
 /// line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
 /// number, no `event`) goes to the full decoder, which judges it as always.
 fn skip_unparsed(line: &str, interest: &dyn Interest) -> Option<Meta> {
@@ -212,7 +252,7 @@ fn skip_unparsed(line: &str, interest: &dyn Interest) -> Option<Meta> {
         return None;
     }
     let event_type = u32::try_from(raw_number(b, b"\"event_type\":")??).ok()?;
-    if decodes(event_type, interest) {
+    if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(b, interest)) {
         return None;
     }
     // Keys may not repeat, and these are only ever top-level: one each, or unsure.
@@ -954,6 +994,48 @@ mod tests {
         ] {
             assert!(skip_unparsed(&unsure, &Lineage).is_none(), "{unsure}");
         }
+    }
+
+    /// Paths under /Library/Extensions matter.
+    struct Extensions;
+    impl Interest for Extensions {
+        fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
+            false
+        }
+        fn path_matters(&self, p: &str) -> bool {
+            p.starts_with("/Library/Extensions")
+        }
+    }
+
+    #[test]
+    fn a_change_to_a_file_that_cannot_matter_is_skipped_unparsed_and_any_doubt_parses() {
+        let write = |target: &str, exe: &str| {
+            format!(
+                r#"{{"event":{{"write":{{"target":{{"path":"{target}","path_truncated":false}}}}}},"event_type":33,"global_seq_num":5,"process":{{"executable":{{"path":"{exe}"}}}},"time":"2026-11-25T14:03:12Z","version":7}}"#
+            )
+        };
+        let skipped = |line: &str| skip_unparsed(line, &Extensions).is_some();
+        assert!(skipped(&write("/Users/a/notes.txt", "/usr/bin/vim")));
+        // The full decoder gives the same answer for it: skipped.
+        assert!(matches!(
+            decode_kind(
+                33,
+                r#"{"write":{"target":{"path":"/Users/a/notes.txt"}}}"#,
+                &Extensions
+            ),
+            Ok(None)
+        ));
+        assert!(!skipped(&write(
+            "/Library/Extensions/A.kext/x",
+            "/usr/bin/vim"
+        )));
+        // A path that matters anywhere in the line, or one with an escape: parsed.
+        assert!(!skipped(&write("/Users/a/x", "/Library/Extensions/helper")));
+        assert!(!skipped(&write(
+            r"\/Library\/Extensions\/A.kext",
+            "/usr/bin/vim"
+        )));
+        assert!(!skipped(&write(r#"/Users/a/q\"x"#, "/usr/bin/vim")));
     }
 
     #[test]
