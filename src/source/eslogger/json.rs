@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -180,12 +183,21 @@ fn decodes(ty: u32, interest: &dyn Interest) -> bool {
     }
 }
 
+// Searchers built once: building one costs more than a search through a short line.
+static EVENT_TYPE_KEY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"event_type\":"));
+static VERSION_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"version\":"));
+static GLOBAL_SEQ_KEY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"global_seq_num\":"));
+static EVENT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"event\":"));
+static PATH_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"path\":\""));
+
 /// The value of the top-level number field `key` (given with its quotes and colon): `None` when
 /// absent, `Some(None)` when the line is not one this shortcut can be sure of (the key twice, or
 /// not followed by digits).
-fn raw_number(line: &[u8], key: &[u8]) -> Option<Option<u64>> {
-    let mut found = memchr::memmem::find_iter(line, key);
-    let at = found.next()? + key.len();
+fn raw_number(line: &[u8], key: &Finder<'static>) -> Option<Option<u64>> {
+    let mut found = key.find_iter(line);
+    let at = found.next()? + key.needle().len();
     if found.next().is_some() {
         return Some(None);
     }
@@ -223,10 +235,9 @@ fn one_file(ty: u32) -> bool {
 /// Whether the line has paths and none of them matters: then neither does the event's target,
 /// wherever its key order put it. A path with an escape in it is not read here (unsure).
 fn no_path_matters(line: &[u8], interest: &dyn Interest) -> bool {
-    const KEY: &[u8] = b"\"path\":\"";
     let mut any = false;
-    for at in memchr::memmem::find_iter(line, KEY) {
-        let rest = &line[at + KEY.len()..];
+    for at in PATH_KEY.find_iter(line) {
+        let rest = &line[at + PATH_KEY.needle().len()..];
         let Some(end) = memchr::memchr2(b'"', b'\\', rest) else {
             return false;
         };
@@ -251,19 +262,19 @@ fn skip_unparsed(line: &str, interest: &dyn Interest) -> Option<Meta> {
     if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
         return None;
     }
-    let event_type = u32::try_from(raw_number(b, b"\"event_type\":")??).ok()?;
+    let event_type = u32::try_from(raw_number(b, &EVENT_TYPE_KEY)??).ok()?;
     if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(b, interest)) {
         return None;
     }
     // Keys may not repeat, and these are only ever top-level: one each, or unsure.
-    if memchr::memmem::find_iter(b, b"\"event\":").count() != 1 {
+    if EVENT_KEY.find_iter(b).count() != 1 {
         return None;
     }
-    let version = match raw_number(b, b"\"version\":") {
+    let version = match raw_number(b, &VERSION_KEY) {
         None => None,
         Some(v) => Some(u32::try_from(v?).ok()?),
     };
-    let global_seq_num = match raw_number(b, b"\"global_seq_num\":") {
+    let global_seq_num = match raw_number(b, &GLOBAL_SEQ_KEY) {
         None => None,
         Some(v) => Some(v?),
     };
