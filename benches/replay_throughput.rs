@@ -139,7 +139,51 @@ fn main() {
         );
     }
     println!("replay raised {alerts} alerts");
+
+    // The command itself on a file, beside the line-counting floor and a jq filter for the kext
+    // tools, on the same file in the same run.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("stream.jsonl");
+    std::fs::write(&file, data.as_bytes()).expect("write stream");
     drop(data);
+    let run = |program: &str, args: &[&str]| -> Option<f64> {
+        let t = Instant::now();
+        let status = Command::new(program)
+            .args(args)
+            .arg(&file)
+            .stdout(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| t.elapsed().as_secs_f64())
+    };
+    let best = |program: &str, args: &[&str]| -> Option<f64> {
+        (0..3)
+            .filter_map(|_| run(program, args))
+            .min_by(f64::total_cmp)
+    };
+    let replay_file = best(env!("CARGO_BIN_EXE_kextwatch"), &["replay", "--quiet"]);
+    let wc = best("wc", &["-l"]);
+    let jq = run(
+        "jq",
+        &[
+            "-c",
+            r#"select(.event.exec.target.executable.path // "" | test("kmutil|kextload|kextutil|kextunload|kextstat|csrutil|nvram|spctl"))"#,
+        ],
+    );
+    let show = |name: &str, secs: Option<f64>| match secs {
+        Some(s) => println!("{name:<34} {s:>8.2} s {:>10.0} MB/s", mb / s),
+        None => println!("{name:<34} not run (not installed? scripts/bench-replay.sh installs it)"),
+    };
+    println!("on a file ({mb:.0} MB), best of 3 (jq: one run):");
+    show("kextwatch replay FILE", replay_file);
+    show("wc -l FILE", wc);
+    show("jq kext-tool filter FILE", jq);
+    if let (Some(r), Some(w)) = (replay_file, wc) {
+        println!("replay / wc -l: {:.1}x (goal: at most 4x)", r / w);
+    }
+    if let (Some(r), Some(j)) = (replay_file, jq) {
+        println!("jq / replay: {:.1}x (goal: at least 20x)", j / r);
+    }
 
     for mult in [1, 4] {
         let n = events * mult;
