@@ -112,7 +112,7 @@ pub fn replay(
 /// [`replay`] with lines decoded in batches on other threads (`batching`), and detection in input
 /// order on this one: the same alerts and counts, at the speed of several cores.
 pub fn replay_parallel(
-    input: impl BufRead + Send,
+    input: impl std::io::Read + Send,
     engine: Engine,
     enricher: Option<&mut BundleEnricher>,
     outputs: &mut Outputs,

@@ -383,12 +383,13 @@ fn replay_input(
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
-    let reader = BufReader::with_capacity(1 << 20, file);
     // A FIFO (or a device) is read line by line, so alerts come as their events do; a file is
-    // decoded on every core.
+    // read in large blocks and decoded on every core.
     let Some(len) = len else {
+        let reader = BufReader::with_capacity(1 << 20, file);
         return replay_capture(reader, engine, enricher, outputs, None);
     };
+    let reader = file;
     let batching = Batching::per_core();
     if !io::stderr().is_terminal() || quiet {
         return replay_parallel(reader, engine, enricher, outputs, None, batching);

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
 use super::eslogger::{decode_line, event_type, DecodeError, Decoded};
 use crate::event::{Event, Interest};
@@ -279,25 +279,154 @@ pub fn classify(line: Line<'_>, interest: &dyn Interest) -> Classified {
     }
 }
 
-/// Lines handed to a decoding thread: their bytes, and each line's number and place in them.
+/// Whole lines handed to a decoding thread, as read: it splits them itself.
 struct Batch {
+    /// Complete lines, each ending in a newline (but the input's last, which may not).
     data: Vec<u8>,
-    lines: Vec<(u64, Slot)>,
+    /// The number of the first line in `data`.
+    first_line: u64,
+    /// Instead of `data`: one line too long to keep, of this many bytes.
+    too_long: Option<u64>,
     /// Input bytes consumed once this batch was read (for a progress display).
     bytes_end: u64,
 }
 
-enum Slot {
-    Text(usize, usize),
-    TooLong(u64),
+impl Batch {
+    /// Each line with its number, as [`LineReader`] would give it.
+    fn lines(&self) -> Vec<(u64, Line<'_>)> {
+        if let Some(len) = self.too_long {
+            return vec![(self.first_line, Line::TooLong { len })];
+        }
+        fn line(bytes: &[u8]) -> Line<'_> {
+            if bytes.len() > MAX_LINE {
+                Line::TooLong {
+                    len: bytes.len() as u64,
+                }
+            } else {
+                Line::Text(bytes.strip_suffix(b"\r").unwrap_or(bytes))
+            }
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &self.data) {
+            out.push(line(&self.data[start..end]));
+            start = end + 1;
+        }
+        if start < self.data.len() {
+            out.push(line(&self.data[start..]));
+        }
+        (self.first_line..).zip(out).collect()
+    }
 }
 
-/// How many lines, or bytes, make a batch for a decoding thread: large enough that handing it over
-/// costs nothing next to decoding it, small enough that the batches in flight stay a few MiB.
+/// Reads `input` in large blocks and cuts them at line ends into batches, without copying lines
+/// one by one; a line longer than [`MAX_LINE`] is counted, never held whole.
+struct BatchReader<R> {
+    input: R,
+    target: usize,
+    /// The start of a line whose end has not been read yet.
+    carry: Vec<u8>,
+    next_line: u64,
+    bytes: u64,
+    eof: bool,
+}
+
+impl<R: Read> BatchReader<R> {
+    fn next(&mut self) -> io::Result<Option<Batch>> {
+        if self.eof {
+            return Ok(None);
+        }
+        let mut data = std::mem::take(&mut self.carry);
+        data.reserve(self.target);
+        // The carry holds no line end; only what each read adds is searched for one.
+        let mut last_end: Option<usize> = None;
+        loop {
+            let before = data.len();
+            data.resize(before + self.target.max(4096), 0);
+            let n = loop {
+                match self.input.read(&mut data[before..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    data.truncate(before);
+                    return Err(e);
+                }
+            };
+            data.truncate(before + n);
+            self.bytes += n as u64;
+            if n == 0 {
+                // The end: what is left is the last line, newline or not.
+                self.eof = true;
+                return Ok((!data.is_empty()).then(|| self.batch(data)));
+            }
+            if let Some(i) = memchr::memrchr(b'\n', &data[before..]) {
+                last_end = Some(before + i);
+            }
+            match last_end {
+                Some(last) if data.len() >= self.target || last + 1 == data.len() => {
+                    self.carry = data.split_off(last + 1);
+                    return Ok(Some(self.batch(data)));
+                }
+                None if data.len() > MAX_LINE => return self.skip_long_line(data.len()).map(Some),
+                _ => {}
+            }
+        }
+    }
+
+    fn batch(&mut self, data: Vec<u8>) -> Batch {
+        let first_line = self.next_line;
+        let complete = memchr::memchr_iter(b'\n', &data).count() as u64;
+        let unterminated = u64::from(data.last().is_some_and(|b| *b != b'\n'));
+        self.next_line += complete + unterminated;
+        Batch {
+            data,
+            first_line,
+            too_long: None,
+            bytes_end: self.bytes,
+        }
+    }
+
+    /// A line already longer than the limit (`so_far` bytes): read on to its end, keeping nothing.
+    fn skip_long_line(&mut self, mut len: usize) -> io::Result<Batch> {
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            let n = match self.input.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
+            };
+            self.bytes += n as u64;
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                len += i;
+                self.carry = buf[i + 1..n].to_vec();
+                break;
+            }
+            len += n;
+        }
+        let first_line = self.next_line;
+        self.next_line += 1;
+        Ok(Batch {
+            data: Vec::new(),
+            first_line,
+            too_long: Some(len as u64),
+            bytes_end: self.bytes,
+        })
+    }
+}
+
+/// How many decoding threads, and how many bytes of whole lines make a batch for one: large
+/// enough that handing it over costs nothing next to decoding it, small enough that the batches in
+/// flight stay a few MiB.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
     pub workers: usize,
-    pub lines: usize,
     pub bytes: usize,
 }
 
@@ -307,7 +436,6 @@ impl Batching {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Batching {
             workers: cores.max(2),
-            lines: 2048,
             bytes: 1 << 20,
         }
     }
@@ -324,7 +452,7 @@ pub fn decode_in_parallel<R, E>(
     mut each: impl FnMut(u64, Classified, u64) -> Result<(), E>,
 ) -> Result<io::Result<()>, E>
 where
-    R: BufRead + Send,
+    R: Read + Send,
 {
     use std::sync::mpsc::sync_channel;
     let workers = batching.workers.max(1);
@@ -339,15 +467,9 @@ where
             scope.spawn(move || {
                 for batch in batch_rx {
                     let done = batch
-                        .lines
+                        .lines()
                         .into_iter()
-                        .map(|(n, slot)| {
-                            let line = match slot {
-                                Slot::Text(a, b) => Line::Text(&batch.data[a..b]),
-                                Slot::TooLong(len) => Line::TooLong { len },
-                            };
-                            (n, classify(line, interest))
-                        })
+                        .map(|(n, line)| (n, classify(line, interest)))
                         .collect();
                     if done_tx.send((done, batch.bytes_end)).is_err() {
                         return;
@@ -356,40 +478,22 @@ where
             });
         }
         let reader = scope.spawn(move || -> io::Result<()> {
-            let mut reader = LineReader::new(input, MAX_LINE);
+            let mut reader = BatchReader {
+                input,
+                target: batching.bytes,
+                carry: Vec::new(),
+                next_line: 1,
+                bytes: 0,
+                eof: false,
+            };
             let mut next = 0;
-            loop {
-                let mut batch = Batch {
-                    data: Vec::with_capacity(batching.bytes + 4096),
-                    lines: Vec::with_capacity(batching.lines),
-                    bytes_end: 0,
-                };
-                let mut end = false;
-                while batch.lines.len() < batching.lines && batch.data.len() < batching.bytes {
-                    match reader.next_line()? {
-                        None => {
-                            end = true;
-                            break;
-                        }
-                        Some((n, Line::TooLong { len })) => {
-                            batch.lines.push((n, Slot::TooLong(len)));
-                        }
-                        Some((n, Line::Text(t))) => {
-                            let start = batch.data.len();
-                            batch.data.extend_from_slice(t);
-                            batch.lines.push((n, Slot::Text(start, batch.data.len())));
-                        }
-                    }
-                }
-                batch.bytes_end = reader.bytes();
-                if !batch.lines.is_empty() && to_workers[next % workers].send(batch).is_err() {
+            while let Some(batch) = reader.next()? {
+                if to_workers[next % workers].send(batch).is_err() {
                     return Ok(());
                 }
                 next += 1;
-                if end {
-                    return Ok(());
-                }
             }
+            Ok(())
         });
         // In input order: batch k went to worker k % workers, which answers its batches in order.
         let mut k = 0;
@@ -417,6 +521,59 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// What `LineReader` and `BatchReader` (with `target`-byte blocks) make of `input`.
+    fn both_ways(input: &[u8], target: usize) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
+        let show = |l: Line<'_>| match l {
+            Line::Text(t) => format!("text {:?}", String::from_utf8_lossy(t)),
+            Line::TooLong { len } => format!("too long {len}"),
+        };
+        let mut by_line = Vec::new();
+        let mut r = LineReader::new(input, MAX_LINE);
+        while let Some((n, l)) = r.next_line().unwrap() {
+            by_line.push((n, show(l)));
+        }
+        let mut by_batch = Vec::new();
+        let mut b = BatchReader {
+            input,
+            target,
+            carry: Vec::new(),
+            next_line: 1,
+            bytes: 0,
+            eof: false,
+        };
+        while let Some(batch) = b.next().unwrap() {
+            by_batch.extend(batch.lines().into_iter().map(|(n, l)| (n, show(l))));
+        }
+        (by_line, by_batch)
+    }
+
+    #[test]
+    fn batches_cut_the_same_lines_as_the_line_reader() {
+        let long = vec![b'x'; MAX_LINE + 1];
+        let exact = vec![b'y'; MAX_LINE];
+        let mut huge = b"first\n".to_vec();
+        huge.extend_from_slice(&long);
+        huge.extend_from_slice(b"\r\nafter\n");
+        huge.extend_from_slice(&exact);
+        huge.extend_from_slice(b"\nlast");
+        let inputs: Vec<&[u8]> = vec![
+            b"",
+            b"\n",
+            b"\n\n\n",
+            b"a\r\nb",
+            b"one\ntwo\n",
+            b"no newline at the end",
+            b"\r\n\r",
+            &huge,
+        ];
+        for input in inputs {
+            for target in [1, 7, 4096, 1 << 20] {
+                let (by_line, by_batch) = both_ways(input, target);
+                assert_eq!(by_line, by_batch, "target {target}, {} bytes", input.len());
+            }
+        }
+    }
+
     use super::*;
 
     fn lines(input: &[u8], max: usize) -> Vec<Result<Vec<u8>, u64>> {

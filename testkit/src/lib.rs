@@ -47,12 +47,11 @@ impl Write for Shared {
 /// Replay `input` with `config`; the alerts as JSON values, and the summary.
 ///
 /// Every capture a test replays this way is also replayed with decoding spread over threads in
-/// tiny batches (so batch boundaries fall everywhere), and must give the same alerts and counts.
+/// tiny batches (a line or two each, so batch boundaries fall everywhere), and must give the same alerts and counts.
 pub fn run_with(input: &[u8], config: Config) -> (Vec<Value>, Summary) {
     let (bytes, summary) = replay_to_bytes(input, config.clone(), None);
     let tiny = kextwatch::source::lines::Batching {
         workers: 3,
-        lines: 2,
         bytes: 256,
     };
     let (parallel_bytes, parallel) = replay_to_bytes(input, config, Some(tiny));
