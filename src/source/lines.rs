@@ -521,8 +521,11 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// Numbered lines, shown.
+    type Shown = Vec<(u64, String)>;
+
     /// What `LineReader` and `BatchReader` (with `target`-byte blocks) make of `input`.
-    fn both_ways(input: &[u8], target: usize) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
+    fn both_ways(input: &[u8], target: usize) -> (Shown, Shown) {
         let show = |l: Line<'_>| match l {
             Line::Text(t) => format!("text {:?}", String::from_utf8_lossy(t)),
             Line::TooLong { len } => format!("too long {len}"),
