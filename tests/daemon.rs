@@ -14,9 +14,35 @@ use support::eslogger::{cast, Capture};
 const BIN: &str = env!("CARGO_BIN_EXE_kextwatch");
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kext-attack.jsonl");
 
+/// A daemon child that is killed if the test ends without stopping it (a failed assertion), so no
+/// daemon outlives its test to load the machine the next tests run on.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Reaper {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaper {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 struct Daemon {
     dir: tempfile::TempDir,
-    child: Child,
+    child: Reaper,
     fifo: PathBuf,
     config: PathBuf,
 }
@@ -75,7 +101,7 @@ impl Daemon {
         let pid = child.id();
         let d = Daemon {
             dir,
-            child,
+            child: Reaper(child),
             fifo,
             config,
         };
@@ -456,19 +482,21 @@ fn an_output_nobody_reads_does_not_hold_back_the_others() {
 
 /// The daemon on `dir`'s config with `fake` (an executable script) as its eslogger, alerts to
 /// `dir/alerts.jsonl`.
-fn run_with_eslogger(dir: &Path, fake: &Path) -> std::process::Child {
+fn run_with_eslogger(dir: &Path, fake: &Path) -> Reaper {
     std::fs::set_permissions(fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = dir.join("k.toml");
     std::fs::write(&config, config_text(dir, &file_output(dir))).unwrap();
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--source", "eslogger", "--eslogger"])
-        .arg(fake)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    Reaper(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--source", "eslogger", "--eslogger"])
+            .arg(fake)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
