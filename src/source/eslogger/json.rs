@@ -298,24 +298,28 @@ fn decode_kind(
     };
     Ok(match ty {
         AUTH_EXEC | NOTIFY_EXEC => {
-            let peek: Wrap<ExecPeek> = serde_json::from_str(body)?;
-            let target = &peek.body.target;
-            let path = target.executable.as_ref().map(|f| &*f.path).unwrap_or("");
-            if !interest.exec_matters(path, target.signing_id.as_deref()) {
-                if !interest.lifecycle_matters() {
-                    return Ok(None);
-                }
-                // Lineage needs every new image, but not its arguments...
+            if interest.lifecycle_matters() {
+                // Lineage needs every new image, but not its arguments: the target, read once,
+                // also says whether the exec is one of the tools...
                 let lite: Wrap<RawExecTarget> = serde_json::from_str(body)?;
                 let target = lite.body.target.into_process();
-                // ...except unsigned code run as root, which a later kext load may be tied to
-                // (rare, so the second parse costs nothing measurable).
-                if !(target.euid == 0 && target.is_unsigned_or_adhoc()) {
+                let tool = interest.exec_matters(&target.executable, target.signing_id.as_deref());
+                // ...or unsigned code run as root, which a later kext load may be tied to (both
+                // rare, so parsing again for the arguments costs nothing measurable).
+                let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
+                if !(tool || unsigned_root) {
                     return Ok(Some(EventKind::Exec(Exec {
                         target,
                         args: Vec::new(),
                         cwd: None,
                     })));
+                }
+            } else {
+                let peek: Wrap<ExecPeek> = serde_json::from_str(body)?;
+                let target = &peek.body.target;
+                let path = target.executable.as_ref().map(|f| &*f.path).unwrap_or("");
+                if !interest.exec_matters(path, target.signing_id.as_deref()) {
+                    return Ok(None);
                 }
             }
             let full: Wrap<RawExec> = serde_json::from_str(body)?;
