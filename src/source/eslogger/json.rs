@@ -115,6 +115,14 @@ pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, Decod
     if let Some(meta) = skip_unparsed(line, interest) {
         return Ok(Decoded::Skipped(meta));
     }
+    if let Some(ev) = lineage_exec(line, interest) {
+        return Ok(Decoded::Event(Box::new(ev)));
+    }
+    decode_parsed(line, interest)
+}
+
+/// The full decoder: every line the shortcuts above leave.
+fn decode_parsed(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
     let env: Envelope = serde_json::from_str(line)?;
     let meta = Meta {
         event_type: env.event_type,
@@ -212,6 +220,59 @@ fn raw_number(line: &[u8], key: &Finder<'static>) -> Option<Option<u64>> {
             .parse()
             .ok(),
     )
+}
+
+/// An exec as lineage records it (the new image, no arguments), read in one pass over the line
+/// instead of capturing `event` and `process` first and parsing them after: execs are half of a
+/// busy Mac's bytes. Only the common case: anything else (a tool, unsigned code as root, a line that
+/// does not parse this way) is left to the full decoder, which gives its answer or error.
+fn lineage_exec(line: &str, interest: &dyn Interest) -> Option<Event> {
+    use event_type::*;
+    if !interest.lifecycle_matters() {
+        return None;
+    }
+    let ty = raw_number(line.trim_ascii().as_bytes(), &EVENT_TYPE_KEY)??;
+    if ty != u64::from(NOTIFY_EXEC) && ty != u64::from(AUTH_EXEC) {
+        return None;
+    }
+    let env: ExecEnvelope = serde_json::from_str(line).ok()?;
+    let target = env.event.body.target.into_process();
+    let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
+    if unsigned_root || interest.exec_matters(&target.executable, target.signing_id.as_deref()) {
+        return None;
+    }
+    Some(Event {
+        time_ns: parse_time(&env.time).ok()?,
+        version: env.version.unwrap_or(0),
+        seq_num: env.seq_num,
+        global_seq_num: env.global_seq_num,
+        mach_time: env.mach_time,
+        process: env.process.into_process(),
+        kind: EventKind::Exec(Exec {
+            target,
+            args: Vec::new(),
+            cwd: None,
+        }),
+    })
+}
+
+/// An exec line with every field lineage needs, for [`lineage_exec`].
+#[derive(Deserialize)]
+struct ExecEnvelope<'a> {
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(default)]
+    seq_num: Option<u64>,
+    #[serde(default)]
+    global_seq_num: Option<u64>,
+    #[serde(default)]
+    mach_time: Option<u64>,
+    #[serde(borrow)]
+    process: RawProcess<'a>,
+    #[serde(borrow)]
+    event: Wrap<RawExecTarget<'a>>,
 }
 
 /// Events whose body is one file (`target`), which `decode_kind` keeps only if its path matters.
@@ -1051,6 +1112,45 @@ mod tests {
             "/usr/bin/vim"
         )));
         assert!(!skipped(&write(r#"/Users/a/q\"x"#, "/usr/bin/vim")));
+    }
+
+    #[test]
+    fn an_exec_read_in_one_pass_is_the_event_the_full_decoder_makes() {
+        // Real eslogger lines (their own key order, array audit tokens) and every exec variant
+        // the shortcut must leave alone.
+        let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
+        let mut one_pass = 0;
+        for line in real.lines() {
+            let Some(fast) = lineage_exec(line, &Lineage) else {
+                continue;
+            };
+            one_pass += 1;
+            match decode_parsed(line, &Lineage).unwrap() {
+                Decoded::Event(full) => assert_eq!(fast, *full),
+                Decoded::Skipped(_) => panic!("the full decoder skips {line}"),
+            }
+        }
+        assert!(one_pass > 0, "the fixture's execs take the one-pass path");
+        // A tool's exec needs its arguments: the full decoder reads it.
+        struct Everything;
+        impl Interest for Everything {
+            fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
+                true
+            }
+            fn path_matters(&self, _: &str) -> bool {
+                true
+            }
+            fn lifecycle_matters(&self) -> bool {
+                true
+            }
+        }
+        for line in real.lines().filter(|l| l.contains("\"event_type\":9")) {
+            assert!(lineage_exec(line, &Everything).is_none(), "a tool: {line}");
+        }
+        // No lineage (an interest without it): never.
+        for line in real.lines() {
+            assert!(lineage_exec(line, &Extensions).is_none());
+        }
     }
 
     #[test]
