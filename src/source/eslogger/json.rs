@@ -112,13 +112,24 @@ pub enum DecodeError {
 
 /// Decode one eslogger line (without its newline).
 pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
-    if let Some(meta) = skip_unparsed(line, interest) {
+    // Read once from the raw line for both shortcuts; `None` when unsure, and then neither applies.
+    let ty = raw_event_type(line);
+    if let Some(meta) = ty.and_then(|ty| skip_unparsed(line, ty, interest)) {
         return Ok(Decoded::Skipped(meta));
     }
-    if let Some(ev) = lineage_exec(line, interest) {
+    if let Some(ev) = ty.and_then(|ty| lineage_exec(line, ty, interest)) {
         return Ok(Decoded::Event(Box::new(ev)));
     }
     decode_parsed(line, interest)
+}
+
+/// The event type of a line that is one JSON object with one plain-number `event_type` key.
+fn raw_event_type(line: &str) -> Option<u32> {
+    let b = line.trim_ascii().as_bytes();
+    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+        return None;
+    }
+    u32::try_from(raw_number(b, &EVENT_TYPE_KEY)??).ok()
 }
 
 /// The full decoder: every line the shortcuts above leave.
@@ -226,13 +237,9 @@ fn raw_number(line: &[u8], key: &Finder<'static>) -> Option<Option<u64>> {
 /// instead of capturing `event` and `process` first and parsing them after: execs are half of a
 /// busy Mac's bytes. Only the common case: anything else (a tool, unsigned code as root, a line that
 /// does not parse this way) is left to the full decoder, which gives its answer or error.
-fn lineage_exec(line: &str, interest: &dyn Interest) -> Option<Event> {
+fn lineage_exec(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> {
     use event_type::*;
-    if !interest.lifecycle_matters() {
-        return None;
-    }
-    let ty = raw_number(line.trim_ascii().as_bytes(), &EVENT_TYPE_KEY)??;
-    if ty != u64::from(NOTIFY_EXEC) && ty != u64::from(AUTH_EXEC) {
+    if !interest.lifecycle_matters() || !matches!(ty, NOTIFY_EXEC | AUTH_EXEC) {
         return None;
     }
     let env: ExecEnvelope = serde_json::from_str(line).ok()?;
@@ -318,12 +325,8 @@ fn no_path_matters(line: &[u8], interest: &dyn Interest) -> bool {
 /// without parsing its JSON: its type, version and sequence number read from the raw
 /// line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
 /// number, no `event`) goes to the full decoder, which judges it as always.
-fn skip_unparsed(line: &str, interest: &dyn Interest) -> Option<Meta> {
+fn skip_unparsed(line: &str, event_type: u32, interest: &dyn Interest) -> Option<Meta> {
     let b = line.trim_ascii().as_bytes();
-    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
-        return None;
-    }
-    let event_type = u32::try_from(raw_number(b, &EVENT_TYPE_KEY)??).ok()?;
     if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(b, interest)) {
         return None;
     }
@@ -1017,23 +1020,37 @@ impl<'de> Deserialize<'de> for AuditToken {
 mod tests {
     use super::*;
 
-    /// Lineage on, exits off: what detection's interest says.
-    struct Lineage;
-    impl Interest for Lineage {
+    /// Detection's interest in miniature: paths under /Library/Extensions matter, no exec is a
+    /// tool, and lineage (every exec and fork, no exits) is on or off.
+    struct Watching {
+        lineage: bool,
+    }
+    impl Interest for Watching {
         fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
             false
         }
-        fn path_matters(&self, _: &str) -> bool {
-            false
+        fn path_matters(&self, p: &str) -> bool {
+            p.starts_with("/Library/Extensions")
         }
         fn lifecycle_matters(&self) -> bool {
-            true
+            self.lineage
         }
+    }
+    const LINEAGE: Watching = Watching { lineage: true };
+    const NO_LINEAGE: Watching = Watching { lineage: false };
+
+    /// The shortcut as `decode_line` takes it.
+    fn skip(line: &str, interest: &dyn Interest) -> Option<Meta> {
+        skip_unparsed(line, raw_event_type(line)?, interest)
+    }
+
+    fn exec_in_one_pass(line: &str, interest: &dyn Interest) -> Option<Event> {
+        lineage_exec(line, raw_event_type(line)?, interest)
     }
 
     #[test]
     fn the_types_skipped_unparsed_are_exactly_those_the_decoder_never_uses() {
-        for interest in [&Lineage as &dyn Interest, &crate::event::AllEvents] {
+        for interest in [&LINEAGE as &dyn Interest, &crate::event::AllEvents] {
             for ty in 0..256 {
                 let decoded = decode_kind(ty, "{}", interest);
                 if decodes(ty, interest) {
@@ -1048,7 +1065,7 @@ mod tests {
     #[test]
     fn a_skipped_line_counts_as_the_full_decoder_would_and_anything_unsure_goes_to_it() {
         let line = r#"{"event":{"open":{"fflag":1,"file":{"path":"/x"}}},"event_type":10,"global_seq_num":77,"process":{"executable":{"path":"/bin/ls"}},"time":"2026-11-25T14:03:12Z","version":7}"#;
-        let fast = skip_unparsed(line, &Lineage).unwrap();
+        let fast = skip(line, &LINEAGE).unwrap();
         assert_eq!(
             (fast.event_type, fast.version, fast.global_seq_num),
             (10, 7, Some(77))
@@ -1068,18 +1085,7 @@ mod tests {
             line.replace("\"global_seq_num\":77", "\"global_seq_num\":\"77\""),
             line.replace("\"event\":{\"open\"", "\"evt\":{\"open\""),
         ] {
-            assert!(skip_unparsed(&unsure, &Lineage).is_none(), "{unsure}");
-        }
-    }
-
-    /// Paths under /Library/Extensions matter.
-    struct Extensions;
-    impl Interest for Extensions {
-        fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
-            false
-        }
-        fn path_matters(&self, p: &str) -> bool {
-            p.starts_with("/Library/Extensions")
+            assert!(skip(&unsure, &LINEAGE).is_none(), "{unsure}");
         }
     }
 
@@ -1090,14 +1096,14 @@ mod tests {
                 r#"{{"event":{{"write":{{"target":{{"path":"{target}","path_truncated":false}}}}}},"event_type":33,"global_seq_num":5,"process":{{"executable":{{"path":"{exe}"}}}},"time":"2026-11-25T14:03:12Z","version":7}}"#
             )
         };
-        let skipped = |line: &str| skip_unparsed(line, &Extensions).is_some();
+        let skipped = |line: &str| skip(line, &NO_LINEAGE).is_some();
         assert!(skipped(&write("/Users/a/notes.txt", "/usr/bin/vim")));
         // The full decoder gives the same answer for it: skipped.
         assert!(matches!(
             decode_kind(
                 33,
                 r#"{"write":{"target":{"path":"/Users/a/notes.txt"}}}"#,
-                &Extensions
+                &NO_LINEAGE
             ),
             Ok(None)
         ));
@@ -1121,35 +1127,26 @@ mod tests {
         let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
         let mut one_pass = 0;
         for line in real.lines() {
-            let Some(fast) = lineage_exec(line, &Lineage) else {
+            let Some(fast) = exec_in_one_pass(line, &LINEAGE) else {
                 continue;
             };
             one_pass += 1;
-            match decode_parsed(line, &Lineage).unwrap() {
+            match decode_parsed(line, &LINEAGE).unwrap() {
                 Decoded::Event(full) => assert_eq!(fast, *full),
                 Decoded::Skipped(_) => panic!("the full decoder skips {line}"),
             }
         }
         assert!(one_pass > 0, "the fixture's execs take the one-pass path");
         // A tool's exec needs its arguments: the full decoder reads it.
-        struct Everything;
-        impl Interest for Everything {
-            fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
-                true
-            }
-            fn path_matters(&self, _: &str) -> bool {
-                true
-            }
-            fn lifecycle_matters(&self) -> bool {
-                true
-            }
-        }
         for line in real.lines().filter(|l| l.contains("\"event_type\":9")) {
-            assert!(lineage_exec(line, &Everything).is_none(), "a tool: {line}");
+            assert!(
+                exec_in_one_pass(line, &crate::event::AllEvents).is_none(),
+                "a tool: {line}"
+            );
         }
         // No lineage (an interest without it): never.
         for line in real.lines() {
-            assert!(lineage_exec(line, &Extensions).is_none());
+            assert!(exec_in_one_pass(line, &NO_LINEAGE).is_none());
         }
     }
 
