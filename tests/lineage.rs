@@ -9,21 +9,9 @@ use support::{reasons, rule, run, run_min, severity};
 
 const KEXT: &str = "/Library/Extensions/Vendor.kext";
 
-fn spawn(
-    c: &mut Capture,
-    parent: &Proc,
-    child_pid: i32,
-    exe: &str,
-    sid: &str,
-    args: &[&str],
-) -> Proc {
-    c.spawn(parent, child_pid, exe, sid, args)
-}
-
 /// Jamf runs a policy script: jamf → sh -c script → kmutil load, and cp into /Library/Extensions.
 fn jamf_policy(c: &mut Capture, jamf: &Proc) {
-    let sh = spawn(
-        c,
+    let sh = c.spawn(
         jamf,
         5100,
         "/bin/sh",
@@ -34,8 +22,7 @@ fn jamf_policy(c: &mut Capture, jamf: &Proc) {
             "/Library/Application Support/JAMF/tmp/install-vendor.sh",
         ],
     );
-    let cp = spawn(
-        c,
+    let cp = c.spawn(
         &sh,
         5101,
         "/bin/cp",
@@ -49,8 +36,7 @@ fn jamf_policy(c: &mut Capture, jamf: &Proc) {
     );
     c.create(&cp, "/Library/Extensions", "Vendor.kext");
     c.exit(&cp);
-    spawn(
-        c,
+    c.spawn(
         &sh,
         5102,
         "/usr/bin/kmutil",
@@ -119,16 +105,14 @@ fn the_same_script_run_by_an_unlisted_program_is_judged_by_that_program() {
 fn unsigned_code_behind_a_shell_makes_the_load_high() {
     let mut c = Capture::new(8);
     let dropper = Proc::adhoc(6100, 1, "/private/tmp/.x/updater");
-    let sh = spawn(
-        &mut c,
+    let sh = c.spawn(
         &dropper,
         6101,
         "/bin/sh",
         "com.apple.sh",
         &["sh", "-c", "kmutil load -p /Library/Extensions/Vendor.kext"],
     );
-    spawn(
-        &mut c,
+    c.spawn(
         &sh,
         6102,
         "/usr/bin/kmutil",
@@ -155,9 +139,8 @@ fn apples_installer_runs_package_scripts_quietly() {
     // system_installd → package_script_service → bash postinstall → kmutil load.
     let mut c = Capture::new(9);
     let installd = Proc::apple(640, 1, "/System/Library/PrivateFrameworks/PackageKit.framework/Versions/A/Resources/system_installd", "com.apple.system_installd");
-    let pss = spawn(&mut c, &installd, 7100, "/System/Library/PrivateFrameworks/PackageKit.framework/Versions/A/Resources/package_script_service", "com.apple.package_script_service", &["package_script_service"]);
-    let bash = spawn(
-        &mut c,
+    let pss = c.spawn(&installd, 7100, "/System/Library/PrivateFrameworks/PackageKit.framework/Versions/A/Resources/package_script_service", "com.apple.package_script_service", &["package_script_service"]);
+    let bash = c.spawn(
         &pss,
         7101,
         "/bin/bash",
@@ -169,8 +152,7 @@ fn apples_installer_runs_package_scripts_quietly() {
             "/",
         ],
     );
-    spawn(
-        &mut c,
+    c.spawn(
         &bash,
         7102,
         "/usr/bin/kmutil",

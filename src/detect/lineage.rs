@@ -316,15 +316,7 @@ mod tests {
     }
 
     fn ev(process: Process, kind: EventKind) -> Event {
-        Event {
-            time_ns: 0,
-            version: 8,
-            seq_num: None,
-            global_seq_num: None,
-            mach_time: None,
-            process,
-            kind,
-        }
+        Event::at(0, process, kind)
     }
 
     fn exec(before: &Process, exe: &str, apple: bool) -> (Event, Process) {

@@ -823,22 +823,16 @@ mod engine_tests {
     }
 
     fn load_event(id: &str, time_ns: i64) -> Event {
-        Event {
-            time_ns,
-            version: 8,
-            seq_num: None,
-            global_seq_num: None,
-            mach_time: None,
-            process: Process {
-                executable: "/usr/libexec/kernelmanagerd".into(),
-                signing_id: Some("com.apple.kernelmanagerd".into()),
-                is_platform_binary: true,
-                ..Process::default()
-            },
-            kind: EventKind::KextLoad {
-                identifier: id.into(),
-            },
-        }
+        let kernelmanagerd = Process {
+            executable: "/usr/libexec/kernelmanagerd".into(),
+            signing_id: Some("com.apple.kernelmanagerd".into()),
+            is_platform_binary: true,
+            ..Process::default()
+        };
+        let kind = EventKind::KextLoad {
+            identifier: id.into(),
+        };
+        Event::at(time_ns, kernelmanagerd, kind)
     }
 
     #[test]

@@ -1121,15 +1121,7 @@ mod tests {
     }
 
     fn event(process: Process, kind: EventKind) -> Event {
-        Event {
-            time_ns: 1_795_000_000_000_000_000,
-            version: 8,
-            seq_num: None,
-            global_seq_num: None,
-            mach_time: None,
-            process,
-            kind,
-        }
+        Event::at(1_795_000_000_000_000_000, process, kind)
     }
 
     fn exec_of(exe: &str, signing_id: &str, args: &[&str]) -> Event {

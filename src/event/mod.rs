@@ -225,6 +225,22 @@ pub struct Exec {
     pub cwd: Option<String>,
 }
 
+#[cfg(test)]
+impl Event {
+    /// An event as the unit tests need it: who, what and when, no sequence numbers.
+    pub(crate) fn at(time_ns: i64, process: Process, kind: EventKind) -> Event {
+        Event {
+            time_ns,
+            version: 8,
+            seq_num: None,
+            global_seq_num: None,
+            mach_time: None,
+            process,
+            kind,
+        }
+    }
+}
+
 impl EventKind {
     /// ECS `event.action` name, also the eslogger event name.
     pub fn action(&self) -> &'static str {

@@ -544,13 +544,7 @@ pub mod cast {
     }
     /// The kextwatch daemon, as the pkg installs it (launchd's child).
     pub fn kextwatch() -> Proc {
-        Proc::developer(
-            300,
-            1,
-            "/Library/Application Support/kextwatch/kextwatch",
-            "kextwatch",
-            "KXWATCH123",
-        )
+        Proc::developer(300, 1, kextwatch::layout::BINARY, "kextwatch", "KXWATCH123")
     }
     /// The eslogger the daemon runs.
     pub fn kextwatch_eslogger() -> Proc {
