@@ -73,6 +73,17 @@ impl Daemon {
         Daemon::start_with(extra, "")
     }
 
+    /// A daemon whose alerts go to the file `alerts_in(d.dir.path())` reads.
+    fn with_alert_file() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kextwatch.toml"),
+            config_text(dir.path(), &file_output(dir.path())),
+        )
+        .unwrap();
+        Daemon::launch(dir, &[])
+    }
+
     fn start_with(extra: &str, daemon_extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -722,13 +733,7 @@ fn config_delivered_by_mdm_takes_precedence_and_reloads() {
 
 #[test]
 fn a_forced_restart_does_not_forget_a_staged_bundle() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("kextwatch.toml"),
-        config_text(dir.path(), &file_output(dir.path())),
-    )
-    .unwrap();
-    let d = Daemon::launch(dir, &[]);
+    let d = Daemon::with_alert_file();
     let mut c = Capture::new(8);
     let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
     c.copy_bundle(&cp, "/Library/Extensions", "Evil");
@@ -776,13 +781,7 @@ fn a_forced_restart_does_not_forget_a_staged_bundle() {
 
 #[test]
 fn tampering_before_a_forced_restart_makes_the_kext_load_after_it_critical() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("kextwatch.toml"),
-        config_text(dir.path(), &file_output(dir.path())),
-    )
-    .unwrap();
-    let d = Daemon::launch(dir, &[]);
+    let d = Daemon::with_alert_file();
     let mut c = Capture::new(9);
     let sudo = cast::sudo();
     c.spawn(
@@ -819,13 +818,7 @@ fn tampering_before_a_forced_restart_makes_the_kext_load_after_it_critical() {
 
 #[test]
 fn state_removed_while_kextwatch_was_stopped_is_reported_at_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("kextwatch.toml"),
-        config_text(dir.path(), &file_output(dir.path())),
-    )
-    .unwrap();
-    let d = Daemon::launch(dir, &[]);
+    let d = Daemon::with_alert_file();
     let mut c = Capture::new(9);
     let cp = cast::terminal_zsh().exec_into("/bin/cp", "com.apple.cp");
     c.copy_bundle(&cp, "/Library/Extensions", "Evil");
