@@ -197,6 +197,21 @@ fn profile(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `kextwatch profile` for our Team ID and extension, with `extra` arguments.
+fn our_profile(extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--team-id", TEAM, "--bundle-id", AGENT];
+    args.extend_from_slice(extra);
+    profile(&args)
+}
+
+/// A profile written to stdout, parsed.
+fn parsed(out: &std::process::Output) -> plist::Dictionary {
+    Value::from_reader_xml(&out.stdout[..])
+        .unwrap()
+        .into_dictionary()
+        .unwrap()
+}
+
 fn payloads(p: &plist::Dictionary) -> HashMap<String, plist::Dictionary> {
     p["PayloadContent"]
         .as_array()
@@ -213,14 +228,7 @@ fn payloads(p: &plist::Dictionary) -> HashMap<String, plist::Dictionary> {
 fn profile_grants_what_the_daemon_needs() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kextwatch.mobileconfig");
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--output",
-        file.to_str().unwrap(),
-    ]);
+    let out = our_profile(&["--output", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -305,38 +313,21 @@ fn profile_grants_what_the_daemon_needs() {
 #[test]
 fn profile_can_forbid_users_approving_other_extensions() {
     for (arg, want) in [("false", Some(false)), ("true", Some(true))] {
-        let out = profile(&[
-            "--team-id",
-            TEAM,
-            "--bundle-id",
-            AGENT,
-            "--allow-user-overrides",
-            arg,
-        ]);
+        let out = our_profile(&["--allow-user-overrides", arg]);
         assert!(out.status.success(), "{out:?}");
-        let d = Value::from_reader_xml(&out.stdout[..])
-            .unwrap()
-            .into_dictionary()
-            .unwrap();
+        let d = parsed(&out);
         let sx = &payloads(&d)["com.apple.system-extension-policy"];
         assert_eq!(sx["AllowUserOverrides"].as_boolean(), want, "{arg}");
     }
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--allow-user-overrides",
-        "no",
-    ]);
+    let out = our_profile(&["--allow-user-overrides", "no"]);
     assert_eq!(out.status.code(), Some(2), "a usage error, not a guess");
     assert!(out.stdout.is_empty());
 }
 
 #[test]
 fn profile_is_deterministic_and_per_team() {
-    let a = profile(&["--team-id", TEAM, "--bundle-id", AGENT]).stdout;
-    let b = profile(&["--team-id", TEAM, "--bundle-id", AGENT]).stdout;
+    let a = our_profile(&[]).stdout;
+    let b = our_profile(&[]).stdout;
     assert_eq!(
         a, b,
         "same inputs, same bytes: MDM updates replace the profile"
@@ -359,19 +350,9 @@ fn profile_can_carry_a_validated_config() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("k.toml");
     std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"VB5E2TV963\"]\n").unwrap();
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let out = our_profile(&["--config", cfg.to_str().unwrap()]);
     assert!(out.status.success());
-    let d = Value::from_reader_xml(&out.stdout[..])
-        .unwrap()
-        .into_dictionary()
-        .unwrap();
+    let d = parsed(&out);
     let c = &payloads(&d)["com.kextwatch"];
     assert_eq!(
         string(c, "ConfigTOML"),
@@ -379,14 +360,7 @@ fn profile_can_carry_a_validated_config() {
     );
 
     std::fs::write(&cfg, "[allowlist]\nteam_ids = [\"bad\"]\n").unwrap();
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let out = our_profile(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allowlist.team_ids[0]"));
 }
@@ -411,16 +385,7 @@ fn profile_rejects_bad_identifiers_clearly() {
 #[test]
 fn profile_organization_is_escaped_or_refused_never_invalid_xml() {
     // XML metacharacters are escaped: the profile parses and says exactly what was given.
-    let for_org = |org: &str| {
-        profile(&[
-            "--team-id",
-            TEAM,
-            "--bundle-id",
-            AGENT,
-            "--organization",
-            org,
-        ])
-    };
+    let for_org = |org: &str| our_profile(&["--organization", org]);
     let org = "Acme & Sons <IT> \"Mac\" 'Team'";
     let out = for_org(org);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -437,16 +402,7 @@ fn profile_organization_is_escaped_or_refused_never_invalid_xml() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.mobileconfig");
     let org = "Ärzte ]]> <!-- 🚀 -->";
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--organization",
-        org,
-        "--output",
-        file.to_str().unwrap(),
-    ]);
+    let out = our_profile(&["--organization", org, "--output", file.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(string(&load(&file), "PayloadOrganization"), org);
 }
@@ -457,14 +413,7 @@ fn a_config_xml_cannot_hold_is_refused_with_its_line() {
     let cfg = dir.path().join("k.toml");
     // Valid TOML (a comment may hold U+FFFF), but no XML document can.
     std::fs::write(&cfg, "[allowlist]\n# note \u{FFFF}\nteam_ids = []\n").unwrap();
-    let out = profile(&[
-        "--team-id",
-        TEAM,
-        "--bundle-id",
-        AGENT,
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let out = our_profile(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
