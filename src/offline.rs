@@ -130,10 +130,12 @@ pub fn replay_parallel(
     })
 }
 
-/// Hands `step` to `drive`, which feeds it every line in input order with the bytes read so far,
-/// and returns the bytes read in all.
+/// One line in input order (its number, what it is, the input bytes read so far): counted,
+/// analysed, its alerts written.
 type Step<'a> = dyn FnMut(u64, Classified, u64) -> Result<(), ReplayError> + 'a;
 
+/// The replay loop's body as a `Step`, handed to `drive`, which feeds it every line and returns
+/// the bytes read in all; then the end of input and the summary.
 fn replay_driven(
     mut engine: Engine,
     mut enricher: Option<&mut BundleEnricher>,

@@ -26,8 +26,8 @@ use crate::event::{Event, Interest};
 use lines::{EventDecoder, LineReader, MAX_LINE};
 
 /// What a running source reports to whoever runs it (the daemon: its event queue and health).
-/// Called on the source's own thread, or on Apple's ES queue: must not block, except [`killed`]
-/// (Hooks::killed), which must not be lost.
+/// Called on the source's own thread, or on Apple's ES queue: must not block, except
+/// [`Hooks::killed`], which must not be lost.
 pub trait Hooks: Send + Sync {
     /// A decoded event. `false` when nobody takes events any more: the source stops.
     fn event(&self, ev: Event) -> bool;
