@@ -270,7 +270,7 @@ impl Surface {
         })
     }
 
-    /// A command line (`args` with argv[0]) of a tamper tool.
+    /// A command line (`args` with `argv[0]`) of a tamper tool.
     pub fn command(&self, tool: TamperTool, args: &[String]) -> Option<Tamper> {
         let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
         let line = || format!("{} {}", tool.name(), rest.join(" "));

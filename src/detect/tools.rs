@@ -157,7 +157,7 @@ pub enum PolicyArea {
     SystemExtensions,
 }
 
-/// Classify an invocation of `tool` with `args` (argv including argv[0]).
+/// Classify an invocation of `tool` with `args` (argv including `argv[0]`).
 pub fn classify(tool: Tool, args: &[String]) -> Invocation {
     let rest: &[String] = args.get(1..).unwrap_or(&[]);
     let lower: Vec<String> = rest.iter().map(|a| a.to_ascii_lowercase()).collect();

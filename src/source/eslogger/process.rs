@@ -139,7 +139,7 @@ fn ending_signal(status: &std::io::Result<std::process::ExitStatus>) -> Option<i
     }
 }
 
-/// Run eslogger and read its output; start it again when it ends (see [`Restart`]). A kill is
+/// Run eslogger and read its output; start it again when it ends (see `Restart`). A kill is
 /// reported through `hooks` after the events eslogger printed before it.
 pub fn run(bin: &Path, interest: &dyn Interest, hooks: &dyn Hooks, stop: &AtomicBool) {
     let mut restart = Restart::new();
