@@ -248,7 +248,9 @@ impl Capture {
             "process": process.json(self.version),
             "event": Value::Object(ev),
         });
-        self.out.push_str(&serde_json::to_string(&v).unwrap());
+        // eslogger escapes every slash (`"\/usr\/bin\/git"`); outside strings JSON has none.
+        self.out
+            .push_str(&serde_json::to_string(&v).unwrap().replace('/', "\\/"));
         self.out.push('\n');
         self
     }

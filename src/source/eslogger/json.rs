@@ -17,6 +17,11 @@ use serde_json::value::RawValue;
 
 use crate::event::{Event, EventKind, Exec, Interest, Process, NO_AUDIT_USER};
 
+mod onepass;
+mod scan;
+
+use scan::Scan;
+
 /// `es_event_type_t` numbers this decoder understands (endpoint-sec-sys `types.rs`).
 pub mod event_type {
     pub const AUTH_EXEC: u32 = 0;
@@ -132,31 +137,83 @@ fn raw_event_type(line: &str) -> Option<u32> {
     u32::try_from(raw_number(b, &EVENT_TYPE_KEY)??).ok()
 }
 
-/// The full decoder: every line the shortcuts above leave.
+/// The full decoder: every line the shortcuts above leave. The envelope is read in one pass where
+/// [`onepass`] is sure of it, by serde_json otherwise; either way the event body is then decoded
+/// alone, and the rest is the same.
 fn decode_parsed(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
+    if let Some(env) = onepass::envelope(line, Scan::raw) {
+        let process = env.process;
+        let parts = Parts {
+            meta: Meta {
+                event_type: env.event_type,
+                version: env.version.unwrap_or(0),
+                global_seq_num: env.global_seq_num,
+            },
+            seq_num: env.seq_num,
+            mach_time: env.mach_time,
+            time: env.time,
+            event: env.event,
+        };
+        return parts.decode(interest, || Ok(process));
+    }
+    decode_with_serde(line, interest)
+}
+
+/// [`decode_parsed`] when [`onepass`] is unsure: serde_json, whose answer is the reference.
+fn decode_with_serde(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
     let env: Envelope = serde_json::from_str(line)?;
-    let meta = Meta {
-        event_type: env.event_type,
-        version: env.version.unwrap_or(0),
-        global_seq_num: env.global_seq_num,
-    };
-    let body = env.event.ok_or(DecodeError::Missing("event"))?;
-    let Some(kind) = decode_kind(env.event_type, body.get(), interest)? else {
-        return Ok(Decoded::Skipped(meta));
-    };
-    let time = env.time.ok_or(DecodeError::Missing("time"))?;
-    let time_ns = parse_time(&time)?;
-    let process = env.process.ok_or(DecodeError::Missing("process"))?;
-    let process: RawProcess = serde_json::from_str(process.get())?;
-    Ok(Decoded::Event(Box::new(Event {
-        time_ns,
-        version: meta.version,
+    let parts = Parts {
+        meta: Meta {
+            event_type: env.event_type,
+            version: env.version.unwrap_or(0),
+            global_seq_num: env.global_seq_num,
+        },
         seq_num: env.seq_num,
-        global_seq_num: env.global_seq_num,
         mach_time: env.mach_time,
-        process: process.into_process(),
-        kind,
-    })))
+        time: env.time,
+        event: env.event.map(RawValue::get),
+    };
+    parts.decode(interest, || {
+        env.process
+            .map(|p| serde_json::from_str(p.get()))
+            .transpose()
+            .map_err(DecodeError::from)
+    })
+}
+
+/// An envelope however it was read, the event body still text.
+struct Parts<'a> {
+    meta: Meta,
+    seq_num: Option<u64>,
+    mach_time: Option<u64>,
+    time: Option<Cow<'a, str>>,
+    event: Option<&'a str>,
+}
+
+impl<'a> Parts<'a> {
+    /// The event, reading the process (`process`) only if the body says the event matters.
+    fn decode(
+        self,
+        interest: &dyn Interest,
+        process: impl FnOnce() -> Result<Option<RawProcess<'a>>, DecodeError>,
+    ) -> Result<Decoded, DecodeError> {
+        let body = self.event.ok_or(DecodeError::Missing("event"))?;
+        let Some(kind) = decode_kind(self.meta.event_type, body, interest)? else {
+            return Ok(Decoded::Skipped(self.meta));
+        };
+        let time = self.time.ok_or(DecodeError::Missing("time"))?;
+        let time_ns = parse_time(&time)?;
+        let process = process()?.ok_or(DecodeError::Missing("process"))?;
+        Ok(Decoded::Event(Box::new(Event {
+            time_ns,
+            version: self.meta.version,
+            seq_num: self.seq_num,
+            global_seq_num: self.meta.global_seq_num,
+            mach_time: self.mach_time,
+            process: process.into_process(),
+            kind,
+        })))
+    }
 }
 
 /// RFC 3339 (eslogger writes nanoseconds) to nanoseconds since the epoch.
@@ -242,44 +299,25 @@ fn lineage_exec(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> {
     if !interest.lifecycle_matters() || !matches!(ty, NOTIFY_EXEC | AUTH_EXEC) {
         return None;
     }
-    let env: ExecEnvelope = serde_json::from_str(line).ok()?;
-    let target = env.event.body.target.into_process();
+    let env = onepass::envelope(line, onepass::exec_body)?;
+    let target = env.event?.body.target.into_process();
     let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
     if unsigned_root || interest.exec_matters(&target.executable, target.signing_id.as_deref()) {
         return None;
     }
     Some(Event {
-        time_ns: parse_time(&env.time).ok()?,
+        time_ns: parse_time(&env.time?).ok()?,
         version: env.version.unwrap_or(0),
         seq_num: env.seq_num,
         global_seq_num: env.global_seq_num,
         mach_time: env.mach_time,
-        process: env.process.into_process(),
+        process: env.process?.into_process(),
         kind: EventKind::Exec(Exec {
             target,
             args: Vec::new(),
             cwd: None,
         }),
     })
-}
-
-/// An exec line with every field lineage needs, for [`lineage_exec`].
-#[derive(Deserialize)]
-struct ExecEnvelope<'a> {
-    #[serde(default)]
-    version: Option<u32>,
-    #[serde(borrow)]
-    time: Cow<'a, str>,
-    #[serde(default)]
-    seq_num: Option<u64>,
-    #[serde(default)]
-    global_seq_num: Option<u64>,
-    #[serde(default)]
-    mach_time: Option<u64>,
-    #[serde(borrow)]
-    process: RawProcess<'a>,
-    #[serde(borrow)]
-    event: Wrap<RawExecTarget<'a>>,
 }
 
 /// Events whose body is one file (`target`), which `decode_kind` keeps only if its path matters.
@@ -301,23 +339,36 @@ fn one_file(ty: u32) -> bool {
 }
 
 /// Whether the line has paths and none of them matters: then neither does the event's target,
-/// wherever its key order put it. A path with an escape in it is not read here (unsure).
-fn no_path_matters(line: &[u8], interest: &dyn Interest) -> bool {
+/// wherever its key order put it. Paths are read with their escapes (eslogger writes `\/`); one
+/// this cannot decode makes the answer no (unsure).
+fn no_path_matters(line: &str, interest: &dyn Interest) -> bool {
     let mut any = false;
-    for at in PATH_KEY.find_iter(line) {
+    for at in PATH_KEY.find_iter(line.as_bytes()) {
         let rest = &line[at + PATH_KEY.needle().len()..];
-        let Some(end) = memchr::memchr2(b'"', b'\\', rest) else {
+        let Some(end) = string_end(rest.as_bytes()) else {
             return false;
         };
-        if rest[end] != b'"' {
-            return false;
-        }
-        match std::str::from_utf8(&rest[..end]) {
-            Ok(path) if !interest.path_matters(path) => any = true,
+        match scan::unescape(&rest[..end]) {
+            Some(path) if !interest.path_matters(&path) => any = true,
             _ => return false,
         }
     }
     any
+}
+
+/// Where the string whose contents start `rest` ends (its closing quote), escapes passed over.
+fn string_end(rest: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', &rest[at..])?;
+        if rest[at] == b'"' {
+            return Some(at);
+        }
+        at += 2;
+        if at > rest.len() {
+            return None;
+        }
+    }
 }
 
 /// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events), or a
@@ -327,7 +378,7 @@ fn no_path_matters(line: &[u8], interest: &dyn Interest) -> bool {
 /// number, no `event`) goes to the full decoder, which judges it as always.
 fn skip_unparsed(line: &str, event_type: u32, interest: &dyn Interest) -> Option<Meta> {
     let b = line.trim_ascii().as_bytes();
-    if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(b, interest)) {
+    if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(line, interest)) {
         return None;
     }
     // Keys may not repeat, and these are only ever top-level: one each, or unsure.
@@ -870,7 +921,7 @@ struct RawExecTarget<'a> {
     target: RawProcess<'a>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct RawProcess<'a> {
     #[serde(default)]
     audit_token: Option<AuditToken>,
@@ -1019,6 +1070,8 @@ impl<'de> Deserialize<'de> for AuditToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::Strategy;
+    use proptest::prelude::*;
 
     /// Detection's interest in miniature: paths under /Library/Extensions matter, no exec is a
     /// tool, and lineage (every exec and fork, no exits) is on or off.
@@ -1111,13 +1164,64 @@ mod tests {
             "/Library/Extensions/A.kext/x",
             "/usr/bin/vim"
         )));
-        // A path that matters anywhere in the line, or one with an escape: parsed.
+        // A path that matters anywhere in the line: parsed.
         assert!(!skipped(&write("/Users/a/x", "/Library/Extensions/helper")));
+        // Paths as eslogger writes them (every slash escaped) are read decoded...
+        assert!(skipped(&write(
+            r"\/Users\/a\/notes.txt",
+            r"\/usr\/bin\/vim"
+        )));
+        assert!(skipped(&write(r#"/Users/a/q\"x\\"#, "/usr/bin/vim")));
         assert!(!skipped(&write(
             r"\/Library\/Extensions\/A.kext",
             "/usr/bin/vim"
         )));
-        assert!(!skipped(&write(r#"/Users/a/q\"x"#, "/usr/bin/vim")));
+        // ...but a `\u` escape, or a broken one, is left to the full decoder.
+        assert!(!skipped(&write(r"\/Users\/a\/\u00e9", "/usr/bin/vim")));
+        assert!(!skipped(&write(r"/Users/a/\q", "/usr/bin/vim")));
+    }
+
+    /// Lines of every kind the bundled sample has (generated as eslogger writes them) and a real
+    /// capture's, each also with a byte or two changed, so that many are broken in some way.
+    fn lines_and_mutants() -> impl Strategy<Value = String> {
+        let sample = include_str!("../../../examples/kext-attack.jsonl");
+        let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
+        let lines: Vec<&'static str> = sample.lines().chain(real.lines()).collect();
+        let replacement = prop::sample::select(
+            b"\"\\/{}[],:0123456789.eE-+ tfnu\x01a".to_vec(),
+        );
+        (
+            prop::sample::select(lines),
+            prop::collection::vec((any::<prop::sample::Index>(), replacement), 0..3),
+        )
+            .prop_map(|(line, edits)| {
+                let mut bytes = line.as_bytes().to_vec();
+                for (at, byte) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Whatever the one-pass reader is sure of, serde_json decodes to the same event, skip or
+        /// error; and the lineage exec it reads is the event serde_json makes.
+        #[test]
+        fn the_one_pass_reader_decodes_as_serde_json_does(line in lines_and_mutants()) {
+            for interest in [&LINEAGE as &dyn Interest, &NO_LINEAGE, &crate::event::AllEvents] {
+                let fast = format!("{:?}", decode_parsed(&line, interest));
+                let reference = format!("{:?}", decode_with_serde(&line, interest));
+                proptest::prop_assert_eq!(fast, reference);
+                if let Some(exec) = exec_in_one_pass(&line, interest) {
+                    match decode_with_serde(&line, interest) {
+                        Ok(Decoded::Event(full)) => proptest::prop_assert_eq!(exec, *full),
+                        other => proptest::prop_assert!(false, "serde_json: {other:?}"),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

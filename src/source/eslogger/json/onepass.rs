@@ -1,0 +1,242 @@
+//! The decoder's structures read in one pass with [`Scan`] instead of serde_json: the same
+//! structures, the same meaning of every field (missing, `null`, the two audit token forms), but
+//! `None` wherever the reader is unsure, and then the serde path decides.
+//!
+//! Only what the hot shortcuts need: an exec as lineage records it, and the process objects in it.
+
+use std::borrow::Cow;
+
+use super::scan::Scan;
+use super::{AuditToken, RawExecTarget, RawFile, RawProcess, Wrap};
+
+/// Marks field `index` read; `None` the second time, as serde's derive refuses a field given twice.
+fn first(seen: &mut u32, index: u32) -> Option<()> {
+    let bit = 1 << index;
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    Some(())
+}
+
+/// The envelope as [`super::Envelope`] reads it, with the event body read by `body`
+/// ([`Scan::raw`] keeps it as text, as `Envelope` does).
+pub(super) struct Envelope<'a, B> {
+    pub event_type: u32,
+    pub version: Option<u32>,
+    pub time: Option<Cow<'a, str>>,
+    pub seq_num: Option<u64>,
+    pub global_seq_num: Option<u64>,
+    pub mach_time: Option<u64>,
+    pub process: Option<RawProcess<'a>>,
+    pub event: Option<B>,
+}
+
+/// A whole line. The process is read here, not kept as text, since one pass is the point.
+pub(super) fn envelope<'a, B>(
+    line: &'a str,
+    body: impl FnOnce(&mut Scan<'a>) -> Option<B>,
+) -> Option<Envelope<'a, B>> {
+    let mut scan = Scan::new(line);
+    let mut body = Some(body);
+    let mut env = Envelope {
+        event_type: 0,
+        version: None,
+        time: None,
+        seq_num: None,
+        global_seq_num: None,
+        mach_time: None,
+        process: None,
+        event: None,
+    };
+    let mut event_type = None;
+    let mut seen = 0;
+    scan.object(|scan, key| {
+        match key {
+            "event_type" => {
+                first(&mut seen, 0)?;
+                event_type = Some(scan.int()?);
+            }
+            "version" => {
+                first(&mut seen, 1)?;
+                env.version = scan.nullable(Scan::int)?;
+            }
+            "time" => {
+                first(&mut seen, 2)?;
+                env.time = scan.nullable_str()?;
+            }
+            "seq_num" => {
+                first(&mut seen, 3)?;
+                env.seq_num = scan.nullable(Scan::int)?;
+            }
+            "global_seq_num" => {
+                first(&mut seen, 4)?;
+                env.global_seq_num = scan.nullable(Scan::int)?;
+            }
+            "mach_time" => {
+                first(&mut seen, 5)?;
+                env.mach_time = scan.nullable(Scan::int)?;
+            }
+            "process" => {
+                first(&mut seen, 6)?;
+                env.process = scan.nullable(process_object)?;
+            }
+            "event" => {
+                first(&mut seen, 7)?;
+                env.event = scan.nullable(body.take()?)?;
+            }
+            _ => scan.skip()?,
+        }
+        Some(())
+    })?;
+    scan.finish()?;
+    env.event_type = event_type?;
+    Some(env)
+}
+
+/// `{"exec": {"target": {...}, ...}}`: the first entry's value, whatever its key, as [`Wrap`] reads it.
+pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a>>> {
+    let mut target = None;
+    let mut entries = 0;
+    scan.object(|scan, _| {
+        entries += 1;
+        if entries > 1 {
+            return scan.skip();
+        }
+        let mut seen = 0;
+        scan.object(|scan, key| match key {
+            "target" => {
+                first(&mut seen, 0)?;
+                target = Some(process_object(scan)?);
+                Some(())
+            }
+            _ => scan.skip(),
+        })
+    })?;
+    Some(Wrap {
+        body: RawExecTarget { target: target? },
+    })
+}
+
+/// An eslogger process object (never `null` where this is used).
+fn process_object<'a>(scan: &mut Scan<'a>) -> Option<RawProcess<'a>> {
+    let mut p = RawProcess::default();
+    let mut seen = 0;
+    scan.object(|scan, key| {
+        match key {
+            "audit_token" => {
+                first(&mut seen, 0)?;
+                p.audit_token = scan.nullable(audit_token)?;
+            }
+            "parent_audit_token" => {
+                first(&mut seen, 1)?;
+                p.parent_audit_token = scan.nullable(audit_token)?;
+            }
+            "responsible_audit_token" => {
+                first(&mut seen, 2)?;
+                p.responsible_audit_token = scan.nullable(audit_token)?;
+            }
+            "ppid" => {
+                first(&mut seen, 3)?;
+                p.ppid = scan.nullable(Scan::int)?;
+            }
+            "original_ppid" => {
+                first(&mut seen, 4)?;
+                p.original_ppid = scan.nullable(Scan::int)?;
+            }
+            "group_id" => {
+                first(&mut seen, 5)?;
+                p.group_id = scan.nullable(Scan::int)?;
+            }
+            "session_id" => {
+                first(&mut seen, 6)?;
+                p.session_id = scan.nullable(Scan::int)?;
+            }
+            "codesigning_flags" => {
+                first(&mut seen, 7)?;
+                p.codesigning_flags = scan.nullable(Scan::int)?;
+            }
+            "is_platform_binary" => {
+                first(&mut seen, 8)?;
+                p.is_platform_binary = scan.nullable(Scan::bool)?;
+            }
+            "cdhash" => {
+                first(&mut seen, 9)?;
+                p.cdhash = scan.nullable_str()?;
+            }
+            "signing_id" => {
+                first(&mut seen, 10)?;
+                p.signing_id = scan.nullable_str()?;
+            }
+            "team_id" => {
+                first(&mut seen, 11)?;
+                p.team_id = scan.nullable_str()?;
+            }
+            "executable" => {
+                first(&mut seen, 12)?;
+                p.executable = scan.nullable(file)?;
+            }
+            "tty" => {
+                first(&mut seen, 13)?;
+                p.tty = scan.nullable(file)?;
+            }
+            _ => scan.skip()?,
+        }
+        Some(())
+    })?;
+    Some(p)
+}
+
+/// `{"path": ..., "stat": ...}`.
+fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
+    let mut path = None;
+    scan.object(|scan, key| match key {
+        "path" if path.is_none() => {
+            path = Some(scan.str()?);
+            Some(())
+        }
+        "path" => None,
+        _ => scan.skip(),
+    })?;
+    Some(RawFile { path: path? })
+}
+
+/// An audit token in either form [`AuditToken`]'s deserializer takes: an object (a key given twice
+/// counts the last time, as there), or an array of exactly eight integers.
+fn audit_token(scan: &mut Scan<'_>) -> Option<AuditToken> {
+    let bits = |v: i64| v as u32;
+    let mut t = AuditToken::default();
+    if scan.peek_is(b'[') {
+        let mut v = [0i64; 8];
+        let mut n = 0;
+        scan.array(|scan| {
+            *v.get_mut(n)? = scan.int()?;
+            n += 1;
+            Some(())
+        })?;
+        if n != 8 {
+            return None;
+        }
+        return Some(AuditToken {
+            auid: bits(v[0]),
+            euid: bits(v[1]),
+            ruid: bits(v[3]),
+            pid: bits(v[5]) as i32,
+            asid: bits(v[6]) as i32,
+            pidversion: bits(v[7]),
+        });
+    }
+    scan.object(|scan, key| {
+        match key {
+            "auid" => t.auid = bits(scan.int()?),
+            "euid" => t.euid = bits(scan.int()?),
+            "ruid" => t.ruid = bits(scan.int()?),
+            "pid" => t.pid = bits(scan.int()?) as i32,
+            "asid" => t.asid = bits(scan.int()?) as i32,
+            "pidversion" => t.pidversion = bits(scan.int()?),
+            _ => scan.skip()?,
+        }
+        Some(())
+    })?;
+    Some(t)
+}

@@ -1,0 +1,496 @@
+//! A strict one-pass reader of JSON (RFC 8259) for the decoder's shortcuts.
+//!
+//! serde_json spends most of a busy capture's time walking values the decoder then ignores (stat
+//! blocks, environments, audit tokens it needs two fields of). [`Scan`] walks a line once, checks
+//! every byte it passes against the grammar, and hands out only the values asked for, borrowed.
+//!
+//! Its answers are `Option`s meaning "sure": `None` is not an error but "ask the full decoder", which
+//! then accepts or rejects the line as it always has. So `Scan` says `None` for anything it is not
+//! built to be certain of — an escape in a string it returns or in a key, a number that is not a
+//! plain integer where one is read, nesting deeper than serde_json allows, a known key twice — and
+//! never accepts what serde_json would refuse (a property test holds it to that).
+
+/// Deeper than this is left to serde_json (whose own limit is 128).
+const MAX_DEPTH: u32 = 100;
+
+use std::borrow::Cow;
+
+/// A position in one JSON text.
+pub(super) struct Scan<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    depth: u32,
+}
+
+impl<'a> Scan<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Scan {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            depth: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Whether the next non-blank byte is `b` (not consumed).
+    pub fn peek_is(&mut self, b: u8) -> bool {
+        self.skip_ws();
+        self.peek() == Some(b)
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// The next non-blank byte, consumed.
+    fn next_token(&mut self) -> Option<u8> {
+        self.skip_ws();
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, token: u8) -> Option<()> {
+        (self.next_token()? == token).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at.checked_add(word.len())?;
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// Only blanks are left: the whole text was one value.
+    pub fn finish(mut self) -> Option<()> {
+        self.skip_ws();
+        (self.at == self.bytes.len()).then_some(())
+    }
+
+    /// A string with no escape in it, borrowed from the text; `None` for one with an escape (or not
+    /// a string).
+    pub fn plain_str(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        self.at = start + find_special(&self.bytes[start..])?;
+        if self.bytes[self.at] != b'"' {
+            return None;
+        }
+        self.at += 1;
+        // Both ends are ASCII quotes, so char boundaries: no UTF-8 check needed.
+        self.text.get(start..self.at - 1)
+    }
+
+    /// A string, borrowed when it has no escape. eslogger writes every `/` as `\/`, so paths do;
+    /// `\u` escapes are left to serde_json (unsure).
+    pub fn str(&mut self) -> Option<Cow<'a, str>> {
+        self.skip_ws();
+        let start = self.at + 1;
+        self.skip_str()?;
+        unescape(self.text.get(start..self.at - 1)?)
+    }
+
+    /// `null`, or a string.
+    pub fn nullable_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+        self.nullable(Self::str)
+    }
+
+    /// `null` as `Some(None)`, otherwise the value `read` reads.
+    pub fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        self.skip_ws();
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// An integer written without fraction or exponent that fits in `T`; anything else is unsure.
+    pub fn int<T: TryFrom<i128>>(&mut self) -> Option<T> {
+        self.skip_ws();
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let digits = self.digits()?;
+        // 20 digits hold every u64; more is a float to serde_json, unsure here.
+        if digits.len() > 20 || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let mut value: i128 = 0;
+        for d in digits {
+            value = value * 10 + i128::from(d - b'0');
+        }
+        if negative {
+            value = -value;
+        }
+        // serde_json reads integers as u64 or i64 before a visitor narrows them.
+        if value > i128::from(u64::MAX) || value < i128::from(i64::MIN) {
+            return None;
+        }
+        T::try_from(value).ok()
+    }
+
+    pub fn bool(&mut self) -> Option<bool> {
+        self.skip_ws();
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    fn digits(&mut self) -> Option<&'a [u8]> {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        (self.at > start).then(|| &self.bytes[start..self.at])
+    }
+
+    /// An object, calling `field` with each key; `field` must read the value (or [`Self::skip`]
+    /// it). Keys with escapes are unsure.
+    pub fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(b'{')?;
+        self.enter()?;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                self.skip_ws();
+                let key = self.plain_str()?;
+                self.expect(b':')?;
+                field(self, key)?;
+                match self.next_token()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// An array, calling `element` for each element, which must read it.
+    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.expect(b'[')?;
+        self.enter()?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+        } else {
+            loop {
+                element(self)?;
+                match self.next_token()? {
+                    b',' => {}
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// Any one value, checked, as the text it was written as.
+    pub fn raw(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let start = self.at;
+        self.skip()?;
+        self.text.get(start..self.at)
+    }
+
+    /// Any one value, checked and passed over.
+    pub fn skip(&mut self) -> Option<()> {
+        self.skip_ws();
+        match self.peek()? {
+            b'"' => self.skip_str(),
+            b'{' => self.object(|scan, _| scan.skip()),
+            b'[' => self.array(Self::skip),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => None,
+        }
+    }
+
+    /// A string, escapes included, as serde_json passes over one it ignores (`\u` takes four hex
+    /// digits, whatever they encode).
+    fn skip_str(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        loop {
+            self.at += find_special(&self.bytes[self.at..])?;
+            match self.bytes[self.at] {
+                b'"' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.at += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                        b'u' => {
+                            let hex = self.bytes.get(self.at + 1..self.at + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.at += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    fn skip_number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let int = self.digits()?;
+        if int.len() > 1 && int[0] == b'0' {
+            return None;
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.digits()?;
+        }
+        Some(())
+    }
+}
+
+/// A string's contents as written between its quotes (escapes checked already, or not: a broken
+/// one is `None`), decoded; `None` too for a `\u` escape, which serde_json decodes with its own
+/// rules for surrogates.
+pub(super) fn unescape(written: &str) -> Option<Cow<'_, str>> {
+    let Some(first) = written.find('\\') else {
+        return Some(Cow::Borrowed(written));
+    };
+    let mut out = String::with_capacity(written.len());
+    let mut rest = written;
+    let mut at = first;
+    loop {
+        out.push_str(&rest[..at]);
+        out.push(match rest.as_bytes().get(at + 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => return None,
+        });
+        rest = &rest[at + 2..];
+        match rest.find('\\') {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    Some(Cow::Owned(out))
+}
+
+/// The offset of the first quote, backslash or control character: where a string's plain run ends.
+/// Eight bytes at a time, since most strings in a capture are short and plain.
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Each byte's high bit set where the byte is zero; bits above the lowest may be false alarms,
+    // and only the lowest is used.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let found = zero(word ^ (ONES * u64::from(b'"')))
+            | zero(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS);
+        if found != 0 {
+            return Some(offset + found.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| offset + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::de::IgnoredAny;
+
+    fn skips(text: &str) -> bool {
+        let mut scan = Scan::new(text);
+        scan.skip().and_then(|()| scan.finish()).is_some()
+    }
+
+    #[test]
+    fn finds_the_first_special_byte_in_and_after_whole_words() {
+        for len in 0..20 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes that trip the word trick's false alarms sit after the special one.
+                    for b in bytes.iter_mut().skip(at + 1) {
+                        *b = 0x01;
+                    }
+                    bytes[at] = special;
+                    assert_eq!(find_special(&bytes), Some(at), "{len} {at} {special}");
+                }
+            }
+            assert_eq!(find_special(&vec![0xc3; len]), None);
+            assert_eq!(find_special(&vec![b' '; len]), None);
+        }
+    }
+
+    #[test]
+    fn reads_wanted_values_and_is_unsure_of_the_rest() {
+        let read = |text: &str| Scan::new(text).int::<i32>();
+        assert_eq!(read(" 42"), Some(42));
+        assert_eq!(read("-7"), Some(-7));
+        assert_eq!(read("-0"), Some(0));
+        assert_eq!(read("2147483648"), None);
+        assert_eq!(read("4.0"), None);
+        assert_eq!(read("1e3"), None);
+        assert_eq!(read("012"), None);
+        assert_eq!(read("\"1\""), None);
+        assert_eq!(
+            Scan::new("18446744073709551615").int::<u64>(),
+            Some(u64::MAX)
+        );
+        assert_eq!(Scan::new("18446744073709551616").int::<i128>(), None);
+        assert_eq!(Scan::new("-9223372036854775809").int::<i128>(), None);
+        assert_eq!(Scan::new("\"a/b\"").plain_str(), Some("a/b"));
+        assert_eq!(Scan::new("\"a\\/b\"").plain_str(), None);
+        assert_eq!(Scan::new("\"é\"").plain_str(), Some("é"));
+        assert_eq!(Scan::new("null").nullable_str(), Some(None));
+        assert_eq!(Scan::new("nul").nullable_str(), None);
+        assert_eq!(Scan::new("true").bool(), Some(true));
+        assert_eq!(Scan::new("tru").bool(), None);
+    }
+
+    #[test]
+    fn a_known_shape_is_read_and_a_broken_one_refused() {
+        let mut keys = Vec::new();
+        let mut scan =
+            Scan::new(r#" {"a": [1, -2.5e+3, "x\"\u00e9"], "b": {"c": null}, "d": true} "#);
+        scan.object(|scan, key| {
+            keys.push(key);
+            scan.skip()
+        })
+        .unwrap();
+        scan.finish().unwrap();
+        assert_eq!(keys, ["a", "b", "d"]);
+        for broken in [
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "[1 2]",
+            "01",
+            "1.",
+            "1e",
+            "-",
+            "\"\\x\"",
+            "\"\\u12g4\"",
+            "\"a\tb\"",
+            "{\"a\":1}}",
+            "tru",
+            "nulls",
+        ] {
+            assert!(!skips(broken), "{broken:?}");
+        }
+        let deep = "[".repeat(MAX_DEPTH as usize + 1) + &"]".repeat(MAX_DEPTH as usize + 1);
+        assert!(!skips(&deep));
+        let deep_enough = "[".repeat(MAX_DEPTH as usize) + &"]".repeat(MAX_DEPTH as usize);
+        assert!(skips(&deep_enough));
+    }
+
+    fn json_text() -> impl Strategy<Value = String> {
+        // Valid JSON, then mutated a byte or two so that much of it is not.
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| serde_json::to_string(&f).unwrap()),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        let value = leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec(("[a-z\"\\\\]{0,4}", inner), 0..5).prop_map(|v| {
+                    let fields: Vec<String> = v
+                        .into_iter()
+                        .map(|(k, v)| format!("{}:{v}", serde_json::to_string(&k).unwrap()))
+                        .collect();
+                    format!("{{{}}}", fields.join(", "))
+                }),
+            ]
+        });
+        (
+            value,
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        )
+            .prop_map(|(text, edits)| {
+                let mut bytes = text.into_bytes();
+                for (at, byte) in edits {
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] = byte & 0x7f;
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// Never accepts what serde_json refuses, and accepts what it accepts unless unsure
+        /// (escapes it does not take apart, `\u` aside, are its only doubt about a valid value).
+        #[test]
+        fn agrees_with_serde_json(text in json_text()) {
+            let serde_accepts = serde_json::from_str::<IgnoredAny>(&text).is_ok();
+            let scan_accepts = skips(&text);
+            if scan_accepts {
+                prop_assert!(serde_accepts, "accepted what serde_json refuses: {text:?}");
+            } else if serde_accepts {
+                prop_assert!(text.contains('\\'), "refused valid JSON: {text:?}");
+            }
+        }
+    }
+}
