@@ -279,12 +279,11 @@ pub fn classify(line: Line<'_>, interest: &dyn Interest) -> Classified {
     }
 }
 
-/// Whole lines handed to a decoding thread, as read: it splits them itself.
+/// Whole lines handed to a decoding thread, as read: it splits them itself. Lines are numbered
+/// by the thread that takes the results in order, so nobody counts them twice.
 struct Batch {
     /// Complete lines, each ending in a newline (but the input's last, which may not).
     data: Vec<u8>,
-    /// The number of the first line in `data`.
-    first_line: u64,
     /// Instead of `data`: one line too long to keep, of this many bytes.
     too_long: Option<u64>,
     /// Input bytes consumed once this batch was read (for a progress display).
@@ -292,10 +291,10 @@ struct Batch {
 }
 
 impl Batch {
-    /// Each line with its number, as [`LineReader`] would give it.
-    fn lines(&self) -> Vec<(u64, Line<'_>)> {
+    /// Each line, as [`LineReader`] would give it.
+    fn lines(&self) -> Vec<Line<'_>> {
         if let Some(len) = self.too_long {
-            return vec![(self.first_line, Line::TooLong { len })];
+            return vec![Line::TooLong { len }];
         }
         fn line(bytes: &[u8]) -> Line<'_> {
             if bytes.len() > MAX_LINE {
@@ -315,48 +314,56 @@ impl Batch {
         if start < self.data.len() {
             out.push(line(&self.data[start..]));
         }
-        (self.first_line..).zip(out).collect()
+        out
     }
 }
 
 /// Reads `input` in large blocks and cuts them at line ends into batches, without copying lines
-/// one by one; a line longer than [`MAX_LINE`] is counted, never held whole.
+/// one by one; a line longer than [`MAX_LINE`] is counted, never held whole. Blocks the decoding
+/// threads are done with come back through `spare`, so memory is allocated (and the kernel
+/// zeroes pages) once, not for every block.
 struct BatchReader<R> {
     input: R,
     target: usize,
     /// The start of a line whose end has not been read yet.
     carry: Vec<u8>,
-    next_line: u64,
+    spare: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     bytes: u64,
     eof: bool,
 }
 
 impl<R: Read> BatchReader<R> {
+    fn new(input: R, target: usize, spare: Option<std::sync::mpsc::Receiver<Vec<u8>>>) -> Self {
+        BatchReader {
+            input,
+            target,
+            carry: Vec::new(),
+            spare,
+            bytes: 0,
+            eof: false,
+        }
+    }
+
     fn next(&mut self) -> io::Result<Option<Batch>> {
         if self.eof {
             return Ok(None);
         }
-        let mut data = std::mem::take(&mut self.carry);
-        data.reserve(self.target);
+        let mut data = self
+            .spare
+            .as_ref()
+            .and_then(|spare| spare.try_recv().ok())
+            .unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&self.carry);
+        self.carry.clear();
         // The carry holds no line end; only what each read adds is searched for one.
         let mut last_end: Option<usize> = None;
         loop {
             let before = data.len();
-            data.resize(before + self.target.max(4096), 0);
-            let n = loop {
-                match self.input.read(&mut data[before..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r,
-                }
-            };
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    data.truncate(before);
-                    return Err(e);
-                }
-            };
-            data.truncate(before + n);
+            let want = self.target.max(4096);
+            data.reserve(want);
+            // `read_to_end` reads into the spare capacity without zeroing it first (files).
+            let n = (&mut self.input).take(want as u64).read_to_end(&mut data)?;
             self.bytes += n as u64;
             if n == 0 {
                 // The end: what is left is the last line, newline or not.
@@ -368,7 +375,8 @@ impl<R: Read> BatchReader<R> {
             }
             match last_end {
                 Some(last) if data.len() >= self.target || last + 1 == data.len() => {
-                    self.carry = data.split_off(last + 1);
+                    self.carry.extend_from_slice(&data[last + 1..]);
+                    data.truncate(last + 1);
                     return Ok(Some(self.batch(data)));
                 }
                 None if data.len() > MAX_LINE => return self.skip_long_line(data.len()).map(Some),
@@ -377,14 +385,9 @@ impl<R: Read> BatchReader<R> {
         }
     }
 
-    fn batch(&mut self, data: Vec<u8>) -> Batch {
-        let first_line = self.next_line;
-        let complete = memchr::memchr_iter(b'\n', &data).count() as u64;
-        let unterminated = u64::from(data.last().is_some_and(|b| *b != b'\n'));
-        self.next_line += complete + unterminated;
+    fn batch(&self, data: Vec<u8>) -> Batch {
         Batch {
             data,
-            first_line,
             too_long: None,
             bytes_end: self.bytes,
         }
@@ -410,11 +413,8 @@ impl<R: Read> BatchReader<R> {
             }
             len += n;
         }
-        let first_line = self.next_line;
-        self.next_line += 1;
         Ok(Batch {
             data: Vec::new(),
-            first_line,
             too_long: Some(len as u64),
             bytes_end: self.bytes,
         })
@@ -454,38 +454,36 @@ pub fn decode_in_parallel<R, E>(
 where
     R: Read + Send,
 {
-    use std::sync::mpsc::sync_channel;
+    use std::sync::mpsc::{channel, sync_channel};
     let workers = batching.workers.max(1);
+    // Blocks decoded go back to the reader; at most the few in flight ever exist.
+    let (spare_tx, spare_rx) = channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         let mut to_workers = Vec::with_capacity(workers);
         let mut from_workers = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (batch_tx, batch_rx) = sync_channel::<Batch>(2);
-            let (done_tx, done_rx) = sync_channel::<(Vec<(u64, Classified)>, u64)>(2);
+            let (done_tx, done_rx) = sync_channel::<(Vec<Classified>, u64)>(2);
             to_workers.push(batch_tx);
             from_workers.push(done_rx);
+            let spare_tx = spare_tx.clone();
             scope.spawn(move || {
                 for batch in batch_rx {
                     let done = batch
                         .lines()
                         .into_iter()
-                        .map(|(n, line)| (n, classify(line, interest)))
+                        .map(|line| classify(line, interest))
                         .collect();
+                    let _ = spare_tx.send(batch.data);
                     if done_tx.send((done, batch.bytes_end)).is_err() {
                         return;
                     }
                 }
             });
         }
+        drop(spare_tx);
         let reader = scope.spawn(move || -> io::Result<()> {
-            let mut reader = BatchReader {
-                input,
-                target: batching.bytes,
-                carry: Vec::new(),
-                next_line: 1,
-                bytes: 0,
-                eof: false,
-            };
+            let mut reader = BatchReader::new(input, batching.bytes, Some(spare_rx));
             let mut next = 0;
             while let Some(batch) = reader.next()? {
                 if to_workers[next % workers].send(batch).is_err() {
@@ -497,16 +495,15 @@ where
         });
         // In input order: batch k went to worker k % workers, which answers its batches in order.
         let mut k = 0;
+        let mut line_no = 0;
         let mut handed = Ok(());
-        while let Ok((lines, bytes_end)) = from_workers[k % workers].recv() {
-            for (n, c) in lines {
-                if let Err(e) = each(n, c, bytes_end) {
+        'batches: while let Ok((lines, bytes_end)) = from_workers[k % workers].recv() {
+            for c in lines {
+                line_no += 1;
+                if let Err(e) = each(line_no, c, bytes_end) {
                     handed = Err(e);
-                    break;
+                    break 'batches;
                 }
-            }
-            if handed.is_err() {
-                break;
             }
             k += 1;
         }
@@ -536,17 +533,14 @@ mod tests {
             by_line.push((n, show(l)));
         }
         let mut by_batch = Vec::new();
-        let mut b = BatchReader {
-            input,
-            target,
-            carry: Vec::new(),
-            next_line: 1,
-            bytes: 0,
-            eof: false,
-        };
+        // Blocks are recycled as in `decode_in_parallel`: each batch's buffer is the next one's.
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel();
+        let mut b = BatchReader::new(input, target, Some(spare_rx));
         while let Some(batch) = b.next().unwrap() {
-            by_batch.extend(batch.lines().into_iter().map(|(n, l)| (n, show(l))));
+            by_batch.extend(batch.lines().into_iter().map(|l| show(l)));
+            spare_tx.send(batch.data).unwrap();
         }
+        let by_batch = (1..).zip(by_batch).collect();
         (by_line, by_batch)
     }
 

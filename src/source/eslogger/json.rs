@@ -1187,9 +1187,7 @@ mod tests {
         let sample = include_str!("../../../examples/kext-attack.jsonl");
         let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
         let lines: Vec<&'static str> = sample.lines().chain(real.lines()).collect();
-        let replacement = prop::sample::select(
-            b"\"\\/{}[],:0123456789.eE-+ tfnu\x01a".to_vec(),
-        );
+        let replacement = prop::sample::select(b"\"\\/{}[],:0123456789.eE-+ tfnu\x01a".to_vec());
         (
             prop::sample::select(lines),
             prop::collection::vec((any::<prop::sample::Index>(), replacement), 0..3),
