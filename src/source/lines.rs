@@ -537,7 +537,7 @@ mod tests {
         let (spare_tx, spare_rx) = std::sync::mpsc::channel();
         let mut b = BatchReader::new(input, target, Some(spare_rx));
         while let Some(batch) = b.next().unwrap() {
-            by_batch.extend(batch.lines().into_iter().map(|l| show(l)));
+            by_batch.extend(batch.lines().into_iter().map(&show));
             spare_tx.send(batch.data).unwrap();
         }
         let by_batch = (1..).zip(by_batch).collect();
