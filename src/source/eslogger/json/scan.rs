@@ -91,8 +91,13 @@ impl<'a> Scan<'a> {
     pub fn str(&mut self) -> Option<Cow<'a, str>> {
         self.skip_ws();
         let start = self.at + 1;
-        self.skip_str()?;
-        unescape(self.text.get(start..self.at - 1)?)
+        let escaped = self.skip_str()?;
+        let written = self.text.get(start..self.at - 1)?;
+        if escaped {
+            unescape(written)
+        } else {
+            Some(Cow::Borrowed(written))
+        }
     }
 
     /// `null`, or a string.
@@ -222,7 +227,7 @@ impl<'a> Scan<'a> {
     pub fn skip(&mut self) -> Option<()> {
         self.skip_ws();
         match self.peek()? {
-            b'"' => self.skip_str(),
+            b'"' => self.skip_str().map(drop),
             b'{' => self.object(|scan, _| scan.skip()),
             b'[' => self.array(Self::skip),
             b't' => self.literal(b"true"),
@@ -235,16 +240,19 @@ impl<'a> Scan<'a> {
 
     /// A string, escapes included, as serde_json passes over one it ignores (`\u` takes four hex
     /// digits, whatever they encode).
-    fn skip_str(&mut self) -> Option<()> {
+    /// Whether it had an escape.
+    fn skip_str(&mut self) -> Option<bool> {
         self.expect(b'"')?;
+        let mut escaped = false;
         loop {
             self.at += find_special(&self.bytes[self.at..])?;
             match self.bytes[self.at] {
                 b'"' => {
                     self.at += 1;
-                    return Some(());
+                    return Some(escaped);
                 }
                 b'\\' => {
+                    escaped = true;
                     self.at += 1;
                     match self.peek()? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
