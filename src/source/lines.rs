@@ -268,7 +268,8 @@ pub fn classify(line: Line<'_>, interest: &dyn Interest) -> Classified {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Classified::Blank { bytes: bytes.len() };
     }
-    let (text, non_utf8) = match std::str::from_utf8(bytes) {
+    // Every byte of every line is checked: simdutf8 does it with SIMD where the CPU has it.
+    let (text, non_utf8) = match simdutf8::basic::from_utf8(bytes) {
         Ok(t) => (Cow::Borrowed(t), false),
         Err(_) => (String::from_utf8_lossy(bytes), true),
     };
