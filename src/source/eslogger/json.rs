@@ -1067,6 +1067,24 @@ impl<'de> Deserialize<'de> for AuditToken {
     }
 }
 
+/// The property tests' settings: the same cases on every run (a seed fixed, so CI cannot fail by
+/// chance), and a longer or different search with `PROPTEST_CASES` and `PROPTEST_RNG_SEED`.
+#[cfg(test)]
+fn property_config(cases: u32) -> proptest::prelude::ProptestConfig {
+    let default = proptest::prelude::ProptestConfig::default();
+    proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
+        rng_seed: match std::env::var_os("PROPTEST_RNG_SEED") {
+            Some(_) => default.rng_seed,
+            None => proptest::test_runner::RngSeed::Fixed(0x6b65_7874),
+        },
+        ..default
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1182,28 +1200,37 @@ mod tests {
     }
 
     /// Lines of every kind the bundled sample has (generated as eslogger writes them) and a real
-    /// capture's, each also with a byte or two changed, so that many are broken in some way.
+    /// capture's, each also with a byte or two replaced, inserted or removed, so that many are
+    /// broken in some way and many more are valid JSON of an unexpected shape.
     fn lines_and_mutants() -> impl Strategy<Value = String> {
         let sample = include_str!("../../../examples/kext-attack.jsonl");
         let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
         let lines: Vec<&'static str> = sample.lines().chain(real.lines()).collect();
-        let replacement = prop::sample::select(b"\"\\/{}[],:0123456789.eE-+ tfnu\x01a".to_vec());
+        let byte = prop::sample::select(b"\"\\/{}[],:0123456789.eE-+ \tfnul\x01\x7fa".to_vec());
+        // 0: replace, 1: insert before, 2: remove.
+        let edit = (any::<prop::sample::Index>(), 0..3u8, byte);
         (
             prop::sample::select(lines),
-            prop::collection::vec((any::<prop::sample::Index>(), replacement), 0..3),
+            prop::collection::vec(edit, 0..3),
         )
             .prop_map(|(line, edits)| {
                 let mut bytes = line.as_bytes().to_vec();
-                for (at, byte) in edits {
+                for (at, how, byte) in edits {
                     let i = at.index(bytes.len());
-                    bytes[i] = byte;
+                    match how {
+                        0 => bytes[i] = byte,
+                        1 => bytes.insert(i, byte),
+                        _ => {
+                            bytes.remove(i);
+                        }
+                    }
                 }
                 String::from_utf8_lossy(&bytes).into_owned()
             })
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        #![proptest_config(property_config(3000))]
         /// Whatever the one-pass reader is sure of, serde_json decodes to the same event, skip or
         /// error; and the lineage exec it reads is the event serde_json makes.
         #[test]
@@ -1220,6 +1247,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Where each number in a JSON line is (outside strings), as byte ranges.
+    fn number_spans(line: &str) -> Vec<std::ops::Range<usize>> {
+        let b = line.as_bytes();
+        let (mut spans, mut in_string, mut i) = (Vec::new(), false, 0);
+        while i < b.len() {
+            match b[i] {
+                b'\\' if in_string => i += 1,
+                b'"' => in_string = !in_string,
+                b'-' | b'0'..=b'9' if !in_string => {
+                    let start = i;
+                    while i < b.len()
+                        && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                    {
+                        i += 1;
+                    }
+                    spans.push(start..i);
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        spans
+    }
+
+    #[test]
+    fn every_number_replaced_by_an_edge_case_decodes_as_serde_json_does() {
+        // One line of each event type in the sample, and the real capture's: each number in
+        // turn becomes a value at or past some boundary serde_json draws.
+        let sample = include_str!("../../../examples/kext-attack.jsonl");
+        let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
+        let mut seen_types = std::collections::BTreeSet::new();
+        let lines = sample
+            .lines()
+            .filter(|l| seen_types.insert(raw_event_type(l)))
+            .chain(real.lines());
+        let edges = [
+            "-0",
+            "0",
+            "-1",
+            "1.0",
+            "1e2",
+            "-0.0",
+            "2147483648",
+            "4294967296",
+            "-2147483649",
+            "9223372036854775808",
+            "18446744073709551616",
+            "null",
+            "true",
+            "\"7\"",
+            "[]",
+            "{}",
+        ];
+        let mut compared = 0;
+        for line in lines {
+            for span in number_spans(line) {
+                for edge in edges {
+                    let changed = format!("{}{edge}{}", &line[..span.start], &line[span.end..]);
+                    for interest in [&LINEAGE as &dyn Interest, &crate::event::AllEvents] {
+                        assert_eq!(
+                            format!("{:?}", decode_parsed(&changed, interest)),
+                            format!("{:?}", decode_with_serde(&changed, interest)),
+                            "{changed}"
+                        );
+                        if let Some(exec) = exec_in_one_pass(&changed, interest) {
+                            match decode_with_serde(&changed, interest) {
+                                Ok(Decoded::Event(full)) => assert_eq!(exec, *full, "{changed}"),
+                                other => panic!("serde_json: {other:?} for {changed}"),
+                            }
+                        }
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 10_000, "{compared}");
     }
 
     #[test]
