@@ -302,7 +302,7 @@ impl<'a> Scan<'a> {
 /// one is `None`), decoded; `None` too for a `\u` escape, which serde_json decodes with its own
 /// rules for surrogates.
 pub(super) fn unescape(written: &str) -> Option<Cow<'_, str>> {
-    let Some(first) = written.find('\\') else {
+    let Some(first) = memchr::memchr(b'\\', written.as_bytes()) else {
         return Some(Cow::Borrowed(written));
     };
     let mut out = String::with_capacity(written.len());
@@ -322,7 +322,7 @@ pub(super) fn unescape(written: &str) -> Option<Cow<'_, str>> {
             _ => return None,
         });
         rest = &rest[at + 2..];
-        match rest.find('\\') {
+        match memchr::memchr(b'\\', rest.as_bytes()) {
             Some(next) => at = next,
             None => break,
         }
