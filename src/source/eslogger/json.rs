@@ -122,7 +122,7 @@ pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, Decod
     if let Some(meta) = ty.and_then(|ty| skip_unparsed(line, ty, interest)) {
         return Ok(Decoded::Skipped(meta));
     }
-    if let Some(ev) = ty.and_then(|ty| lineage_exec(line, ty, interest)) {
+    if let Some(ev) = ty.and_then(|ty| lineage_event(line, ty, interest)) {
         return Ok(Decoded::Event(Box::new(ev)));
     }
     decode_parsed(line, interest)
@@ -290,21 +290,47 @@ fn raw_number(line: &[u8], key: &Finder<'static>) -> Option<Option<u64>> {
     )
 }
 
-/// An exec as lineage records it (the new image, no arguments), read in one pass over the line
-/// instead of capturing `event` and `process` first and parsing them after: execs are half of a
-/// busy Mac's bytes. Only the common case: anything else (a tool, unsigned code as root, a line that
-/// does not parse this way) is left to the full decoder, which gives its answer or error.
-fn lineage_exec(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> {
+/// An exec or fork as lineage records it (an exec's new image without arguments, a fork's child),
+/// read in one pass over the line instead of capturing `event` and `process` first and parsing
+/// them after: execs are half of a busy Mac's bytes. Only the common case: anything else (a tool,
+/// unsigned code as root, a line that does not parse this way) is left to the full decoder, which
+/// gives its answer or error.
+fn lineage_event(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> {
     use event_type::*;
-    if !interest.lifecycle_matters() || !matches!(ty, NOTIFY_EXEC | AUTH_EXEC) {
+    if !interest.lifecycle_matters() {
         return None;
     }
-    let env = onepass::envelope(line, onepass::exec_body)?;
-    let target = env.event?.body.target.into_process();
-    let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
-    if unsigned_root || interest.exec_matters(&target.executable, target.signing_id.as_deref()) {
-        return None;
+    match ty {
+        NOTIFY_EXEC | AUTH_EXEC => {
+            let mut env = onepass::envelope(line, onepass::exec_body)?;
+            let target = env.event.take()?.body.target.into_process();
+            let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
+            if unsigned_root
+                || interest.exec_matters(&target.executable, target.signing_id.as_deref())
+            {
+                return None;
+            }
+            let kind = EventKind::Exec(Exec {
+                target,
+                args: Vec::new(),
+                cwd: None,
+            });
+            lineage_envelope_event(env, kind)
+        }
+        NOTIFY_FORK => {
+            let mut env = onepass::envelope(line, onepass::fork_body)?;
+            let child = env.event.take()?.body.child.audit_token.unwrap_or_default();
+            let kind = EventKind::Fork {
+                child_pid: child.pid,
+                child_pidversion: child.pidversion,
+            };
+            lineage_envelope_event(env, kind)
+        }
+        _ => None,
     }
+}
+
+fn lineage_envelope_event<B>(env: onepass::Envelope<'_, B>, kind: EventKind) -> Option<Event> {
     Some(Event {
         time_ns: parse_time(&env.time?).ok()?,
         version: env.version.unwrap_or(0),
@@ -312,11 +338,7 @@ fn lineage_exec(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> {
         global_seq_num: env.global_seq_num,
         mach_time: env.mach_time,
         process: env.process?.into_process(),
-        kind: EventKind::Exec(Exec {
-            target,
-            args: Vec::new(),
-            cwd: None,
-        }),
+        kind,
     })
 }
 
@@ -1115,8 +1137,8 @@ mod tests {
         skip_unparsed(line, raw_event_type(line)?, interest)
     }
 
-    fn exec_in_one_pass(line: &str, interest: &dyn Interest) -> Option<Event> {
-        lineage_exec(line, raw_event_type(line)?, interest)
+    fn lineage_in_one_pass(line: &str, interest: &dyn Interest) -> Option<Event> {
+        lineage_event(line, raw_event_type(line)?, interest)
     }
 
     #[test]
@@ -1199,13 +1221,58 @@ mod tests {
         assert!(!skipped(&write(r"/Users/a/\q", "/usr/bin/vim")));
     }
 
-    /// Lines of every kind the bundled sample has (generated as eslogger writes them) and a real
-    /// capture's, each also with a byte or two replaced, inserted or removed, so that many are
-    /// broken in some way and many more are valid JSON of an unexpected shape.
-    fn lines_and_mutants() -> impl Strategy<Value = String> {
+    /// Test lines: the bundled sample's (generated as eslogger writes them), a real capture's, and
+    /// the real capture's again with audit tokens as arrays (message version 10).
+    fn corpus() -> Vec<String> {
         let sample = include_str!("../../../examples/kext-attack.jsonl");
         let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
-        let lines: Vec<&'static str> = sample.lines().chain(real.lines()).collect();
+        fn tokens_as_arrays(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map.iter_mut() {
+                        if key.ends_with("audit_token") && value.is_object() {
+                            let field = |k: &str| value[k].clone();
+                            *value = serde_json::Value::Array(
+                                [
+                                    "auid",
+                                    "euid",
+                                    "egid",
+                                    "ruid",
+                                    "rgid",
+                                    "pid",
+                                    "asid",
+                                    "pidversion",
+                                ]
+                                .map(field)
+                                .to_vec(),
+                            );
+                        } else {
+                            tokens_as_arrays(value);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(tokens_as_arrays),
+                _ => {}
+            }
+        }
+        let version_10 = real.lines().map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            tokens_as_arrays(&mut v);
+            v["version"] = 10.into();
+            serde_json::to_string(&v).unwrap().replace('/', "\\/")
+        });
+        sample
+            .lines()
+            .chain(real.lines())
+            .map(String::from)
+            .chain(version_10)
+            .collect()
+    }
+
+    /// [`corpus`] lines, each also with a byte or two replaced, inserted or removed, so that many
+    /// are broken in some way and many more are valid JSON of an unexpected shape.
+    fn lines_and_mutants() -> impl Strategy<Value = String> {
+        let lines = corpus();
         let byte = prop::sample::select(b"\"\\/{}[],:0123456789.eE-+ \tfnul\x01\x7fa".to_vec());
         // 0: replace, 1: insert before, 2: remove.
         let edit = (any::<prop::sample::Index>(), 0..3u8, byte);
@@ -1239,7 +1306,7 @@ mod tests {
                 let fast = format!("{:?}", decode_parsed(&line, interest));
                 let reference = format!("{:?}", decode_with_serde(&line, interest));
                 proptest::prop_assert_eq!(fast, reference);
-                if let Some(exec) = exec_in_one_pass(&line, interest) {
+                if let Some(exec) = lineage_in_one_pass(&line, interest) {
                     match decode_with_serde(&line, interest) {
                         Ok(Decoded::Event(full)) => proptest::prop_assert_eq!(exec, *full),
                         other => proptest::prop_assert!(false, "serde_json: {other:?}"),
@@ -1276,15 +1343,14 @@ mod tests {
 
     #[test]
     fn every_number_replaced_by_an_edge_case_decodes_as_serde_json_does() {
-        // One line of each event type in the sample, and the real capture's: each number in
-        // turn becomes a value at or past some boundary serde_json draws.
-        let sample = include_str!("../../../examples/kext-attack.jsonl");
-        let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
-        let mut seen_types = std::collections::BTreeSet::new();
-        let lines = sample
-            .lines()
-            .filter(|l| seen_types.insert(raw_event_type(l)))
-            .chain(real.lines());
+        // One line of each event type and message version in the corpus: each number in turn
+        // becomes a value at or past some boundary serde_json draws.
+        let corpus = corpus();
+        let mut seen = std::collections::BTreeSet::new();
+        let lines = corpus.iter().filter(|l| {
+            let version = l.contains(r#""version":10"#);
+            seen.insert((raw_event_type(l), version))
+        });
         let edges = [
             "-0",
             "0",
@@ -1314,7 +1380,7 @@ mod tests {
                             format!("{:?}", decode_with_serde(&changed, interest)),
                             "{changed}"
                         );
-                        if let Some(exec) = exec_in_one_pass(&changed, interest) {
+                        if let Some(exec) = lineage_in_one_pass(&changed, interest) {
                             match decode_with_serde(&changed, interest) {
                                 Ok(Decoded::Event(full)) => assert_eq!(exec, *full, "{changed}"),
                                 other => panic!("serde_json: {other:?} for {changed}"),
@@ -1329,32 +1395,34 @@ mod tests {
     }
 
     #[test]
-    fn an_exec_read_in_one_pass_is_the_event_the_full_decoder_makes() {
-        // Real eslogger lines (their own key order, array audit tokens) and every exec variant
-        // the shortcut must leave alone.
+    fn an_exec_or_fork_read_in_one_pass_is_the_event_the_full_decoder_makes() {
+        // Real eslogger lines (their own key order), the same with array audit tokens, and the
+        // sample's; every exec variant the shortcut must leave alone below.
         let real = include_str!("../../../tests/fixtures/eslogger-public/mullvadvpn-app.jsonl");
-        let mut one_pass = 0;
-        for line in real.lines() {
-            let Some(fast) = exec_in_one_pass(line, &LINEAGE) else {
+        let mut one_pass = std::collections::BTreeSet::new();
+        for line in corpus() {
+            let Some(fast) = lineage_in_one_pass(&line, &LINEAGE) else {
                 continue;
             };
-            one_pass += 1;
-            match decode_parsed(line, &LINEAGE).unwrap() {
+            one_pass.insert((raw_event_type(&line), line.contains(r#""version":10"#)));
+            match decode_parsed(&line, &LINEAGE).unwrap() {
                 Decoded::Event(full) => assert_eq!(fast, *full),
                 Decoded::Skipped(_) => panic!("the full decoder skips {line}"),
             }
         }
-        assert!(one_pass > 0, "the fixture's execs take the one-pass path");
+        // (The real capture's fork is version 10 already.)
+        let taken = [(Some(9), false), (Some(9), true), (Some(11), true)];
+        assert!(taken.iter().all(|t| one_pass.contains(t)), "{one_pass:?}");
         // A tool's exec needs its arguments: the full decoder reads it.
         for line in real.lines().filter(|l| l.contains("\"event_type\":9")) {
             assert!(
-                exec_in_one_pass(line, &crate::event::AllEvents).is_none(),
+                lineage_in_one_pass(line, &crate::event::AllEvents).is_none(),
                 "a tool: {line}"
             );
         }
         // No lineage (an interest without it): never.
         for line in real.lines() {
-            assert!(exec_in_one_pass(line, &NO_LINEAGE).is_none());
+            assert!(lineage_in_one_pass(line, &NO_LINEAGE).is_none());
         }
     }
 

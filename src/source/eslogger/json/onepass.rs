@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use super::scan::Scan;
-use super::{AuditToken, RawExecTarget, RawFile, RawProcess, Wrap};
+use super::{AuditToken, RawExecTarget, RawFile, RawFork, RawForkChild, RawProcess, Wrap};
 
 /// Marks field `index` read; `None` the second time, as serde's derive refuses a field given twice.
 fn first(seen: &mut u32, index: u32) -> Option<()> {
@@ -97,12 +97,7 @@ pub(super) fn envelope<'a, B>(
 /// `{"exec": {"target": {...}, ...}}`: the first entry's value, whatever its key, as [`Wrap`] reads it.
 pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a>>> {
     let mut target = None;
-    let mut entries = 0;
-    scan.object(|scan, _| {
-        entries += 1;
-        if entries > 1 {
-            return scan.skip();
-        }
+    first_entry(scan, |scan| {
         let mut seen = 0;
         scan.object(|scan, key| match key {
             "target" => {
@@ -118,6 +113,53 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
     })
 }
 
+/// `{"fork": {"child": {...}, ...}}`, as `Wrap<RawFork>` reads it: of the child, only its audit
+/// token.
+pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
+    let mut child = None;
+    first_entry(scan, |scan| {
+        let mut seen = 0;
+        scan.object(|scan, key| match key {
+            "child" => {
+                first(&mut seen, 0)?;
+                let mut audit_token = None;
+                let mut seen_token = 0;
+                scan.object(|scan, key| match key {
+                    "audit_token" => {
+                        first(&mut seen_token, 0)?;
+                        audit_token = scan.nullable(audit_token_value)?;
+                        Some(())
+                    }
+                    _ => scan.skip(),
+                })?;
+                child = Some(RawForkChild { audit_token });
+                Some(())
+            }
+            _ => scan.skip(),
+        })
+    })?;
+    Some(Wrap {
+        body: RawFork { child: child? },
+    })
+}
+
+/// An event object: its first entry's value read by `read`, whatever the key; the rest passed
+/// over. An empty object is unsure (serde_json refuses it).
+fn first_entry<'a>(
+    scan: &mut Scan<'a>,
+    mut read: impl FnMut(&mut Scan<'a>) -> Option<()>,
+) -> Option<()> {
+    let mut entries = 0;
+    scan.object(|scan, _| {
+        entries += 1;
+        if entries > 1 {
+            return scan.skip();
+        }
+        read(scan)
+    })?;
+    (entries > 0).then_some(())
+}
+
 /// An eslogger process object (never `null` where this is used).
 fn process_object<'a>(scan: &mut Scan<'a>) -> Option<RawProcess<'a>> {
     let mut p = RawProcess::default();
@@ -126,15 +168,15 @@ fn process_object<'a>(scan: &mut Scan<'a>) -> Option<RawProcess<'a>> {
         match key {
             "audit_token" => {
                 first(&mut seen, 0)?;
-                p.audit_token = scan.nullable(audit_token)?;
+                p.audit_token = scan.nullable(audit_token_value)?;
             }
             "parent_audit_token" => {
                 first(&mut seen, 1)?;
-                p.parent_audit_token = scan.nullable(audit_token)?;
+                p.parent_audit_token = scan.nullable(audit_token_value)?;
             }
             "responsible_audit_token" => {
                 first(&mut seen, 2)?;
-                p.responsible_audit_token = scan.nullable(audit_token)?;
+                p.responsible_audit_token = scan.nullable(audit_token_value)?;
             }
             "ppid" => {
                 first(&mut seen, 3)?;
@@ -203,7 +245,7 @@ fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
 
 /// An audit token in either form [`AuditToken`]'s deserializer takes: an object (a key given twice
 /// counts the last time, as there), or an array of exactly eight integers.
-fn audit_token(scan: &mut Scan<'_>) -> Option<AuditToken> {
+fn audit_token_value(scan: &mut Scan<'_>) -> Option<AuditToken> {
     let bits = |v: i64| v as u32;
     let mut t = AuditToken::default();
     if scan.peek_is(b'[') {
