@@ -7,7 +7,10 @@
 use std::borrow::Cow;
 
 use super::scan::Scan;
-use super::{AuditToken, RawExecTarget, RawFile, RawFork, RawForkChild, RawProcess, Wrap};
+use super::{
+    AuditToken, RawCreate, RawDestination, RawExecTarget, RawFile, RawFork, RawForkChild,
+    RawNewPath, RawProcess, Wrap,
+};
 
 /// Marks field `index` read; `None` the second time, as serde's derive refuses a field given twice.
 fn first(seen: &mut u32, index: u32) -> Option<()> {
@@ -140,6 +143,85 @@ pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
     })?;
     Some(Wrap {
         body: RawFork { child: child? },
+    })
+}
+
+/// `{"create": {"destination_type": ..., "destination": {...}}}`, as `Wrap<RawCreate>` reads it
+/// (the destination nested or, as one public parser writes it, directly in the body).
+pub(super) fn create_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawCreate<'a>>> {
+    let mut create = None;
+    first_entry(scan, |scan| {
+        let (mut destination, mut existing_file, mut new_path) = (None, None, None);
+        let mut seen = 0;
+        scan.object(|scan, key| {
+            match key {
+                "destination" => {
+                    first(&mut seen, 0)?;
+                    destination = scan.nullable(destination_object)?;
+                }
+                "existing_file" => {
+                    first(&mut seen, 1)?;
+                    existing_file = scan.nullable(file)?;
+                }
+                "new_path" => {
+                    first(&mut seen, 2)?;
+                    new_path = scan.nullable(new_path_object)?;
+                }
+                _ => scan.skip()?,
+            }
+            Some(())
+        })?;
+        create = Some(RawCreate {
+            destination,
+            existing_file,
+            new_path,
+        });
+        Some(())
+    })?;
+    Some(Wrap { body: create? })
+}
+
+fn destination_object<'a>(scan: &mut Scan<'a>) -> Option<RawDestination<'a>> {
+    let mut d = RawDestination::default();
+    let mut seen = 0;
+    scan.object(|scan, key| {
+        match key {
+            "existing_file" => {
+                first(&mut seen, 0)?;
+                d.existing_file = scan.nullable(file)?;
+            }
+            "new_path" => {
+                first(&mut seen, 1)?;
+                d.new_path = scan.nullable(new_path_object)?;
+            }
+            _ => scan.skip()?,
+        }
+        Some(())
+    })?;
+    Some(d)
+}
+
+/// `{"dir": {...}, "filename": ...}`, both required.
+fn new_path_object<'a>(scan: &mut Scan<'a>) -> Option<RawNewPath<'a>> {
+    let (mut dir, mut filename) = (None, None);
+    let mut seen = 0;
+    scan.object(|scan, key| {
+        match key {
+            "dir" => {
+                first(&mut seen, 0)?;
+                dir = Some(file(scan)?);
+            }
+            "filename" => {
+                first(&mut seen, 1)?;
+                filename = Some(scan.str()?);
+            }
+            _ => scan.skip()?,
+        }
+        Some(())
+    })?;
+    Some(RawNewPath {
+        dir: dir?,
+        filename: filename?,
     })
 }
 
