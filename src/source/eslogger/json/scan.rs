@@ -86,6 +86,28 @@ impl<'a> Scan<'a> {
         self.text.get(start..self.at - 1)
     }
 
+    /// An object key and its colon. Written out rather than as `plain_str` then `expect`: there is
+    /// one per value in a capture, and in eslogger's compact output the colon follows at once.
+    fn key(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let rest = self.bytes.get(self.at..)?;
+        if rest.first() != Some(&b'"') {
+            return None;
+        }
+        let len = find_special(&rest[1..])?;
+        if rest[1 + len] != b'"' {
+            return None;
+        }
+        let start = self.at + 1;
+        self.at = start + len + 1;
+        if self.bytes.get(self.at) == Some(&b':') {
+            self.at += 1;
+        } else {
+            self.expect(b':')?;
+        }
+        self.text.get(start..start + len)
+    }
+
     /// A string, borrowed when it has no escape. eslogger writes every `/` as `\/`, so paths do;
     /// `\u` escapes are left to serde_json (unsure).
     pub fn str(&mut self) -> Option<Cow<'a, str>> {
@@ -130,21 +152,23 @@ impl<'a> Scan<'a> {
         if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        let mut value: i128 = 0;
+        // serde_json reads integers as u64 or i64 (beyond those, floats) before a visitor narrows
+        // them.
+        let mut magnitude: u64 = 0;
         for d in digits {
-            value = value * 10 + i128::from(d - b'0');
+            magnitude = magnitude
+                .checked_mul(10)?
+                .checked_add(u64::from(d - b'0'))?;
         }
-        if negative {
+        let value = if negative {
             // serde_json reads `-0` as the float -0.0, which no integer field takes.
-            if value == 0 {
+            if magnitude == 0 || magnitude > i64::MIN.unsigned_abs() {
                 return None;
             }
-            value = -value;
-        }
-        // serde_json reads integers as u64 or i64 before a visitor narrows them.
-        if value > i128::from(u64::MAX) || value < i128::from(i64::MIN) {
-            return None;
-        }
+            -i128::from(magnitude)
+        } else {
+            i128::from(magnitude)
+        };
         T::try_from(value).ok()
     }
 
@@ -178,9 +202,7 @@ impl<'a> Scan<'a> {
             self.at += 1;
         } else {
             loop {
-                self.skip_ws();
-                let key = self.plain_str()?;
-                self.expect(b':')?;
+                let key = self.key()?;
                 field(self, key)?;
                 match self.next_token()? {
                     b',' => {}
