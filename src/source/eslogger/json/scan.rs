@@ -2,12 +2,14 @@
 //!
 //! serde_json spends most of a busy capture's time walking values the decoder then ignores (stat
 //! blocks, environments, audit tokens it needs two fields of). [`Scan`] walks a line once, checks
-//! every byte it passes against the grammar, and hands out only the values asked for, borrowed.
+//! every byte it passes against the grammar, and hands out only the values asked for (borrowed
+//! unless a string had escapes to decode).
 //!
 //! Its answers are `Option`s meaning "sure": `None` is not an error but "ask the full decoder", which
 //! then accepts or rejects the line as it always has. So `Scan` says `None` for anything it is not
-//! built to be certain of — an escape in a string it returns or in a key, a number that is not a
-//! plain integer where one is read, nesting deeper than serde_json allows, a known key twice — and
+//! built to be certain of — a `\u` escape in a string it returns, any escape in a key, a number that
+//! is not a plain integer where one is read, nesting deeper than serde_json allows, a known key
+//! twice — and
 //! never accepts what serde_json would refuse (a property test holds it to that).
 
 /// Deeper than this is left to serde_json (whose own limit is 128).
@@ -72,21 +74,7 @@ impl<'a> Scan<'a> {
         (self.at == self.bytes.len()).then_some(())
     }
 
-    /// A string with no escape in it, borrowed from the text; `None` for one with an escape (or not
-    /// a string).
-    pub fn plain_str(&mut self) -> Option<&'a str> {
-        self.expect(b'"')?;
-        let start = self.at;
-        self.at = start + find_special(&self.bytes[start..])?;
-        if self.bytes[self.at] != b'"' {
-            return None;
-        }
-        self.at += 1;
-        // Both ends are ASCII quotes, so char boundaries: no UTF-8 check needed.
-        self.text.get(start..self.at - 1)
-    }
-
-    /// An object key and its colon. Written out rather than as `plain_str` then `expect`: there is
+    /// An object key (with no escape in it: unsure otherwise) and its colon, in one step: there is
     /// one per value in a capture, and in eslogger's compact output the colon follows at once.
     fn key(&mut self) -> Option<&'a str> {
         self.skip_ws();
@@ -436,9 +424,23 @@ mod tests {
         );
         assert_eq!(Scan::new("18446744073709551616").int::<i128>(), None);
         assert_eq!(Scan::new("-9223372036854775809").int::<i128>(), None);
-        assert_eq!(Scan::new("\"a/b\"").plain_str(), Some("a/b"));
-        assert_eq!(Scan::new("\"a\\/b\"").plain_str(), None);
-        assert_eq!(Scan::new("\"é\"").plain_str(), Some("é"));
+        let borrowed = |text: &str| match Scan::new(text).str() {
+            Some(Cow::Borrowed(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        assert_eq!(borrowed("\"a/b\""), Some("a/b".into()));
+        assert_eq!(borrowed("\"é\""), Some("é".into()));
+        assert_eq!(
+            Scan::new(r#""a\/b\"\\ \t""#).str().as_deref(),
+            Some("a/b\"\\ \t")
+        );
+        assert_eq!(Scan::new(r#""\u00e9""#).str(), None);
+        assert_eq!(Scan::new(r#""a\qb""#).str(), None);
+        let key = |text: &str| Scan::new(text).key().map(String::from);
+        assert_eq!(key("\"ab\":1"), Some("ab".into()));
+        assert_eq!(key(" \"ab\" : 1"), Some("ab".into()));
+        assert_eq!(key("\"a\\/b\":1"), None);
+        assert_eq!(key("\"ab\" 1"), None);
         assert_eq!(Scan::new("null").nullable_str(), Some(None));
         assert_eq!(Scan::new("nul").nullable_str(), None);
         assert_eq!(Scan::new("true").bool(), Some(true));
