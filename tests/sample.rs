@@ -284,3 +284,24 @@ fn alerts_are_written_only_while_the_progress_bar_is_hidden() {
     assert_eq!(while_shown.load(Ordering::SeqCst), 0);
     assert!(bar.positions > 0, "the bar is told where the replay is");
 }
+
+#[test]
+fn the_sample_with_slashes_unescaped_raises_the_same_alerts() {
+    // eslogger writes `\/`; other producers of the same format (and older captures) write `/`.
+    // Both are the same JSON, so the alerts must be too, whichever decoding tier reads a line.
+    let on_disk = std::fs::read_to_string(SAMPLE).unwrap();
+    assert!(on_disk.contains(r"\/Library\/Extensions"));
+    let plain = on_disk.replace(r"\/", "/");
+    let without_clock = |mut alerts: Vec<serde_json::Value>| {
+        for a in &mut alerts {
+            if let Some(event) = a["event"].as_object_mut() {
+                event.remove("ingested");
+                event.remove("created");
+            }
+        }
+        alerts
+    };
+    let escaped = without_clock(run(&on_disk));
+    assert_eq!(escaped.len(), 9);
+    assert_eq!(escaped, without_clock(run(&plain)));
+}

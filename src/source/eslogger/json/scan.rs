@@ -253,8 +253,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A string, escapes included, as serde_json passes over one it ignores (`\u` takes four hex
-    /// digits, whatever they encode).
-    /// Whether it had an escape.
+    /// digits, whatever they encode); whether it had an escape.
     fn skip_str(&mut self) -> Option<bool> {
         self.expect(b'"')?;
         let mut escaped = false;
