@@ -82,7 +82,11 @@ pub(super) fn envelope<'a, B>(
             }
             "process" => {
                 first(&mut seen, 6)?;
-                env.process = scan.nullable(process_object)?;
+                if scan.peek_is(b'n') {
+                    scan.nullable(|_| None::<()>)?;
+                } else {
+                    process_object(scan, env.process.insert(RawProcess::default()))?;
+                }
             }
             "event" => {
                 first(&mut seen, 7)?;
@@ -105,7 +109,7 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
         scan.object(|scan, key| match key {
             "target" => {
                 first(&mut seen, 0)?;
-                target = Some(process_object(scan)?);
+                process_object(scan, target.insert(RawProcess::default()))?;
                 Some(())
             }
             _ => scan.skip(),
@@ -243,8 +247,7 @@ fn first_entry<'a>(
 }
 
 /// An eslogger process object (never `null` where this is used).
-fn process_object<'a>(scan: &mut Scan<'a>) -> Option<RawProcess<'a>> {
-    let mut p = RawProcess::default();
+fn process_object<'a>(scan: &mut Scan<'a>, p: &mut RawProcess<'a>) -> Option<()> {
     let mut seen = 0;
     scan.object(|scan, key| {
         match key {
@@ -308,7 +311,7 @@ fn process_object<'a>(scan: &mut Scan<'a>) -> Option<RawProcess<'a>> {
         }
         Some(())
     })?;
-    Some(p)
+    Some(())
 }
 
 /// `{"path": ..., "stat": ...}`.
