@@ -241,7 +241,10 @@ impl<'a> Scan<'a> {
     pub fn skip(&mut self) -> Option<()> {
         self.skip_ws();
         match self.peek()? {
-            b'"' => self.skip_str().map(drop),
+            b'"' => {
+                self.at += 1;
+                self.skip_str_body().map(drop)
+            }
             b'{' => self.object(|scan, _| scan.skip()),
             b'[' => self.array(Self::skip),
             b't' => self.literal(b"true"),
@@ -256,6 +259,11 @@ impl<'a> Scan<'a> {
     /// digits, whatever they encode); whether it had an escape.
     fn skip_str(&mut self) -> Option<bool> {
         self.expect(b'"')?;
+        self.skip_str_body()
+    }
+
+    /// [`Self::skip_str`] past its opening quote.
+    fn skip_str_body(&mut self) -> Option<bool> {
         let mut escaped = false;
         loop {
             self.at += find_special(&self.bytes[self.at..])?;
