@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,8 @@ pub struct Health {
     pub seq_gap_events: AtomicU64,
     pub source_restarts: AtomicU64,
     processed: AtomicU64,
+    /// Events in the queue to detection (sources add, detection removes).
+    queue_depth: AtomicUsize,
     alerts: [AtomicU64; 5],
     config_generation: AtomicU64,
     last_config_error: Mutex<Option<String>>,
@@ -89,8 +91,26 @@ impl Health {
         h
     }
 
+    /// One queued event analysed.
     pub fn count_processed(&self) {
         self.processed.fetch_add(1, Relaxed);
+        self.queue_depth.fetch_sub(1, Relaxed);
+    }
+
+    /// How many more events the queue to detection may take. The daemon's one source thread is
+    /// the only one adding, and detection only removes, so the room can only grow before
+    /// [`Self::queued`] takes it.
+    pub fn queue_room(&self, limit: usize) -> usize {
+        limit.saturating_sub(self.queue_depth.load(Relaxed))
+    }
+
+    pub fn queued(&self, events: usize) {
+        self.queue_depth.fetch_add(events, Relaxed);
+    }
+
+    /// Events counted by [`Self::queued`] that never reached the queue.
+    pub fn release_queue(&self, events: usize) {
+        self.queue_depth.fetch_sub(events, Relaxed);
     }
 
     pub fn count_alert(&self, s: Severity) {

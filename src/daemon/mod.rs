@@ -46,7 +46,8 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// What reaches the detection thread.
 pub(crate) enum Msg {
-    Event(Box<Event>),
+    /// Events from the source, in order (a busy source sends several at once).
+    Events(Vec<Event>),
     Policy(Vec<TimedChange>, Option<Box<Snapshot>>),
     /// A SIP configuration read (macOS), with the time it was read.
     #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
@@ -329,14 +330,17 @@ impl Detection<'_> {
     /// A message from the event queue.
     fn event(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(ev) => {
-                if let Some(e) = self.enricher.as_mut() {
-                    e.enrich(&mut self.engine, &ev);
+            Msg::Events(batch) => {
+                for ev in batch {
+                    if let Some(e) = self.enricher.as_mut() {
+                        e.enrich(&mut self.engine, &ev);
+                    }
+                    self.engine.process(&ev, &mut self.out);
+                    self.deliver();
+                    // Counted once its alerts are: a status that shows an event analysed shows
+                    // them.
+                    self.health.count_processed();
                 }
-                self.engine.process(&ev, &mut self.out);
-                self.deliver();
-                // Counted once its alerts are: a status that shows an event analysed shows them.
-                self.health.count_processed();
             }
             Msg::SourceKilled {
                 pid,
@@ -369,7 +373,7 @@ impl Detection<'_> {
                 self.engine.process_sip(flags, t, &mut self.out);
                 self.deliver();
             }
-            Msg::Stop | Msg::Event(_) | Msg::SourceKilled { .. } => {}
+            Msg::Stop | Msg::Events(_) | Msg::SourceKilled { .. } => {}
         }
     }
 }

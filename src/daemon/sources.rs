@@ -19,15 +19,36 @@ pub(super) type SharedInterest = Arc<std::sync::RwLock<KextInterest>>;
 struct Feed {
     tx: SyncSender<Msg>,
     health: Arc<Health>,
+    /// `daemon.event_queue`: events waiting for detection at most, however they are batched.
+    queue_limit: usize,
 }
 
 impl Hooks for Feed {
     fn event(&self, ev: Event) -> bool {
-        self.health.decoded.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Msg::Event(Box::new(ev))) {
+        self.events(vec![ev])
+    }
+
+    fn events(&self, mut batch: Vec<Event>) -> bool {
+        let n = batch.len();
+        self.health.decoded.fetch_add(n as u64, Ordering::Relaxed);
+        // As if sent one by one: the events beyond the queue's room are the ones dropped.
+        let room = self.health.queue_room(self.queue_limit);
+        if room < n {
+            batch.truncate(room);
+            self.health
+                .dropped
+                .fetch_add((n - room) as u64, Ordering::Relaxed);
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        let n = batch.len();
+        self.health.queued(n);
+        match self.tx.try_send(Msg::Events(batch)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.health.dropped.fetch_add(1, Ordering::Relaxed);
+                self.health.release_queue(n);
+                self.health.dropped.fetch_add(n as u64, Ordering::Relaxed);
                 true
             }
             Err(TrySendError::Disconnected(_)) => false,
@@ -76,10 +97,11 @@ pub(super) fn start(
     if enforcement.is_some() && opts.source != SourceSpec::Es {
         tracing::warn!("daemon.mode = \"enforce\" needs --source es; this source only observes");
     }
-    // Only the ES source reads the config itself (its kernel muting list).
-    #[cfg(not(target_os = "macos"))]
-    let _ = config;
-    let feed = Feed { tx, health };
+    let feed = Feed {
+        tx,
+        health,
+        queue_limit: config.daemon.event_queue,
+    };
     match &opts.source {
         SourceSpec::Replay(path) => {
             let path = path.clone();
@@ -128,4 +150,54 @@ pub(super) fn start_sip(ctl: std::sync::mpsc::Sender<Msg>, stop: Arc<AtomicBool>
         .spawn(move || {
             crate::source::sip::poll(|flags, t| ctl.send(Msg::Sip(flags, t)).is_ok(), &stop)
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Process};
+
+    fn events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event::at(i as i64, Process::default(), EventKind::Exit { status: 0 }))
+            .collect()
+    }
+
+    #[test]
+    fn the_queue_holds_at_most_its_limit_in_events_however_they_are_batched() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let health = Arc::new(Health::new(&"test"));
+        let feed = Feed {
+            tx,
+            health: health.clone(),
+            queue_limit: 5,
+        };
+        // 3 fit, then 2 of the next 4: the newest beyond the room are dropped, as one by one.
+        assert!(feed.events(events(3)));
+        assert!(feed.events(events(4)));
+        let sizes = |rx: &std::sync::mpsc::Receiver<Msg>| {
+            rx.try_iter()
+                .map(|m| match m {
+                    Msg::Events(b) => b.len(),
+                    _ => 0,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(&rx), [3, 2]);
+        assert_eq!(health.decoded.load(Ordering::Relaxed), 7);
+        assert_eq!(health.dropped.load(Ordering::Relaxed), 2);
+        // Full: a single event is dropped too, until detection analyses some.
+        assert!(feed.event(events(1).pop().unwrap()));
+        assert_eq!(health.dropped.load(Ordering::Relaxed), 3);
+        for _ in 0..2 {
+            health.count_processed();
+        }
+        assert!(feed.events(events(3)));
+        assert_eq!(sizes(&rx), [2]);
+        assert_eq!(health.dropped.load(Ordering::Relaxed), 4);
+        // A queue that is gone stops the source.
+        drop(rx);
+        health.count_processed();
+        assert!(!feed.events(events(1)));
+    }
 }

@@ -97,6 +97,13 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
+impl<R: Read> LineReader<io::BufReader<R>> {
+    /// Whether a whole line is already read, so that [`Self::next_line`] will not wait for input.
+    pub fn line_ready(&self) -> bool {
+        memchr::memchr(b'\n', self.inner.buffer()).is_some()
+    }
+}
+
 /// Counts over one input.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct InputStats {
