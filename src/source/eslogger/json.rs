@@ -97,6 +97,17 @@ pub struct Meta {
     pub global_seq_num: Option<u64>,
 }
 
+impl Meta {
+    /// As read from an envelope (no `version` is version 0).
+    fn new(event_type: u32, version: Option<u32>, global_seq_num: Option<u64>) -> Meta {
+        Meta {
+            event_type,
+            version: version.unwrap_or(0),
+            global_seq_num,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Decoded {
     /// A fully decoded event that detection should see.
@@ -151,11 +162,7 @@ fn decode_parsed(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeE
     if let Some(env) = onepass::envelope(line, Scan::raw) {
         let process = env.process;
         let parts = Parts {
-            meta: Meta {
-                event_type: env.event_type,
-                version: env.version.unwrap_or(0),
-                global_seq_num: env.global_seq_num,
-            },
+            meta: Meta::new(env.event_type, env.version, env.global_seq_num),
             seq_num: env.seq_num,
             mach_time: env.mach_time,
             time: env.time,
@@ -170,11 +177,7 @@ fn decode_parsed(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeE
 fn decode_with_serde(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
     let env: Envelope = serde_json::from_str(line)?;
     let parts = Parts {
-        meta: Meta {
-            event_type: env.event_type,
-            version: env.version.unwrap_or(0),
-            global_seq_num: env.global_seq_num,
-        },
+        meta: Meta::new(env.event_type, env.version, env.global_seq_num),
         seq_num: env.seq_num,
         mach_time: env.mach_time,
         time: env.time,
@@ -230,7 +233,6 @@ pub fn parse_time(s: &str) -> Result<i64, DecodeError> {
     i64::try_from(t.unix_timestamp_nanos()).map_err(|_| DecodeError::BadTime(s.to_string()))
 }
 
-/// Decode the event body, or `None` when it cannot matter.
 /// Whether events of type `ty` can become events for detection (`decode_kind` returns `None` for
 /// every other type, whatever the body; a test holds the two together).
 fn decodes(ty: u32, interest: &dyn Interest) -> bool {
@@ -385,11 +387,7 @@ fn create_in_one_pass(line: &str, ty: u32, interest: &dyn Interest) -> Option<De
     if env.event_type != ty {
         return None;
     }
-    let meta = Meta {
-        event_type: ty,
-        version: env.version.unwrap_or(0),
-        global_seq_num: env.global_seq_num,
-    };
+    let meta = Meta::new(ty, env.version, env.global_seq_num);
     let path = env.event.take()?.body.path()?;
     if !interest.path_matters(&path) {
         return Some(Decoded::Skipped(meta));
@@ -474,13 +472,10 @@ fn skip_unparsed(line: &str, event_type: u32, interest: &dyn Interest) -> Option
         None => None,
         Some(v) => Some(v?),
     };
-    Some(Meta {
-        event_type,
-        version: version.unwrap_or(0),
-        global_seq_num,
-    })
+    Some(Meta::new(event_type, version, global_seq_num))
 }
 
+/// Decode the event body, or `None` when it cannot matter.
 fn decode_kind(
     ty: u32,
     body: &str,
