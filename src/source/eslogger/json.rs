@@ -1090,13 +1090,47 @@ impl Default for AuditToken {
     }
 }
 
+impl AuditToken {
+    /// The array form (message version 10): auid, euid, egid, ruid, rgid, pid, asid, pidversion.
+    fn from_array(v: [i64; 8]) -> AuditToken {
+        AuditToken {
+            auid: id_bits(v[0]),
+            euid: id_bits(v[1]),
+            ruid: id_bits(v[3]),
+            pid: id_bits(v[5]) as i32,
+            asid: id_bits(v[6]) as i32,
+            pidversion: id_bits(v[7]),
+        }
+    }
+
+    /// The object form's field `key`, its value read by `value` only if it is one this keeps
+    /// (egid and rgid are not); `Ok(false)` for any other key, whose value is the caller's to pass.
+    fn read_field<E>(
+        &mut self,
+        key: &str,
+        value: impl FnOnce() -> Result<i64, E>,
+    ) -> Result<bool, E> {
+        match key {
+            "auid" => self.auid = id_bits(value()?),
+            "euid" => self.euid = id_bits(value()?),
+            "ruid" => self.ruid = id_bits(value()?),
+            "pid" => self.pid = id_bits(value()?) as i32,
+            "asid" => self.asid = id_bits(value()?) as i32,
+            "pidversion" => self.pidversion = id_bits(value()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Ids are 32-bit; eslogger writes them as unsigned or signed, so take the bits.
+fn id_bits(v: i64) -> u32 {
+    v as u32
+}
+
 impl<'de> Deserialize<'de> for AuditToken {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        // Ids are 32-bit; eslogger writes them as unsigned or signed, so take the bits.
-        fn bits(v: i64) -> u32 {
-            v as u32
-        }
         impl<'de> Visitor<'de> for V {
             type Value = AuditToken;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -1112,28 +1146,13 @@ impl<'de> Deserialize<'de> for AuditToken {
                 if seq.next_element::<IgnoredAny>()?.is_some() {
                     return Err(de::Error::invalid_length(9, &self));
                 }
-                Ok(AuditToken {
-                    auid: bits(v[0]),
-                    euid: bits(v[1]),
-                    ruid: bits(v[3]),
-                    pid: bits(v[5]) as i32,
-                    asid: bits(v[6]) as i32,
-                    pidversion: bits(v[7]),
-                })
+                Ok(AuditToken::from_array(v))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuditToken, A::Error> {
                 let mut t = AuditToken::default();
                 while let Some(key) = map.next_key::<Cow<str>>()? {
-                    match &*key {
-                        "auid" => t.auid = bits(map.next_value()?),
-                        "euid" => t.euid = bits(map.next_value()?),
-                        "ruid" => t.ruid = bits(map.next_value()?),
-                        "pid" => t.pid = bits(map.next_value()?) as i32,
-                        "asid" => t.asid = bits(map.next_value()?) as i32,
-                        "pidversion" => t.pidversion = bits(map.next_value()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
+                    if !t.read_field(&key, || map.next_value())? {
+                        map.next_value::<IgnoredAny>()?;
                     }
                 }
                 Ok(t)

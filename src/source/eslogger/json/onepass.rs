@@ -331,8 +331,6 @@ fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
 /// An audit token in either form [`AuditToken`]'s deserializer takes: an object (a key given twice
 /// counts the last time, as there), or an array of exactly eight integers.
 fn audit_token_value(scan: &mut Scan<'_>) -> Option<AuditToken> {
-    let bits = |v: i64| v as u32;
-    let mut t = AuditToken::default();
     if scan.peek_is(b'[') {
         let mut v = [0i64; 8];
         let mut n = 0;
@@ -341,27 +339,12 @@ fn audit_token_value(scan: &mut Scan<'_>) -> Option<AuditToken> {
             n += 1;
             Some(())
         })?;
-        if n != 8 {
-            return None;
-        }
-        return Some(AuditToken {
-            auid: bits(v[0]),
-            euid: bits(v[1]),
-            ruid: bits(v[3]),
-            pid: bits(v[5]) as i32,
-            asid: bits(v[6]) as i32,
-            pidversion: bits(v[7]),
-        });
+        return (n == 8).then(|| AuditToken::from_array(v));
     }
+    let mut t = AuditToken::default();
     scan.object(|scan, key| {
-        match key {
-            "auid" => t.auid = bits(scan.int()?),
-            "euid" => t.euid = bits(scan.int()?),
-            "ruid" => t.ruid = bits(scan.int()?),
-            "pid" => t.pid = bits(scan.int()?) as i32,
-            "asid" => t.asid = bits(scan.int()?) as i32,
-            "pidversion" => t.pidversion = bits(scan.int()?),
-            _ => scan.skip()?,
+        if !t.read_field(key, || scan.int().ok_or(())).ok()? {
+            scan.skip()?;
         }
         Some(())
     })?;
