@@ -183,39 +183,35 @@ impl<'a> Scan<'a> {
         &mut self,
         mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
     ) -> Option<()> {
-        self.expect(b'{')?;
-        self.enter()?;
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-        } else {
-            loop {
-                let key = self.key()?;
-                field(self, key)?;
-                match self.next_token()? {
-                    b',' => {}
-                    b'}' => break,
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
-        Some(())
+        self.container(b'{', b'}', |scan| {
+            let key = scan.key()?;
+            field(scan, key)
+        })
     }
 
     /// An array, calling `element` for each element, which must read it.
-    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
+    pub fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.container(b'[', b']', element)
+    }
+
+    /// `open`, items read by `item` separated by commas, `close`.
+    fn container(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(open)?;
         self.enter()?;
         self.skip_ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.at += 1;
         } else {
             loop {
-                element(self)?;
+                item(self)?;
                 match self.next_token()? {
                     b',' => {}
-                    b']' => break,
+                    b if b == close => break,
                     _ => return None,
                 }
             }
