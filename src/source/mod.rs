@@ -152,20 +152,6 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// Lineage on: every exec and fork of the sample is an event.
-    struct Lineage;
-    impl Interest for Lineage {
-        fn exec_matters(&self, _: &str, _: Option<&str>) -> bool {
-            false
-        }
-        fn path_matters(&self, _: &str) -> bool {
-            false
-        }
-        fn lifecycle_matters(&self) -> bool {
-            true
-        }
-    }
-
     #[derive(Default)]
     struct Recorder {
         batches: Mutex<Vec<usize>>,
@@ -221,7 +207,7 @@ mod tests {
                 .lines()
                 .filter(|l| {
                     matches!(
-                        eslogger::decode_line(l, &Lineage),
+                        eslogger::decode_line(l, &crate::event::AllEvents),
                         Ok(eslogger::Decoded::Event(_))
                     )
                 })
@@ -237,7 +223,12 @@ mod tests {
             recorder: recorder.clone(),
             seen_at_read: seen_at_read.clone(),
         };
-        read_lines(input, &Lineage, &*recorder, &AtomicBool::new(false));
+        read_lines(
+            input,
+            &crate::event::AllEvents,
+            &*recorder,
+            &AtomicBool::new(false),
+        );
 
         // Before each read, everything the chunks before it held was handed over.
         let expected: Vec<usize> = std::iter::once(0)
