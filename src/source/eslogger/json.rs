@@ -329,10 +329,7 @@ fn lineage_event(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> 
     }
     match ty {
         NOTIFY_EXEC | AUTH_EXEC => {
-            let mut env = onepass::envelope(line, onepass::exec_body)?;
-            if env.event_type != ty {
-                return None;
-            }
+            let mut env = onepass::envelope_of(line, ty, onepass::exec_body)?;
             let target = env.event.take()?.body.target.into_process();
             let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
             if unsigned_root
@@ -348,10 +345,7 @@ fn lineage_event(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> 
             envelope_event(env, kind)
         }
         NOTIFY_FORK => {
-            let mut env = onepass::envelope(line, onepass::fork_body)?;
-            if env.event_type != ty {
-                return None;
-            }
+            let mut env = onepass::envelope_of(line, ty, onepass::fork_body)?;
             let child = env.event.take()?.body.child.audit_token.unwrap_or_default();
             let kind = EventKind::Fork {
                 child_pid: child.pid,
@@ -383,10 +377,7 @@ fn create_in_one_pass(line: &str, ty: u32, interest: &dyn Interest) -> Option<De
     if ty != event_type::NOTIFY_CREATE {
         return None;
     }
-    let mut env = onepass::envelope(line, onepass::create_body)?;
-    if env.event_type != ty {
-        return None;
-    }
+    let mut env = onepass::envelope_of(line, ty, onepass::create_body)?;
     let meta = Meta::new(ty, env.version, env.global_seq_num);
     let path = env.event.take()?.body.path()?;
     if !interest.path_matters(&path) {

@@ -101,6 +101,16 @@ pub(super) fn envelope<'a, B>(
     Some(env)
 }
 
+/// [`envelope`] of a line whose type the caller read from the raw line as `ty`: `None` if the
+/// envelope says otherwise (the raw read takes the first `event_type` key it finds).
+pub(super) fn envelope_of<'a, B>(
+    line: &'a str,
+    ty: u32,
+    body: impl FnOnce(&mut Scan<'a>) -> Option<B>,
+) -> Option<Envelope<'a, B>> {
+    envelope(line, body).filter(|env| env.event_type == ty)
+}
+
 /// `{"exec": {"target": {...}, ...}}`: the first entry's value, whatever its key, as [`Wrap`] reads it.
 pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a>>> {
     let mut target = None;
