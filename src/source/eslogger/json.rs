@@ -1098,16 +1098,16 @@ impl AuditToken {
     /// (egid and rgid are not); `Ok(false)` for any other key, whose value is the caller's to pass.
     fn read_field<E>(
         &mut self,
-        key: &str,
+        key: &[u8],
         value: impl FnOnce() -> Result<i64, E>,
     ) -> Result<bool, E> {
         match key {
-            "auid" => self.auid = id_bits(value()?),
-            "euid" => self.euid = id_bits(value()?),
-            "ruid" => self.ruid = id_bits(value()?),
-            "pid" => self.pid = id_bits(value()?) as i32,
-            "asid" => self.asid = id_bits(value()?) as i32,
-            "pidversion" => self.pidversion = id_bits(value()?),
+            b"auid" => self.auid = id_bits(value()?),
+            b"euid" => self.euid = id_bits(value()?),
+            b"ruid" => self.ruid = id_bits(value()?),
+            b"pid" => self.pid = id_bits(value()?) as i32,
+            b"asid" => self.asid = id_bits(value()?) as i32,
+            b"pidversion" => self.pidversion = id_bits(value()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -1142,7 +1142,7 @@ impl<'de> Deserialize<'de> for AuditToken {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuditToken, A::Error> {
                 let mut t = AuditToken::default();
                 while let Some(key) = map.next_key::<Cow<str>>()? {
-                    if !t.read_field(&key, || map.next_value())? {
+                    if !t.read_field(key.as_bytes(), || map.next_value())? {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }

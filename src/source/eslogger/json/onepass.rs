@@ -56,31 +56,31 @@ pub(super) fn envelope<'a, B>(
     let mut seen = 0;
     scan.object(|scan, key| {
         match key {
-            "event_type" => {
+            b"event_type" => {
                 first(&mut seen, 0)?;
                 event_type = Some(scan.int()?);
             }
-            "version" => {
+            b"version" => {
                 first(&mut seen, 1)?;
                 env.version = scan.nullable(Scan::int)?;
             }
-            "time" => {
+            b"time" => {
                 first(&mut seen, 2)?;
                 env.time = scan.nullable_str()?;
             }
-            "seq_num" => {
+            b"seq_num" => {
                 first(&mut seen, 3)?;
                 env.seq_num = scan.nullable(Scan::int)?;
             }
-            "global_seq_num" => {
+            b"global_seq_num" => {
                 first(&mut seen, 4)?;
                 env.global_seq_num = scan.nullable(Scan::int)?;
             }
-            "mach_time" => {
+            b"mach_time" => {
                 first(&mut seen, 5)?;
                 env.mach_time = scan.nullable(Scan::int)?;
             }
-            "process" => {
+            b"process" => {
                 first(&mut seen, 6)?;
                 if scan.peek_is(b'n') {
                     scan.nullable(|_| None::<()>)?;
@@ -88,7 +88,7 @@ pub(super) fn envelope<'a, B>(
                     process_object(scan, env.process.insert(RawProcess::default()))?;
                 }
             }
-            "event" => {
+            b"event" => {
                 first(&mut seen, 7)?;
                 env.event = scan.nullable(body.take()?)?;
             }
@@ -117,7 +117,7 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
     first_entry(scan, |scan| {
         let mut seen = 0;
         scan.object(|scan, key| match key {
-            "target" => {
+            b"target" => {
                 first(&mut seen, 0)?;
                 process_object(scan, target.insert(RawProcess::default()))?;
                 Some(())
@@ -137,12 +137,12 @@ pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
     first_entry(scan, |scan| {
         let mut seen = 0;
         scan.object(|scan, key| match key {
-            "child" => {
+            b"child" => {
                 first(&mut seen, 0)?;
                 let mut audit_token = None;
                 let mut seen_token = 0;
                 scan.object(|scan, key| match key {
-                    "audit_token" => {
+                    b"audit_token" => {
                         first(&mut seen_token, 0)?;
                         audit_token = scan.nullable(audit_token_value)?;
                         Some(())
@@ -169,15 +169,15 @@ pub(super) fn create_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawCreate<'a>>
         let mut seen = 0;
         scan.object(|scan, key| {
             match key {
-                "destination" => {
+                b"destination" => {
                     first(&mut seen, 0)?;
                     destination = scan.nullable(destination_object)?;
                 }
-                "existing_file" => {
+                b"existing_file" => {
                     first(&mut seen, 1)?;
                     existing_file = scan.nullable(file)?;
                 }
-                "new_path" => {
+                b"new_path" => {
                     first(&mut seen, 2)?;
                     new_path = scan.nullable(new_path_object)?;
                 }
@@ -200,11 +200,11 @@ fn destination_object<'a>(scan: &mut Scan<'a>) -> Option<RawDestination<'a>> {
     let mut seen = 0;
     scan.object(|scan, key| {
         match key {
-            "existing_file" => {
+            b"existing_file" => {
                 first(&mut seen, 0)?;
                 d.existing_file = scan.nullable(file)?;
             }
-            "new_path" => {
+            b"new_path" => {
                 first(&mut seen, 1)?;
                 d.new_path = scan.nullable(new_path_object)?;
             }
@@ -221,11 +221,11 @@ fn new_path_object<'a>(scan: &mut Scan<'a>) -> Option<RawNewPath<'a>> {
     let mut seen = 0;
     scan.object(|scan, key| {
         match key {
-            "dir" => {
+            b"dir" => {
                 first(&mut seen, 0)?;
                 dir = Some(file(scan)?);
             }
-            "filename" => {
+            b"filename" => {
                 first(&mut seen, 1)?;
                 filename = Some(scan.str()?);
             }
@@ -261,59 +261,59 @@ fn process_object<'a>(scan: &mut Scan<'a>, p: &mut RawProcess<'a>) -> Option<()>
     let mut seen = 0;
     scan.object(|scan, key| {
         match key {
-            "audit_token" => {
+            b"audit_token" => {
                 first(&mut seen, 0)?;
                 p.audit_token = scan.nullable(audit_token_value)?;
             }
-            "parent_audit_token" => {
+            b"parent_audit_token" => {
                 first(&mut seen, 1)?;
                 p.parent_audit_token = scan.nullable(audit_token_value)?;
             }
-            "responsible_audit_token" => {
+            b"responsible_audit_token" => {
                 first(&mut seen, 2)?;
                 p.responsible_audit_token = scan.nullable(audit_token_value)?;
             }
-            "ppid" => {
+            b"ppid" => {
                 first(&mut seen, 3)?;
                 p.ppid = scan.nullable(Scan::int)?;
             }
-            "original_ppid" => {
+            b"original_ppid" => {
                 first(&mut seen, 4)?;
                 p.original_ppid = scan.nullable(Scan::int)?;
             }
-            "group_id" => {
+            b"group_id" => {
                 first(&mut seen, 5)?;
                 p.group_id = scan.nullable(Scan::int)?;
             }
-            "session_id" => {
+            b"session_id" => {
                 first(&mut seen, 6)?;
                 p.session_id = scan.nullable(Scan::int)?;
             }
-            "codesigning_flags" => {
+            b"codesigning_flags" => {
                 first(&mut seen, 7)?;
                 p.codesigning_flags = scan.nullable(Scan::int)?;
             }
-            "is_platform_binary" => {
+            b"is_platform_binary" => {
                 first(&mut seen, 8)?;
                 p.is_platform_binary = scan.nullable(Scan::bool)?;
             }
-            "cdhash" => {
+            b"cdhash" => {
                 first(&mut seen, 9)?;
                 p.cdhash = scan.nullable_str()?;
             }
-            "signing_id" => {
+            b"signing_id" => {
                 first(&mut seen, 10)?;
                 p.signing_id = scan.nullable_str()?;
             }
-            "team_id" => {
+            b"team_id" => {
                 first(&mut seen, 11)?;
                 p.team_id = scan.nullable_str()?;
             }
-            "executable" => {
+            b"executable" => {
                 first(&mut seen, 12)?;
                 p.executable = scan.nullable(file)?;
             }
-            "tty" => {
+            b"tty" => {
                 first(&mut seen, 13)?;
                 p.tty = scan.nullable(file)?;
             }
@@ -328,11 +328,11 @@ fn process_object<'a>(scan: &mut Scan<'a>, p: &mut RawProcess<'a>) -> Option<()>
 fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
     let mut path = None;
     scan.object(|scan, key| match key {
-        "path" if path.is_none() => {
+        b"path" if path.is_none() => {
             path = Some(scan.str()?);
             Some(())
         }
-        "path" => None,
+        b"path" => None,
         _ => scan.skip(),
     })?;
     Some(RawFile { path: path? })

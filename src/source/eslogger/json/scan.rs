@@ -76,7 +76,7 @@ impl<'a> Scan<'a> {
 
     /// An object key (with no escape in it: unsure otherwise) and its colon, in one step: there is
     /// one per value in a capture, and in eslogger's compact output the colon follows at once.
-    fn key(&mut self) -> Option<&'a str> {
+    fn key(&mut self) -> Option<&'a [u8]> {
         self.skip_ws();
         let rest = self.bytes.get(self.at..)?;
         if rest.first() != Some(&b'"') {
@@ -93,7 +93,9 @@ impl<'a> Scan<'a> {
         } else {
             self.expect(b':')?;
         }
-        self.text.get(start..start + len)
+        // Bytes, not `str`: callers compare them with names, and slicing a `str` checks both
+        // ends for a character boundary.
+        Some(&self.bytes[start..start + len])
     }
 
     /// A string, borrowed when it has no escape. eslogger writes every `/` as `\/`, so paths do;
@@ -181,7 +183,7 @@ impl<'a> Scan<'a> {
     /// it). Keys with escapes are unsure.
     pub fn object(
         &mut self,
-        mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+        mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
     ) -> Option<()> {
         self.container(b'{', b'}', |scan| {
             let key = scan.key()?;
@@ -439,9 +441,9 @@ mod tests {
         );
         assert_eq!(Scan::new(r#""\u00e9""#).str(), None);
         assert_eq!(Scan::new(r#""a\qb""#).str(), None);
-        let key = |text: &str| Scan::new(text).key().map(String::from);
-        assert_eq!(key("\"ab\":1"), Some("ab".into()));
-        assert_eq!(key(" \"ab\" : 1"), Some("ab".into()));
+        let key = |text: &str| Scan::new(text).key().map(<[u8]>::to_vec);
+        assert_eq!(key("\"ab\":1"), Some(b"ab".to_vec()));
+        assert_eq!(key(" \"ab\" : 1"), Some(b"ab".to_vec()));
         assert_eq!(key("\"a\\/b\":1"), None);
         assert_eq!(key("\"ab\" 1"), None);
         assert_eq!(Scan::new("null").nullable_str(), Some(None));
@@ -461,7 +463,7 @@ mod tests {
         })
         .unwrap();
         scan.finish().unwrap();
-        assert_eq!(keys, ["a", "b", "d"]);
+        assert_eq!(keys, [b"a", b"b", b"d"]);
         for broken in [
             "",
             "{",
