@@ -320,8 +320,7 @@ fn process_object<'a>(scan: &mut Scan<'a>, p: &mut RawProcess<'a>) -> Option<()>
             _ => scan.skip()?,
         }
         Some(())
-    })?;
-    Some(())
+    })
 }
 
 /// `{"path": ..., "stat": ...}`.
