@@ -251,7 +251,7 @@ impl Capture {
         // eslogger writes each object's keys in an order of its own (its dictionaries' order, not
         // sorted: two audit tokens in one real line differ), so a decoder that only does well
         // on one order would look faster here than on a Mac.
-        let mut order = KeyOrder(self.seq);
+        let mut order = KeyOrder(fastrand::Rng::with_seed(self.seq));
         let mut line = String::new();
         order.write(&v, &mut line);
         // eslogger escapes every slash (`"\/usr\/bin\/git"`); outside strings JSON has none.
@@ -618,28 +618,14 @@ impl Proc {
 
 /// Writes JSON with every object's keys in a pseudo-random order of its own, the same for the same
 /// seed (so captures stay reproducible).
-struct KeyOrder(u64);
+struct KeyOrder(fastrand::Rng);
 
 impl KeyOrder {
-    /// The next number of a xorshift sequence (never zero: the seed is made odd first).
-    fn next(&mut self) -> u64 {
-        let mut x = self.0 | 1;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
     fn write(&mut self, value: &Value, out: &mut String) {
         match value {
             Value::Object(map) => {
                 let mut entries: Vec<_> = map.iter().collect();
-                // Fisher-Yates.
-                for i in (1..entries.len()).rev() {
-                    let j = (self.next() % (i as u64 + 1)) as usize;
-                    entries.swap(i, j);
-                }
+                self.0.shuffle(&mut entries);
                 out.push('{');
                 for (n, (key, value)) in entries.into_iter().enumerate() {
                     if n > 0 {
