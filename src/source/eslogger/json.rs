@@ -1360,10 +1360,49 @@ mod tests {
             })
     }
 
+    /// `line` with every `stat` block emptied that the one-pass reader passes over without
+    /// checking its tokens (`Scan::pass_over_flat`: up to the first `}`, if nothing before it
+    /// opens a value, escapes or is a control character, and quotes are paired).
+    fn stat_blocks_emptied(line: &str) -> String {
+        const KEY: &str = "\"stat\":{";
+        let flat = |inside: &str| {
+            inside.matches('"').count() % 2 == 0
+                && !inside.contains(|c: char| matches!(c, '{' | '[' | '\\') || c < ' ')
+        };
+        let (mut out, mut rest) = (String::new(), line);
+        while let Some(at) = rest.find(KEY) {
+            let (before, block) = rest.split_at(at + KEY.len());
+            out.push_str(before);
+            rest = match block.find('}') {
+                Some(end) if flat(&block[..end]) => &block[end..],
+                _ => block,
+            };
+        }
+        out + rest
+    }
+
     /// Every one-pass reading of `line` (the envelope, the lineage and create shortcuts) that is
-    /// sure of itself gives what serde_json gives; the difference otherwise.
+    /// sure of itself gives what serde_json gives, or, for a line serde_json refuses, what it
+    /// gives with the stat blocks emptied; the difference otherwise.
     fn one_pass_agrees_with_serde_json(line: &str, interest: &dyn Interest) -> Result<(), String> {
-        let reference = format!("{:?}", decode_with_serde(line, interest));
+        // Emptying moves what follows, so an error there is compared without its position.
+        fn unplaced(answer: &str) -> String {
+            match answer.split_once(", line: ") {
+                Some((before, after)) => {
+                    before.to_string() + after.trim_start_matches(|c| c != ')')
+                }
+                None => answer.to_string(),
+            }
+        }
+        let serde = decode_with_serde(line, interest);
+        let lenient = match &serde {
+            Err(_) => unplaced(&format!(
+                "{:?}",
+                decode_with_serde(&stat_blocks_emptied(line), interest)
+            )),
+            Ok(_) => String::new(),
+        };
+        let reference = format!("{serde:?}");
         let mut answers = vec![("envelope", format!("{:?}", decode_parsed(line, interest)))];
         if let Some(ty) = raw_event_type(line) {
             if let Some(event) = lineage_event(line, ty, interest) {
@@ -1374,9 +1413,10 @@ mod tests {
                 answers.push(("create", format!("{:?}", Ok::<_, DecodeError>(decoded))));
             }
         }
-        match answers.into_iter().find(|(_, answer)| *answer != reference) {
+        let differs = |answer: &String| *answer != reference && unplaced(answer) != lenient;
+        match answers.into_iter().find(|(_, answer)| differs(answer)) {
             Some((path, answer)) => Err(format!(
-                "{path}: {answer}\nserde_json: {reference}\nline: {line}"
+                "{path}: {answer}\nserde_json: {reference}\nstat blocks emptied: {lenient}\nline: {line}"
             )),
             None => Ok(()),
         }

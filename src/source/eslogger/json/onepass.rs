@@ -122,6 +122,8 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
                 process_object(scan, target.insert(RawProcess::default()))?;
                 Some(())
             }
+            // A file, so its stat block is passed over as a file's.
+            b"cwd" => scan.nullable(file).map(drop),
             _ => scan.skip(),
         })
     })?;
@@ -323,7 +325,7 @@ fn process_object<'a>(scan: &mut Scan<'a>, p: &mut RawProcess<'a>) -> Option<()>
     })
 }
 
-/// `{"path": ..., "stat": ...}`.
+/// `{"path": ..., "stat": ...}` (the stat block passed over unchecked: [`Scan::pass_over_flat`]).
 fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
     let mut path = None;
     scan.object(|scan, key| match key {
@@ -332,6 +334,7 @@ fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
             Some(())
         }
         b"path" => None,
+        b"stat" => scan.pass_over_flat(),
         _ => scan.skip(),
     })?;
     Some(RawFile { path: path? })

@@ -10,7 +10,8 @@
 //! built to be certain of — a `\u` escape in a string it returns, any escape in a key, a number that
 //! is not a plain integer where one is read, nesting deeper than serde_json allows, a known key
 //! twice — and
-//! never accepts what serde_json would refuse (a property test holds it to that).
+//! never accepts what serde_json would refuse (a property test holds it to that), with one
+//! exception, asked for by name: [`Scan::pass_over_flat`], for `stat` blocks.
 
 /// Deeper than this is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 100;
@@ -253,6 +254,28 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// A flat object passed over without checking its tokens: for `stat` blocks, which eslogger
+    /// fills with numbers and timestamps, nothing reads, and which are almost half of an exec
+    /// line's bytes (walking them token by token was a fifth of replay's CPU). Its extent is
+    /// still exact: the object ends at the first `}` only if nothing before it could open a
+    /// value or hide that brace in a string (no `{`, `[`, `\\` or control character, and its
+    /// quotes paired); otherwise it is walked and checked as any value. So a line stays one
+    /// whole, balanced object, and only a grammar error inside such a block (`"st_size":1x`)
+    /// goes unnoticed, as in the lines the raw-line tier counts without parsing.
+    pub fn pass_over_flat(&mut self) -> Option<()> {
+        self.skip_ws();
+        let rest = &self.bytes[self.at..];
+        if rest.first() == Some(&b'{') {
+            if let Some(close) = memchr::memchr(b'}', rest) {
+                if flat_and_paired(&rest[1..close]) {
+                    self.at += close + 1;
+                    return Some(());
+                }
+            }
+        }
+        self.skip()
+    }
+
     /// A string, escapes included, as serde_json passes over one it ignores (`\u` takes four hex
     /// digits, whatever they encode); whether it had an escape.
     fn skip_str(&mut self) -> Option<bool> {
@@ -382,6 +405,36 @@ fn find_special(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
+/// No byte that opens a value or escapes a quote, no control character, and an even number of
+/// quotes. Eight bytes at a time, without a branch on what they are: stat blocks are short, and
+/// the answer is nearly always yes.
+fn flat_and_paired(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const LOW7: u64 = ONES * 0x7f;
+    const HIGHS: u64 = ONES * 0x80;
+    // The high bit of each zero byte of `v`, exactly (no borrow from one byte to the next).
+    let zeros = |v: u64| !(((v & LOW7) + LOW7) | v | LOW7);
+    // ... and of each byte below 0x20.
+    let controls = |v: u64| !(((v & LOW7) + ONES * 0x60) | v) & HIGHS;
+    let (mut quotes, mut bad) = (0, 0);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut le = [0; 8];
+        le.copy_from_slice(word);
+        let w = u64::from_le_bytes(le);
+        quotes += zeros(w ^ (ONES * u64::from(b'"'))).count_ones();
+        // `[` and `{` differ in one bit: setting it finds both.
+        bad |= zeros((w | (ONES * 0x20)) ^ (ONES * u64::from(b'{')))
+            | zeros(w ^ (ONES * u64::from(b'\\')))
+            | controls(w);
+    }
+    for &b in words.remainder() {
+        quotes += u32::from(b == b'"');
+        bad |= u64::from(b == b'{' || b == b'[' || b == b'\\' || b < 0x20);
+    }
+    quotes % 2 == 0 && bad == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +544,56 @@ mod tests {
         assert!(skips(&deep_enough));
     }
 
+    #[test]
+    fn flat_and_paired_sees_every_byte_in_and_after_whole_words() {
+        let reference = |bytes: &[u8]| {
+            bytes.iter().filter(|&&b| b == b'"').count() % 2 == 0
+                && !bytes
+                    .iter()
+                    .any(|&b| matches!(b, b'{' | b'[' | b'\\') || b < 0x20)
+        };
+        // Each byte value at each place, among neighbours that trip carry-based word tricks.
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=u8::MAX {
+                    for filler in [b'a', 0x01, 0xff, b'"'] {
+                        let mut bytes = vec![filler; len];
+                        bytes[at] = b;
+                        assert_eq!(flat_and_paired(&bytes), reference(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `pass_over_flat` on `text`: where it stopped, or `None`.
+    fn passed_over(text: &str) -> Option<usize> {
+        let mut scan = Scan::new(text);
+        scan.pass_over_flat().map(|()| scan.at)
+    }
+
+    #[test]
+    fn a_stat_block_is_passed_over_to_its_own_brace_and_anything_else_is_walked() {
+        let stat = r#"{"st_size":154624,"st_mtimespec":"2026-11-18T09:12:44.000000000Z"}"#;
+        assert_eq!(passed_over(&format!("{stat},\"path\":1")), Some(stat.len()));
+        // Its tokens are not checked: this is what the shortcut gives up.
+        assert_eq!(passed_over(r#"{"st_size":1x}"#), Some(14));
+        // A brace in a string, a nested value, an escape or a control character: walked and
+        // checked as any value, so the extent is right or the answer is unsure.
+        for (text, end) in [
+            (r#"{"a":"}","b":1},"#, Some(15)),
+            (r#"{"a":{"b":1},"c":2},"#, Some(19)),
+            (r#"{"a":[1],"c":2},"#, Some(15)),
+            (r#"{"a":"\"}"},1"#, Some(11)),
+            ("{\"a\":\"\t\"}", None),
+            (r#"{"a":1x,"b":{}}"#, None),
+            (r#"{"st_size":1"#, None),
+            (r#""a""#, Some(3)),
+        ] {
+            assert_eq!(passed_over(text), end, "{text}");
+        }
+    }
+
     fn json_text() -> impl Strategy<Value = String> {
         // Valid JSON, then mutated a byte or two so that much of it is not.
         let leaf = prop_oneof![
@@ -541,6 +644,27 @@ mod tests {
                 prop_assert!(serde_accepts, "accepted what serde_json refuses: {text:?}");
             } else if serde_accepts {
                 prop_assert!(text.contains('\\'), "refused valid JSON: {text:?}");
+            }
+        }
+
+        /// On valid JSON, passing over a value ends where walking it does; what it accepts that
+        /// walking refuses is one flat object, balanced, whose tokens alone are wrong.
+        #[test]
+        fn passing_over_ends_where_walking_does(text in json_text()) {
+            let walked = {
+                let mut scan = Scan::new(&text);
+                scan.skip().map(|()| scan.at)
+            };
+            match (passed_over(&text), walked) {
+                (Some(passed), Some(walked)) => prop_assert_eq!(passed, walked, "{:?}", text),
+                (Some(passed), None) => {
+                    let start = text.len() - text.trim_start().len();
+                    let flat = text[start..].starts_with('{')
+                        && text.as_bytes()[passed - 1] == b'}'
+                        && !text[start + 1..passed - 1].contains(['{', '[']);
+                    prop_assert!(flat, "{:?}", text);
+                }
+                (None, walked) => prop_assert_eq!(walked, None, "{:?}", text),
             }
         }
     }
