@@ -149,6 +149,8 @@ pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
                         audit_token = scan.nullable(audit_token_value)?;
                         Some(())
                     }
+                    // Files, so their stat blocks are passed over as a file's.
+                    b"executable" | b"tty" => scan.nullable(file).map(drop),
                     _ => scan.skip(),
                 })?;
                 child = Some(RawForkChild { audit_token });
