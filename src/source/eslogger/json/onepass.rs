@@ -124,6 +124,7 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
             }
             // A file, so its stat block is passed over as a file's.
             b"cwd" => scan.nullable(file).map(drop),
+            b"env" | b"args" => scan.pass_over_flat(),
             _ => scan.skip(),
         })
     })?;

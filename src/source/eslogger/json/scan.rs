@@ -11,7 +11,7 @@
 //! is not a plain integer where one is read, nesting deeper than serde_json allows, a known key
 //! twice — and
 //! never accepts what serde_json would refuse (a property test holds it to that), with one
-//! exception, asked for by name: [`Scan::pass_over_flat`], for `stat` blocks.
+//! exception, asked for by name: [`Scan::pass_over_flat`], for stat blocks and environments.
 
 /// Deeper than this is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 100;
@@ -254,23 +254,28 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A flat object passed over without checking its tokens: for `stat` blocks, which eslogger
-    /// fills with numbers and timestamps, nothing reads, and which are almost half of an exec
-    /// line's bytes (walking them token by token was a fifth of replay's CPU). Its extent is
-    /// still exact: the object ends at the first `}` only if nothing before it could open a
-    /// value or hide that brace in a string (no `{`, `[` or `\\`, and its quotes paired);
-    /// otherwise it is walked and checked as any value. So a line stays one
-    /// whole, balanced object, and only a grammar error inside such a block (`"st_size":1x`)
-    /// goes unnoticed, as in the lines the raw-line tier counts without parsing.
+    /// A flat object or array passed over without checking its tokens: for values nothing
+    /// reads and that are most of a busy capture's bytes — files' `stat` blocks (almost half of
+    /// an exec line; walking them token by token was a fifth of replay's CPU) and an exec's
+    /// `env` and `args` (a shell's environment is a kilobyte or two of `\/`-escaped paths).
+    /// Its extent is still exact: the value ends at the first `}` (or `]`) only if nothing
+    /// before it could open a value or hide that bracket in a string (no other bracket, no
+    /// escape but `\/`, and its quotes paired); otherwise it is walked and checked as any
+    /// value. So a line stays one whole, balanced object, and only an error in the tokens of
+    /// such a value (`"st_size":1x`, a raw control character in a string) goes unnoticed, as
+    /// in the lines the raw-line tier counts without parsing.
     pub fn pass_over_flat(&mut self) -> Option<()> {
         self.skip_ws();
         let rest = &self.bytes[self.at..];
-        if rest.first() == Some(&b'{') {
-            if let Some(close) = memchr::memchr(b'}', rest) {
-                if flat_and_paired(&rest[1..close]) {
-                    self.at += close + 1;
-                    return Some(());
-                }
+        let closer = match rest.first() {
+            Some(b'{') => b'}',
+            Some(b'[') => b']',
+            _ => return self.skip(),
+        };
+        if let Some(close) = memchr::memchr(closer, rest) {
+            if flat_and_paired(&rest[1..close]) {
+                self.at += close + 1;
+                return Some(());
             }
         }
         self.skip()
@@ -405,20 +410,28 @@ fn find_special(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
-/// No byte that opens a value or escapes a quote, and an even number of quotes: then the text
-/// holds no value but strings and scalars, and no quote or brace of its own inside a string.
-/// Written as one fold with no early exit so that it compiles to vector instructions (32 bytes a
-/// step on x86_64): stat blocks are short, and the answer is nearly always yes.
+/// No bracket, no escape but `\\/`, and an even number of quotes: then the text holds no
+/// value but strings and scalars, and no quote or bracket of its own inside a string. Written as
+/// one fold with no early exit so that it compiles to vector instructions: the answer is nearly
+/// always yes.
 fn flat_and_paired(bytes: &[u8]) -> bool {
-    let (quotes, opens) = bytes.iter().fold((0u8, 0u8), |(quotes, opens), &b| {
-        // `[` and `{` differ in one bit: setting it finds both.
-        let opens_or_escapes = (b | 0x20) == b'{' || b == b'\\';
-        (
-            quotes.wrapping_add(u8::from(b == b'"')),
-            opens | u8::from(opens_or_escapes),
-        )
-    });
-    quotes % 2 == 0 && opens == 0
+    let Some((&last, _)) = bytes.split_last() else {
+        return true;
+    };
+    let bracket = |b: u8| matches!(b | 0x20, b'{' | b'}');
+    let (quotes, bad) =
+        bytes
+            .iter()
+            .zip(&bytes[1..])
+            .fold((0u8, 0u8), |(quotes, bad), (&b, &next)| {
+                let escape_not_slash = b == b'\\' && next != b'/';
+                (
+                    quotes.wrapping_add(u8::from(b == b'"')),
+                    bad | u8::from(bracket(b) || escape_not_slash),
+                )
+            });
+    let quotes = quotes.wrapping_add(u8::from(last == b'"'));
+    quotes % 2 == 0 && bad == 0 && !bracket(last) && last != b'\\'
 }
 
 #[cfg(test)]
@@ -533,8 +546,14 @@ mod tests {
     #[test]
     fn flat_and_paired_sees_every_byte_in_and_after_whole_words() {
         let reference = |bytes: &[u8]| {
+            let escapes = bytes.iter().enumerate().filter(|(_, &b)| b == b'\\');
             bytes.iter().filter(|&&b| b == b'"').count() % 2 == 0
-                && !bytes.iter().any(|&b| matches!(b, b'{' | b'[' | b'\\'))
+                && !bytes
+                    .iter()
+                    .any(|&b| matches!(b, b'{' | b'[' | b'}' | b']'))
+                && escapes
+                    .into_iter()
+                    .all(|(i, _)| bytes.get(i + 1) == Some(&b'/'))
         };
         // Each byte value at each place, in texts shorter and longer than a vector step, and
         // 256 quotes (which a byte-wide count wraps to zero: still even).
@@ -543,7 +562,7 @@ mod tests {
         for len in (0..20).chain([31, 32, 33, 65]) {
             for at in 0..len {
                 for b in 0..=u8::MAX {
-                    for filler in [b'a', 0x01, 0xff, b'"'] {
+                    for filler in [b'a', b'/', 0xff, b'"'] {
                         let mut bytes = vec![filler; len];
                         bytes[at] = b;
                         assert_eq!(flat_and_paired(&bytes), reference(&bytes), "{bytes:?}");
@@ -567,9 +586,18 @@ mod tests {
         // shortcut gives up.
         assert_eq!(passed_over(r#"{"st_size":1x}"#), Some(14));
         assert_eq!(passed_over("{\"a\":\"\t\"}"), Some(9));
-        // A brace in a string, a nested value, an escape: walked and checked as any value, so
-        // the extent is right or the answer is unsure.
+        // An array of strings, escaped slashes and all.
+        let env = r#"["PATH=\/usr\/bin:\/bin","HOME=\/Users\/alice"]"#;
+        assert_eq!(passed_over(&format!("{env},1")), Some(env.len()));
+        // A bracket in a string, a nested value, an escape but `\/`: walked and checked as any
+        // value, so the extent is right or the answer is unsure.
         for (text, end) in [
+            (r#"["a]","b"],"#, Some(10)),
+            (r#"["a\"]","b"],"#, Some(12)),
+            (r#"["a\\"],"#, Some(7)),
+            (r#"["a\\\/"],"#, Some(9)),
+            (r#"[{"a":1}],"#, Some(9)),
+            (r#"["a"}],"#, None),
             (r#"{"a":"}","b":1},"#, Some(15)),
             (r#"{"a":{"b":1},"c":2},"#, Some(19)),
             (r#"{"a":[1],"c":2},"#, Some(15)),
@@ -636,7 +664,7 @@ mod tests {
         }
 
         /// On valid JSON, passing over a value ends where walking it does; what it accepts that
-        /// walking refuses is one flat object, balanced, whose tokens alone are wrong.
+        /// walking refuses is one flat object or array, whose tokens alone are wrong.
         #[test]
         fn passing_over_ends_where_walking_does(text in json_text()) {
             let walked = {
@@ -647,9 +675,9 @@ mod tests {
                 (Some(passed), Some(walked)) => prop_assert_eq!(passed, walked, "{:?}", text),
                 (Some(passed), None) => {
                     let start = text.len() - text.trim_start().len();
-                    let flat = text[start..].starts_with('{')
-                        && text.as_bytes()[passed - 1] == b'}'
-                        && !text[start + 1..passed - 1].contains(['{', '[']);
+                    let (open, close) = (text.as_bytes()[start], text.as_bytes()[passed - 1]);
+                    let flat = matches!((open, close), (b'{', b'}') | (b'[', b']'))
+                        && !text[start + 1..passed - 1].contains(['{', '[', '}', ']']);
                     prop_assert!(flat, "{:?}", text);
                 }
                 (None, walked) => prop_assert_eq!(walked, None, "{:?}", text),
