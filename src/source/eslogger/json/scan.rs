@@ -11,7 +11,8 @@
 //! is not a plain integer where one is read, nesting deeper than serde_json allows, a known key
 //! twice — and
 //! never accepts what serde_json would refuse (a property test holds it to that), with one
-//! exception, asked for by name: [`Scan::pass_over_flat`], for stat blocks and environments.
+//! exception, asked for by name: [`Scan::pass_over_flat`], for stat blocks, environments and
+//! arguments.
 
 /// Deeper than this is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 100;
@@ -410,7 +411,7 @@ fn find_special(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
-/// No bracket, no escape but `\\/`, and an even number of quotes: then the text holds no
+/// No bracket, no escape but `\/`, and an even number of quotes: then the text holds no
 /// value but strings and scalars, and no quote or bracket of its own inside a string. Written as
 /// one fold with no early exit so that it compiles to vector instructions: the answer is nearly
 /// always yes.
@@ -544,7 +545,7 @@ mod tests {
     }
 
     #[test]
-    fn flat_and_paired_sees_every_byte_in_and_after_whole_words() {
+    fn flat_and_paired_sees_every_byte_value_wherever_it_is() {
         let reference = |bytes: &[u8]| {
             let escapes = bytes.iter().enumerate().filter(|(_, &b)| b == b'\\');
             bytes.iter().filter(|&&b| b == b'"').count() % 2 == 0
