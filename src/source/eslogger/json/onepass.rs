@@ -122,8 +122,7 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
                 process_object(scan, target.insert(RawProcess::default()))?;
                 Some(())
             }
-            // A file, so its stat block is passed over as a file's.
-            b"cwd" => scan.nullable(file).map(drop),
+            b"cwd" => pass_over_file(scan),
             b"env" | b"args" => scan.pass_over_flat(),
             _ => scan.skip(),
         })
@@ -150,8 +149,7 @@ pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
                         audit_token = scan.nullable(audit_token_value)?;
                         Some(())
                     }
-                    // Files, so their stat blocks are passed over as a file's.
-                    b"executable" | b"tty" => scan.nullable(file).map(drop),
+                    b"executable" | b"tty" => pass_over_file(scan),
                     _ => scan.skip(),
                 })?;
                 child = Some(RawForkChild { audit_token });
@@ -341,6 +339,18 @@ fn file<'a>(scan: &mut Scan<'a>) -> Option<RawFile<'a>> {
         _ => scan.skip(),
     })?;
     Some(RawFile { path: path? })
+}
+
+/// A file nothing reads (an exec's `cwd`, a fork child's executable): passed over, its stat
+/// block as [`file`] passes it, its path not decoded.
+fn pass_over_file(scan: &mut Scan<'_>) -> Option<()> {
+    if !scan.peek_is(b'{') {
+        return scan.skip();
+    }
+    scan.object(|scan, key| match key {
+        b"stat" => scan.pass_over_flat(),
+        _ => scan.skip(),
+    })
 }
 
 /// An audit token in either form [`AuditToken`]'s deserializer takes: an object (a key given twice
