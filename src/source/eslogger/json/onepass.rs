@@ -367,6 +367,15 @@ fn audit_token_value(scan: &mut Scan<'_>) -> Option<AuditToken> {
         return (n == 8).then(|| AuditToken::from_array(v));
     }
     let mut t = AuditToken::default();
+    if scan
+        .compact_ints(|key, v| {
+            let _ = t.read_field(key, || Ok::<_, ()>(v));
+        })
+        .is_some()
+    {
+        return Some(t);
+    }
+    t = AuditToken::default();
     scan.object(|scan, key| {
         if !t.read_field(key, || scan.int().ok_or(())).ok()? {
             scan.skip()?;
