@@ -1361,8 +1361,8 @@ mod tests {
     }
 
     /// `line` with every value emptied that the one-pass reader may pass over without checking
-    /// its tokens (`Scan::pass_over_flat`: a `stat` block, an exec's `env` or `args`, up to
-    /// their first closing bracket, if nothing before it is a bracket or an escape but `\/`,
+    /// its tokens (`Scan::pass_over_flat`: a `stat` block, an exec's `env` or `args`, a fork
+    /// child's parent and responsible audit tokens, up to their first closing bracket, if nothing before it is a bracket or an escape but `\/`,
     /// and quotes are paired) and that is not valid JSON: the line as that reader sees it.
     fn flat_values_emptied(line: &str) -> String {
         let flat = |inside: &str| {
@@ -1373,7 +1373,16 @@ mod tests {
                 && escapes_ok
         };
         let mut line = line.to_string();
-        for (key, close) in [("\"stat\":{", '}'), ("\"env\":[", ']'), ("\"args\":[", ']')] {
+        let passed_over = [
+            ("\"stat\":{", '}'),
+            ("\"env\":[", ']'),
+            ("\"args\":[", ']'),
+            ("\"parent_audit_token\":{", '}'),
+            ("\"parent_audit_token\":[", ']'),
+            ("\"responsible_audit_token\":{", '}'),
+            ("\"responsible_audit_token\":[", ']'),
+        ];
+        for (key, close) in passed_over {
             let (mut out, mut rest) = (String::new(), line.as_str());
             while let Some(at) = rest.find(key) {
                 let (before, value) = rest.split_at(at + key.len());

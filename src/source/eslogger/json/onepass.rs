@@ -133,7 +133,7 @@ pub(super) fn exec_body<'a>(scan: &mut Scan<'a>) -> Option<Wrap<RawExecTarget<'a
 }
 
 /// `{"fork": {"child": {...}, ...}}`, as `Wrap<RawFork>` reads it: of the child, only its audit
-/// token.
+/// token (its other tokens, flat, passed over).
 pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
     let mut child = None;
     first_entry(scan, |scan| {
@@ -150,6 +150,7 @@ pub(super) fn fork_body(scan: &mut Scan<'_>) -> Option<Wrap<RawFork>> {
                         Some(())
                     }
                     b"executable" | b"tty" => pass_over_file(scan),
+                    b"parent_audit_token" | b"responsible_audit_token" => scan.pass_over_flat(),
                     _ => scan.skip(),
                 })?;
                 child = Some(RawForkChild { audit_token });

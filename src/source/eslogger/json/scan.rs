@@ -11,8 +11,8 @@
 //! is not a plain integer where one is read, nesting deeper than serde_json allows, a known key
 //! twice — and
 //! never accepts what serde_json would refuse (a property test holds it to that), with one
-//! exception, asked for by name: [`Scan::pass_over_flat`], for stat blocks, environments and
-//! arguments.
+//! exception, asked for by name: [`Scan::pass_over_flat`], for stat blocks, environments,
+//! arguments and audit tokens nothing reads.
 
 /// Deeper than this is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: u32 = 100;
@@ -262,8 +262,9 @@ impl<'a> Scan<'a> {
 
     /// A flat object or array passed over without checking its tokens: for values nothing
     /// reads and that are most of a busy capture's bytes — files' `stat` blocks (almost half of
-    /// an exec line; walking them token by token was a fifth of replay's CPU) and an exec's
-    /// `env` and `args` (a shell's environment is a kilobyte or two of `\/`-escaped paths).
+    /// an exec line; walking them token by token was a fifth of replay's CPU), an exec's
+    /// `env` and `args` (a shell's environment is a kilobyte or two of `\/`-escaped paths) and
+    /// the audit tokens of a fork's child that lineage does not read.
     /// Its extent is still exact: the value ends at the first `}` (or `]`) only if nothing
     /// before it could open a value or hide that bracket in a string (no other bracket, no
     /// escape but `\/`, and its quotes paired); otherwise it is walked and checked as any
