@@ -159,7 +159,7 @@ fn raw_event_type(line: &str) -> Option<u32> {
 /// [`onepass`] is sure of it, by serde_json otherwise; either way the event body is then decoded
 /// alone, and the rest is the same.
 fn decode_parsed(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
-    if let Some(env) = onepass::envelope(line, Scan::raw) {
+    if let Some(env) = onepass::envelope(line, onepass::process, Scan::raw) {
         let process = env.process;
         let parts = Parts {
             meta: Meta::new(env.event_type, env.version, env.global_seq_num),
@@ -329,7 +329,7 @@ fn lineage_event(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> 
     }
     match ty {
         NOTIFY_EXEC | AUTH_EXEC => {
-            let mut env = onepass::envelope_of(line, ty, onepass::exec_body)?;
+            let mut env = onepass::envelope_of(line, ty, onepass::process, onepass::exec_body)?;
             let target = env.event.take()?.body.target.into_process();
             let unsigned_root = target.euid == 0 && target.is_unsigned_or_adhoc();
             if unsigned_root
@@ -345,7 +345,7 @@ fn lineage_event(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> 
             envelope_event(env, kind)
         }
         NOTIFY_FORK => {
-            let mut env = onepass::envelope_of(line, ty, onepass::fork_body)?;
+            let mut env = onepass::envelope_of(line, ty, onepass::process, onepass::fork_body)?;
             let child = env.event.take()?.body.child.audit_token.unwrap_or_default();
             let kind = EventKind::Fork {
                 child_pid: child.pid,
@@ -358,7 +358,10 @@ fn lineage_event(line: &str, ty: u32, interest: &dyn Interest) -> Option<Event> 
 }
 
 /// The event an envelope read in one pass carries, if it has the fields every event needs.
-fn envelope_event<B>(env: onepass::Envelope<'_, B>, kind: EventKind) -> Option<Event> {
+fn envelope_event<B>(
+    env: onepass::Envelope<'_, RawProcess<'_>, B>,
+    kind: EventKind,
+) -> Option<Event> {
     Some(Event {
         time_ns: parse_time(&env.time?).ok()?,
         version: env.version.unwrap_or(0),
@@ -377,7 +380,8 @@ fn create_in_one_pass(line: &str, ty: u32, interest: &dyn Interest) -> Option<De
     if ty != event_type::NOTIFY_CREATE {
         return None;
     }
-    let mut env = onepass::envelope_of(line, ty, onepass::create_body)?;
+    // The process is read only for a creation that matters: most do not.
+    let mut env = onepass::envelope_of(line, ty, onepass::process_text, onepass::create_body)?;
     let meta = Meta::new(ty, env.version, env.global_seq_num);
     let path = env.event.take()?.body.path()?;
     if !interest.path_matters(&path) {
@@ -386,6 +390,7 @@ fn create_in_one_pass(line: &str, ty: u32, interest: &dyn Interest) -> Option<De
     let kind = EventKind::Create {
         path: path.into_owned(),
     };
+    let env = env.map_process(onepass::process_from_text)?;
     envelope_event(env, kind).map(|e| Decoded::Event(Box::new(e)))
 }
 
@@ -1361,9 +1366,10 @@ mod tests {
     }
 
     /// `line` with every value emptied that the one-pass reader may pass over without checking
-    /// its tokens (`Scan::pass_over_flat`: a `stat` block, an exec's `env` or `args`, a fork
-    /// child's parent and responsible audit tokens, up to their first closing bracket, if nothing before it is a bracket or an escape but `\/`,
-    /// and quotes are paired) and that is not valid JSON: the line as that reader sees it.
+    /// its tokens (`Scan::pass_over_flat`: a `stat` block, an exec's `env` or `args`, an audit
+    /// token, up to their first closing bracket, if nothing before it is a bracket or an escape
+    /// but `\/`, and quotes are paired) and that is not valid JSON: the line as that reader sees
+    /// it.
     fn flat_values_emptied(line: &str) -> String {
         let flat = |inside: &str| {
             let b = inside.as_bytes();
@@ -1377,6 +1383,8 @@ mod tests {
             ("\"stat\":{", '}'),
             ("\"env\":[", ']'),
             ("\"args\":[", ']'),
+            ("\"audit_token\":{", '}'),
+            ("\"audit_token\":[", ']'),
             ("\"parent_audit_token\":{", '}'),
             ("\"parent_audit_token\":[", ']'),
             ("\"responsible_audit_token\":{", '}'),

@@ -22,26 +22,49 @@ fn first(seen: &mut u32, index: u32) -> Option<()> {
     Some(())
 }
 
-/// The envelope as [`super::Envelope`] reads it, with the event body read by `body`
-/// ([`Scan::raw`] keeps it as text, as `Envelope` does).
-pub(super) struct Envelope<'a, B> {
+/// The envelope as [`super::Envelope`] reads it, with the process read by `process` ([`process`],
+/// or [`process_text`] to keep it for later) and the event body by `body` ([`Scan::raw`] keeps
+/// it as text, as `Envelope` does).
+pub(super) struct Envelope<'a, P, B> {
     pub event_type: u32,
     pub version: Option<u32>,
     pub time: Option<Cow<'a, str>>,
     pub seq_num: Option<u64>,
     pub global_seq_num: Option<u64>,
     pub mach_time: Option<u64>,
-    pub process: Option<RawProcess<'a>>,
+    pub process: Option<P>,
     pub event: Option<B>,
 }
 
-/// A whole line. The process is read here, not kept as text, since one pass is the point.
-pub(super) fn envelope<'a, B>(
+impl<'a, P, B> Envelope<'a, P, B> {
+    /// The same envelope, its process (if any) turned into another form by `read`; `None` if
+    /// `read` is unsure.
+    pub fn map_process<Q>(self, read: impl FnOnce(P) -> Option<Q>) -> Option<Envelope<'a, Q, B>> {
+        Some(Envelope {
+            event_type: self.event_type,
+            version: self.version,
+            time: self.time,
+            seq_num: self.seq_num,
+            global_seq_num: self.global_seq_num,
+            mach_time: self.mach_time,
+            process: match self.process {
+                Some(p) => Some(read(p)?),
+                None => None,
+            },
+            event: self.event,
+        })
+    }
+}
+
+/// A whole line. The process is read here, not kept as text, where one pass is the point.
+pub(super) fn envelope<'a, P, B>(
     line: &'a str,
+    process: impl FnOnce(&mut Scan<'a>) -> Option<P>,
     body: impl FnOnce(&mut Scan<'a>) -> Option<B>,
-) -> Option<Envelope<'a, B>> {
+) -> Option<Envelope<'a, P, B>> {
     let mut scan = Scan::new(line);
     let mut body = Some(body);
+    let mut process = Some(process);
     let mut env = Envelope {
         event_type: 0,
         version: None,
@@ -85,7 +108,7 @@ pub(super) fn envelope<'a, B>(
                 if scan.peek_is(b'n') {
                     scan.nullable(|_| None::<()>)?;
                 } else {
-                    process_object(scan, env.process.insert(RawProcess::default()))?;
+                    env.process = Some(process.take()?(scan)?);
                 }
             }
             b"event" => {
@@ -103,12 +126,42 @@ pub(super) fn envelope<'a, B>(
 
 /// [`envelope`] of a line whose type the caller read from the raw line as `ty`: `None` if the
 /// envelope says otherwise (the raw read takes the first `event_type` key it finds).
-pub(super) fn envelope_of<'a, B>(
+pub(super) fn envelope_of<'a, P, B>(
     line: &'a str,
     ty: u32,
+    process: impl FnOnce(&mut Scan<'a>) -> Option<P>,
     body: impl FnOnce(&mut Scan<'a>) -> Option<B>,
-) -> Option<Envelope<'a, B>> {
-    envelope(line, body).filter(|env| env.event_type == ty)
+) -> Option<Envelope<'a, P, B>> {
+    envelope(line, process, body).filter(|env| env.event_type == ty)
+}
+
+/// A process object, read.
+pub(super) fn process<'a>(scan: &mut Scan<'a>) -> Option<RawProcess<'a>> {
+    let mut p = RawProcess::default();
+    process_object(scan, &mut p)?;
+    Some(p)
+}
+
+/// A process object kept as text, its audit tokens and files passed over as lineage's readers
+/// pass those it does not read: for a line that may turn out not to matter.
+pub(super) fn process_text<'a>(scan: &mut Scan<'a>) -> Option<&'a str> {
+    scan.span(|scan| {
+        scan.object(|scan, key| match key {
+            b"audit_token" | b"parent_audit_token" | b"responsible_audit_token" => {
+                scan.pass_over_flat()
+            }
+            b"executable" | b"tty" => pass_over_file(scan),
+            _ => scan.skip(),
+        })
+    })
+}
+
+/// The process [`process_text`] kept, read.
+pub(super) fn process_from_text(text: &str) -> Option<RawProcess<'_>> {
+    let mut scan = Scan::new(text);
+    let p = process(&mut scan)?;
+    scan.finish()?;
+    Some(p)
 }
 
 /// `{"exec": {"target": {...}, ...}}`: the first entry's value, whatever its key, as [`Wrap`] reads it.

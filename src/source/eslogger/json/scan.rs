@@ -236,9 +236,14 @@ impl<'a> Scan<'a> {
 
     /// Any one value, checked, as the text it was written as.
     pub fn raw(&mut self) -> Option<&'a str> {
+        self.span(Self::skip)
+    }
+
+    /// The text of the value `read` reads.
+    pub fn span(&mut self, read: impl FnOnce(&mut Self) -> Option<()>) -> Option<&'a str> {
         self.skip_ws();
         let start = self.at;
-        self.skip()?;
+        read(self)?;
         self.text.get(start..self.at)
     }
 
@@ -264,7 +269,8 @@ impl<'a> Scan<'a> {
     /// reads and that are most of a busy capture's bytes — files' `stat` blocks (almost half of
     /// an exec line; walking them token by token was a fifth of replay's CPU), an exec's
     /// `env` and `args` (a shell's environment is a kilobyte or two of `\/`-escaped paths) and
-    /// the audit tokens of a fork's child that lineage does not read.
+    /// audit tokens no one reads (a fork child's other two, those of a file creation's process
+    /// until its path turns out to matter).
     /// Its extent is still exact: the value ends at the first `}` (or `]`) only if nothing
     /// before it could open a value or hide that bracket in a string (no other bracket, no
     /// escape but `\/`, and its quotes paired); otherwise it is walked and checked as any
