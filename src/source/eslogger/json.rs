@@ -129,10 +129,11 @@ pub enum DecodeError {
 /// Decode one eslogger line (without its newline).
 pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, DecodeError> {
     // Read once from the raw line for both shortcuts; `None` when unsure, and then neither applies.
-    let ty = raw_event_type(line);
-    if let Some(meta) = ty.and_then(|ty| skip_unparsed(line, ty, interest)) {
+    let raw_type = raw_event_type(line);
+    if let Some(meta) = raw_type.and_then(|t| skip_unparsed(line, t, interest)) {
         return Ok(Decoded::Skipped(meta));
     }
+    let ty = raw_type.map(|t| t.ty);
     if let Some(ev) = ty.and_then(|ty| lineage_event(line, ty, interest)) {
         return Ok(Decoded::Event(Box::new(ev)));
     }
@@ -143,16 +144,59 @@ pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, Decod
 }
 
 /// The event type of a line that is one JSON object, from its first `event_type` key (a plain
-/// number). Only the first is read, to spare a pass over the line: [`skip_unparsed`] checks there
-/// is no other before it trusts the type, and [`lineage_event`] that the envelope it reads has
-/// this type.
-fn raw_event_type(line: &str) -> Option<u32> {
+/// number), found by a search for `"event` that counts the `"event":` keys on the way: only the
+/// first is read, to spare a pass over the line. [`skip_unparsed`] goes on from there to check
+/// there is no other before it trusts the type, and [`lineage_event`] that the envelope it reads
+/// has this type.
+fn raw_event_type(line: &str) -> Option<RawType> {
     let b = line.trim_ascii().as_bytes();
     if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
         return None;
     }
-    let at = EVENT_TYPE_KEY.find(b)? + EVENT_TYPE_KEY.needle().len();
-    u32::try_from(number_at(b, at)?).ok()
+    let mut events_before = 0;
+    for at in EVENT_PREFIX.find_iter(b) {
+        match event_key(&b[at..]) {
+            Some(EventKey::Type(len)) => {
+                return Some(RawType {
+                    ty: u32::try_from(number_at(b, at + len)?).ok()?,
+                    events_before,
+                    resume: at + len,
+                });
+            }
+            Some(EventKey::Event) => events_before += 1,
+            None => {}
+        }
+    }
+    None
+}
+
+/// A line's type as [`raw_event_type`] read it, and where its search stopped.
+#[derive(Clone, Copy)]
+struct RawType {
+    ty: u32,
+    /// `"event":` keys before the type's key.
+    events_before: u32,
+    /// Just past the type's key (in the line without its surrounding blanks).
+    resume: usize,
+}
+
+enum EventKey {
+    Event,
+    /// `"event_type":`, of this many bytes.
+    Type(usize),
+}
+
+/// Which of the two keys starting `"event` starts `at`, if either.
+fn event_key(at: &[u8]) -> Option<EventKey> {
+    const EVENT: &[u8] = b"\"event\":";
+    const TYPE: &[u8] = b"\"event_type\":";
+    if at.starts_with(EVENT) {
+        Some(EventKey::Event)
+    } else if at.starts_with(TYPE) {
+        Some(EventKey::Type(TYPE.len()))
+    } else {
+        None
+    }
 }
 
 /// The full decoder: every line the shortcuts above leave. The envelope is read in one pass where
@@ -269,12 +313,11 @@ fn decodes(ty: u32, interest: &dyn Interest) -> bool {
 }
 
 // Searchers built once: building one costs more than a search through a short line.
-static EVENT_TYPE_KEY: LazyLock<Finder<'static>> =
-    LazyLock::new(|| Finder::new(b"\"event_type\":"));
 static VERSION_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"version\":"));
 static GLOBAL_SEQ_KEY: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"global_seq_num\":"));
-/// Both `"event":` and `"event_type":`, told apart by what follows, so one pass counts both.
+/// Both `"event":` and `"event_type":`, told apart by what follows ([`event_key`]), so one pass
+/// finds the type and counts both.
 static EVENT_PREFIX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"event"));
 /// Searched with [`LetterRank`]: by default memchr looks for the needle's quote and colon, which
 /// in JSON match every four-letter key (twice as slow over a write or close line).
@@ -323,15 +366,16 @@ fn number_at(line: &[u8], at: usize) -> Option<u64> {
         .ok()
 }
 
-/// Exactly one `"event":` key and one `"event_type":` key in the line, counted in one pass.
-fn one_event_and_type(line: &[u8]) -> bool {
-    let (mut event, mut event_type) = (0, 0);
-    for at in EVENT_PREFIX.find_iter(line) {
-        let rest = &line[at + EVENT_PREFIX.needle().len()..];
-        if rest.starts_with(b"\":") {
-            event += 1;
-        } else if rest.starts_with(b"_type\":") {
-            event_type += 1;
+/// Exactly one `"event":` key and one `"event_type":` key in the line (without its surrounding
+/// blanks), counted on from where [`raw_event_type`] stopped.
+fn one_event_and_type(line: &[u8], raw_type: RawType) -> bool {
+    let (mut event, mut event_type) = (raw_type.events_before, 1);
+    let rest = &line[raw_type.resume..];
+    for at in EVENT_PREFIX.find_iter(rest) {
+        match event_key(&rest[at..]) {
+            Some(EventKey::Event) => event += 1,
+            Some(EventKey::Type(_)) => event_type += 1,
+            None => {}
         }
     }
     event == 1 && event_type == 1
@@ -470,14 +514,15 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 /// without parsing its JSON: its type, version and sequence number read from the raw
 /// line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
 /// number, no `event`) goes to the full decoder, which judges it as always.
-fn skip_unparsed(line: &str, event_type: u32, interest: &dyn Interest) -> Option<Meta> {
+fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Option<Meta> {
+    let event_type = raw_type.ty;
     let b = line.trim_ascii().as_bytes();
     if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(line, interest)) {
         return None;
     }
     // Keys may not repeat, and these are only ever top-level: one each, or unsure (this is also
     // what makes the type read from the first `event_type` the line's).
-    if !one_event_and_type(b) {
+    if !one_event_and_type(b, raw_type) {
         return None;
     }
     let version = match raw_number(b, &VERSION_KEY) {
@@ -1227,7 +1272,7 @@ mod tests {
     }
 
     fn lineage_in_one_pass(line: &str, interest: &dyn Interest) -> Option<Event> {
-        lineage_event(line, raw_event_type(line)?, interest)
+        lineage_event(line, raw_event_type(line)?.ty, interest)
     }
 
     #[test]
@@ -1258,12 +1303,25 @@ mod tests {
             (env.event_type, env.version, env.global_seq_num),
             (10, Some(7), Some(77))
         );
-        // A type detection uses, a truncated line, a repeated key, a value that is not a plain
-        // number, no event: not decided here.
+        // Keys in another order, blanks around the line: the same.
+        let reordered = r#" {"event_type":10,"version":7,"global_seq_num":77,"event":{"open":{"fflag":1,"file":{"path":"/x"}}},"process":{"executable":{"path":"/bin/ls"}},"time":"2026-11-25T14:03:12Z"}	"#;
+        let fast = skip(reordered, &LINEAGE).unwrap();
+        assert_eq!(
+            (fast.event_type, fast.version, fast.global_seq_num),
+            (10, 7, Some(77))
+        );
+        // A type detection uses, a truncated line, a repeated key (before or after the type), a
+        // value that is not a plain number, no event: not decided here.
         for unsure in [
             line.replace("\"event_type\":10", "\"event_type\":9"),
             line[..line.len() - 1].to_string(),
             line.replace("\"version\":7}", "\"version\":7,\"version\":8}"),
+            line.replace("\"version\":7}", "\"version\":7,\"event\":{}}"),
+            line.replace("\"version\":7}", "\"version\":7,\"event_type\":10}"),
+            line.replace("{\"event\":", "{\"event\":{},\"event\":"),
+            line.replace("{\"event\":", "{\"event_type\":9,\"event\":"),
+            reordered.replace("\"version\":7,", "\"version\":7,\"event\":{},"),
+            reordered.replace("\"version\":7,", "\"version\":7,\"event_type\":10,"),
             line.replace("\"global_seq_num\":77", "\"global_seq_num\":\"77\""),
             line.replace("\"event\":{\"open\"", "\"evt\":{\"open\""),
         ] {
@@ -1452,7 +1510,7 @@ mod tests {
         };
         let reference = format!("{serde:?}");
         let mut answers = vec![("envelope", format!("{:?}", decode_parsed(line, interest)))];
-        if let Some(ty) = raw_event_type(line) {
+        if let Some(ty) = raw_event_type(line).map(|t| t.ty) {
             if let Some(event) = lineage_event(line, ty, interest) {
                 let event: Result<Decoded, DecodeError> = Ok(Decoded::Event(Box::new(event)));
                 answers.push(("lineage", format!("{event:?}")));
@@ -1517,7 +1575,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let lines = corpus.iter().filter(|l| {
             let version = l.contains(r#""version":10"#);
-            seen.insert((raw_event_type(l), version))
+            seen.insert((raw_event_type(l).map(|t| t.ty), version))
         });
         let edges = [
             "-0",
@@ -1562,7 +1620,10 @@ mod tests {
             let Some(fast) = lineage_in_one_pass(&line, &LINEAGE) else {
                 continue;
             };
-            one_pass.insert((raw_event_type(&line), line.contains(r#""version":10"#)));
+            one_pass.insert((
+                raw_event_type(&line).map(|t| t.ty),
+                line.contains(r#""version":10"#),
+            ));
             match decode_parsed(&line, &LINEAGE).unwrap() {
                 Decoded::Event(full) => assert_eq!(fast, *full),
                 Decoded::Skipped(_) => panic!("the full decoder skips {line}"),
@@ -1573,7 +1634,9 @@ mod tests {
         assert!(taken.iter().all(|t| one_pass.contains(t)), "{one_pass:?}");
         let creates = corpus()
             .iter()
-            .filter(|l| create_in_one_pass(l, raw_event_type(l).unwrap_or(0), &LINEAGE).is_some())
+            .filter(|l| {
+                create_in_one_pass(l, raw_event_type(l).map_or(0, |t| t.ty), &LINEAGE).is_some()
+            })
             .count();
         assert!(creates > 50, "{creates} creations read in one pass");
         // A tool's exec needs its arguments: the full decoder reads it.
