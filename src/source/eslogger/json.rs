@@ -149,8 +149,10 @@ pub fn decode_line(line: &str, interest: &dyn Interest) -> Result<Decoded, Decod
 /// there is no other before it trusts the type, and [`lineage_event`] that the envelope it reads
 /// has this type.
 fn raw_event_type(line: &str) -> Option<RawType> {
-    let b = line.trim_ascii().as_bytes();
-    if b.first() != Some(&b'{') || b.last() != Some(&b'}') {
+    // Only the start is looked at here: the end of a long line is not in the cache yet. The
+    // one-pass reader checks the whole object, and `skip_unparsed` its closing brace.
+    let b = line.trim_ascii_start().as_bytes();
+    if b.first() != Some(&b'{') {
         return None;
     }
     let mut events_before = 0;
@@ -176,7 +178,7 @@ struct RawType {
     ty: u32,
     /// `"event":` keys before the type's key.
     events_before: u32,
-    /// Just past the type's key (in the line without its surrounding blanks).
+    /// Just past the type's key (in the line without its leading blanks).
     resume: usize,
 }
 
@@ -366,7 +368,7 @@ fn number_at(line: &[u8], at: usize) -> Option<u64> {
         .ok()
 }
 
-/// Exactly one `"event":` key and one `"event_type":` key in the line (without its surrounding
+/// Exactly one `"event":` key and one `"event_type":` key in the line (without its leading
 /// blanks), counted on from where [`raw_event_type`] stopped.
 fn one_event_and_type(line: &[u8], raw_type: RawType) -> bool {
     let (mut event, mut event_type) = (raw_type.events_before, 1);
@@ -516,7 +518,7 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 /// number, no `event`) goes to the full decoder, which judges it as always.
 fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Option<Meta> {
     let event_type = raw_type.ty;
-    let b = line.trim_ascii().as_bytes();
+    let b = line.trim_ascii_start().as_bytes();
     if decodes(event_type, interest) && !(one_file(event_type) && no_path_matters(line, interest)) {
         return None;
     }
@@ -533,6 +535,11 @@ fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Opti
         None => None,
         Some(v) => Some(v?),
     };
+    // A whole object as far as this tier checks: it starts with `{` (`raw_event_type`) and ends
+    // with `}` (looked at last, once the searches above have brought the line into the cache).
+    if b.trim_ascii_end().last() != Some(&b'}') {
+        return None;
+    }
     Some(Meta::new(event_type, version, global_seq_num))
 }
 
