@@ -490,6 +490,9 @@ where
             from_workers.push(done_rx);
             let turns = &turns;
             scope.spawn(move || {
+                // However this thread ends (the end, an error, nobody listening, even a panic),
+                // nobody else waits for its turn.
+                let _stop = StopOnDrop(turns);
                 let mut buffer = Vec::new();
                 // Batch k is worker k % workers's: each answers its own in order.
                 while let Some(read) = turns.read(worker, std::mem::take(&mut buffer)) {
@@ -503,8 +506,6 @@ where
                         break;
                     }
                 }
-                // Stopping (the end, an error, nobody listening): nobody else waits for a turn.
-                turns.stop();
             });
         }
         // In input order: batch k is worker k % workers's.
@@ -534,6 +535,15 @@ where
         turns.stop();
         Ok(read)
     })
+}
+
+/// Stops the turns when dropped.
+struct StopOnDrop<'t, R: Read>(&'t Turns<R>);
+
+impl<R: Read> Drop for StopOnDrop<'_, R> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// One reader shared by the decoding threads in strict rotation: batch k is read by worker
