@@ -511,8 +511,8 @@ where
         // In input order: batch k is worker k % workers's.
         let mut k = 0;
         let mut line_no = 0;
-        let mut read = Ok(());
-        while let Ok(done) = from_workers[k % workers].recv() {
+        let (mut read, mut handed) = (Ok(()), Ok(()));
+        'batches: while let Ok(done) = from_workers[k % workers].recv() {
             let (lines, bytes_end) = match done {
                 Ok(done) => done,
                 Err(e) => {
@@ -523,9 +523,8 @@ where
             for c in lines {
                 line_no += 1;
                 if let Err(e) = each(line_no, c, bytes_end) {
-                    drop(from_workers);
-                    turns.stop();
-                    return Err(e);
+                    handed = Err(e);
+                    break 'batches;
                 }
             }
             k += 1;
@@ -533,7 +532,7 @@ where
         // Nobody takes results any more: the workers stop at their next turn or hand-over.
         drop(from_workers);
         turns.stop();
-        Ok(read)
+        handed.map(|()| read)
     })
 }
 
