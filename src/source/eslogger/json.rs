@@ -158,11 +158,12 @@ fn raw_event_type(line: &str) -> Option<RawType> {
     let mut events_before = 0;
     for at in EVENT_PREFIX.find_iter(b) {
         match event_key(&b[at..]) {
-            Some(EventKey::Type(len)) => {
+            Some(EventKey::Type) => {
+                let resume = at + EVENT_TYPE_KEY.len();
                 return Some(RawType {
-                    ty: u32::try_from(number_at(b, at + len)?).ok()?,
+                    ty: u32::try_from(number_at(b, resume)?).ok()?,
                     events_before,
-                    resume: at + len,
+                    resume,
                 });
             }
             Some(EventKey::Event) => events_before += 1,
@@ -182,20 +183,22 @@ struct RawType {
     resume: usize,
 }
 
+const EVENT_KEY: &[u8] = b"\"event\":";
+const EVENT_TYPE_KEY: &[u8] = b"\"event_type\":";
+
 enum EventKey {
+    /// [`EVENT_KEY`].
     Event,
-    /// `"event_type":`, of this many bytes.
-    Type(usize),
+    /// [`EVENT_TYPE_KEY`].
+    Type,
 }
 
 /// Which of the two keys starting `"event` starts `at`, if either.
 fn event_key(at: &[u8]) -> Option<EventKey> {
-    const EVENT: &[u8] = b"\"event\":";
-    const TYPE: &[u8] = b"\"event_type\":";
-    if at.starts_with(EVENT) {
+    if at.starts_with(EVENT_KEY) {
         Some(EventKey::Event)
-    } else if at.starts_with(TYPE) {
-        Some(EventKey::Type(TYPE.len()))
+    } else if at.starts_with(EVENT_TYPE_KEY) {
+        Some(EventKey::Type)
     } else {
         None
     }
@@ -376,7 +379,7 @@ fn one_event_and_type(line: &[u8], raw_type: RawType) -> bool {
     for at in EVENT_PREFIX.find_iter(rest) {
         match event_key(&rest[at..]) {
             Some(EventKey::Event) => event += 1,
-            Some(EventKey::Type(_)) => event_type += 1,
+            Some(EventKey::Type) => event_type += 1,
             None => {}
         }
     }
