@@ -180,9 +180,7 @@ impl<'a> Scan<'a> {
 
     fn digits(&mut self) -> Option<&'a [u8]> {
         let start = self.at;
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.at += 1;
-        }
+        self.at = digit_run(self.bytes, start).0;
         (self.at > start).then(|| &self.bytes[start..self.at])
     }
 
