@@ -300,10 +300,7 @@ struct Batch {
 
 impl Batch {
     /// Each line, as [`LineReader`] would give it.
-    fn lines(&self) -> Vec<Line<'_>> {
-        if let Some(len) = self.too_long {
-            return vec![Line::TooLong { len }];
-        }
+    fn lines(&self) -> impl Iterator<Item = Line<'_>> {
         fn line(bytes: &[u8]) -> Line<'_> {
             if bytes.len() > MAX_LINE {
                 Line::TooLong {
@@ -313,16 +310,26 @@ impl Batch {
                 Line::Text(bytes.strip_suffix(b"\r").unwrap_or(bytes))
             }
         }
-        let mut out = Vec::new();
+        let mut too_long = self.too_long.map(|len| Line::TooLong { len });
+        let data = if too_long.is_some() {
+            &[][..]
+        } else {
+            &self.data[..]
+        };
+        let mut newlines = memchr::memchr_iter(b'\n', data);
         let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', &self.data) {
-            out.push(line(&self.data[start..end]));
+        std::iter::from_fn(move || {
+            if let Some(whole) = too_long.take() {
+                return Some(whole);
+            }
+            // Every line ends in a newline but the input's last, which may not.
+            let end = newlines
+                .next()
+                .or((start < data.len()).then_some(data.len()))?;
+            let text = &data[start..end];
             start = end + 1;
-        }
-        if start < self.data.len() {
-            out.push(line(&self.data[start..]));
-        }
-        out
+            Some(line(text))
+        })
     }
 }
 
@@ -485,9 +492,15 @@ where
     let turns = Turns::new(BatchReader::new(input, batching.bytes), workers);
     std::thread::scope(|scope| {
         let mut from_workers = Vec::with_capacity(workers);
+        let mut to_workers = Vec::with_capacity(workers);
         for worker in 0..workers {
             let (done_tx, done_rx) = sync_channel::<io::Result<(Vec<Classified>, u64)>>(2);
             from_workers.push(done_rx);
+            // Result vectors come back emptied, to be filled again: a fresh one per batch was
+            // a large allocation, for which glibc first consolidates every small block freed
+            // (2 % of replay's CPU, with the growth of a vector of the batch's lines).
+            let (spent_tx, spent_rx) = sync_channel::<Vec<Classified>>(2);
+            to_workers.push(spent_tx);
             let turns = &turns;
             scope.spawn(move || {
                 // However this thread ends (the end, an error, nobody listening, even a panic),
@@ -497,8 +510,8 @@ where
                 // Batch k is worker k % workers's: each answers its own in order.
                 while let Some(read) = turns.read(worker, std::mem::take(&mut buffer)) {
                     let done = read.map(|batch| {
-                        let lines = batch.lines().into_iter();
-                        let done = lines.map(|line| classify(line, interest)).collect();
+                        let mut done = spent_rx.try_recv().unwrap_or_default();
+                        done.extend(batch.lines().map(|line| classify(line, interest)));
                         buffer = batch.data;
                         (done, batch.bytes_end)
                     });
@@ -513,20 +526,22 @@ where
         let mut line_no = 0;
         let (mut read, mut handed) = (Ok(()), Ok(()));
         'batches: while let Ok(done) = from_workers[k % workers].recv() {
-            let (lines, bytes_end) = match done {
+            let (mut lines, bytes_end) = match done {
                 Ok(done) => done,
                 Err(e) => {
                     read = Err(e);
                     break;
                 }
             };
-            for c in lines {
+            for c in lines.drain(..) {
                 line_no += 1;
                 if let Err(e) = each(line_no, c, bytes_end) {
                     handed = Err(e);
                     break 'batches;
                 }
             }
+            // A worker with vectors enough to spare lets this one go.
+            let _ = to_workers[k % workers].try_send(lines);
             k += 1;
         }
         // Nobody takes results any more: the workers stop at their next turn or hand-over.
@@ -628,7 +643,7 @@ mod tests {
         let mut b = BatchReader::new(input, target);
         let mut buffer = Vec::new();
         while let Some(batch) = b.next(buffer).unwrap() {
-            by_batch.extend(batch.lines().into_iter().map(&show));
+            by_batch.extend(batch.lines().map(&show));
             buffer = batch.data;
         }
         let by_batch = (1..).zip(by_batch).collect();
