@@ -498,12 +498,13 @@ fn no_path_matters(line: &str, interest: &dyn Interest) -> bool {
     any
 }
 
-/// Whether no path a creation's destination can be matters: none of the line's paths (an
-/// existing file's), and none of them joined with any of its file names (a new file's `dir` and
-/// `filename`, joined as the decoder joins them). Most creations are caches and temporary files
-/// all over the disk; reading their process objects to find that out was a tenth of replay's
-/// decoding. A line of more paths than eslogger writes in a creation is unsure.
-fn no_creation_path_matters(line: &str, interest: &dyn Interest) -> bool {
+/// Whether no path a creation or rename can name matters: none of the line's paths (a rename's
+/// source, an existing file's), and none of them joined with any of its file names (a new file's
+/// `dir` and `filename`, joined as the decoder joins them). Most creations and renames are
+/// caches, temporary files and atomic saves all over the disk; reading a creation's process
+/// object to find that out was a tenth of replay's decoding, and a rename went to serde_json.
+/// A line of more paths than eslogger writes in either is unsure.
+fn no_path_nor_new_file_matters(line: &str, interest: &dyn Interest) -> bool {
     const MOST_PATHS: usize = 8;
     let mut paths: [Cow<str>; MOST_PATHS] = Default::default();
     let mut count = 0;
@@ -552,16 +553,18 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 }
 
 /// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events), or a
-/// change to a file no path of which can matter (writes, closes and creations all over the disk), counted
-/// without parsing its JSON: its type, version and sequence number read from the raw
-/// line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
+/// change to a file no path of which can matter (writes, closes, creations and renames all over
+/// the disk), counted without parsing its JSON: its type, version and sequence number read from
+/// the raw line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
 /// number, no `event`) goes to the full decoder, which judges it as always.
 fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Option<Meta> {
     let event_type = raw_type.ty;
     let b = line.trim_ascii_start().as_bytes();
     let no_path_matters = match event_type {
         ty if one_file(ty) => no_path_matters(line, interest),
-        event_type::NOTIFY_CREATE => no_creation_path_matters(line, interest),
+        event_type::NOTIFY_CREATE | event_type::NOTIFY_RENAME => {
+            no_path_nor_new_file_matters(line, interest)
+        }
         _ => false,
     };
     if decodes(event_type, interest) && !no_path_matters {
@@ -1425,7 +1428,7 @@ mod tests {
     }
 
     #[test]
-    fn a_creation_no_destination_of_which_can_matter_is_skipped_unparsed() {
+    fn a_creation_or_rename_no_path_of_which_can_matter_is_skipped_unparsed() {
         // A new file (`dir` and `filename`, as eslogger writes it) or an existing one.
         let create = |dir: &str, filename: &str, exe: &str| {
             format!(
@@ -1435,6 +1438,11 @@ mod tests {
         let existing = |path: &str| {
             format!(
                 r#"{{"event":{{"create":{{"destination_type":0,"destination":{{"existing_file":{{"path":"{path}"}}}}}}}},"event_type":13,"global_seq_num":5,"process":{{"executable":{{"path":"\/usr\/bin\/touch"}}}},"time":"2026-11-25T14:03:12Z","version":7}}"#
+            )
+        };
+        let rename = |source: &str, dir: &str, filename: &str| {
+            format!(
+                r#"{{"event":{{"rename":{{"source":{{"path":"{source}","path_truncated":false}},"destination_type":1,"destination":{{"new_path":{{"dir":{{"path":"{dir}"}},"filename":"{filename}"}}}}}}}},"event_type":25,"global_seq_num":5,"process":{{"executable":{{"path":"\/bin\/mv"}}}},"time":"2026-11-25T14:03:12Z","version":7}}"#
             )
         };
         for interest in [&LINEAGE, &NO_LINEAGE] {
@@ -1449,6 +1457,8 @@ mod tests {
             for line in [
                 create(r"\/Users\/a\/Library\/Caches", "c26", "/usr/bin/vim"),
                 existing(r"\/private\/tmp\/x"),
+                // An editor's atomic save.
+                rename(r"\/Users\/a\/.notes.txt.swp", r"\/Users\/a", "notes.txt"),
             ] {
                 assert!(raw(&line), "{line}");
                 assert_eq!(decoded(&line), "skipped", "{line}");
@@ -1459,6 +1469,9 @@ mod tests {
                 create(r"\/Library\/", "Extensions", "/usr/bin/vim"),
                 create("/Library/Extensions", "A.kext", "/usr/bin/vim"),
                 existing("/Library/Extensions/A.kext"),
+                // A kext moved into place, or out of it.
+                rename("/private/tmp/A.kext", r"\/Library\/Extensions", "A.kext"),
+                rename("/Library/Extensions/A.kext", "/private/tmp", "A.kext"),
             ] {
                 assert!(!raw(&line), "{line}");
                 assert_eq!(decoded(&line), "event", "{line}");
