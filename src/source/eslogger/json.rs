@@ -555,19 +555,19 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 /// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events), or a
 /// change to a file no path of which can matter (writes, closes, creations and renames all over
 /// the disk), counted without parsing its JSON: its type, version and sequence number read from
-/// the raw line. Anything this cannot be sure of (the line not an object, a key twice or not a plain
-/// number, no `event`) goes to the full decoder, which judges it as always.
+/// the raw line. Anything this cannot be sure of (the line not an object, a key twice or not a
+/// plain number, no `event`) goes to the full decoder, which judges it as always.
 fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Option<Meta> {
     let event_type = raw_type.ty;
     let b = line.trim_ascii_start().as_bytes();
-    let no_path_matters = match event_type {
+    let cannot_matter = match event_type {
         ty if one_file(ty) => no_path_matters(line, interest),
         event_type::NOTIFY_CREATE | event_type::NOTIFY_RENAME => {
             no_path_nor_new_file_matters(line, interest)
         }
         _ => false,
     };
-    if decodes(event_type, interest) && !no_path_matters {
+    if decodes(event_type, interest) && !cannot_matter {
         return None;
     }
     // Keys may not repeat, and these are only ever top-level: one each, or unsure (this is also
