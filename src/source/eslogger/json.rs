@@ -326,12 +326,18 @@ static GLOBAL_SEQ_KEY: LazyLock<Finder<'static>> =
 static EVENT_PREFIX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"event"));
 /// Searched with [`LetterRank`]: by default memchr looks for the needle's quote and colon, which
 /// in JSON match every four-letter key (twice as slow over a write or close line).
-static PATH_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| {
-    memchr::memmem::FinderBuilder::new().build_forward_with_ranker(LetterRank, b"\"path\":\"")
-});
-static FILENAME_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| {
-    memchr::memmem::FinderBuilder::new().build_forward_with_ranker(LetterRank, b"\"filename\":\"")
-});
+static PATH_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| key_finder(b"\"path\":\""));
+/// A new file's name: a creation's or rename's `filename`, a link's `target_filename`, a
+/// clone's `target_name`.
+static FILENAME_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| key_finder(b"\"filename\":\""));
+static TARGET_FILENAME_KEY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| key_finder(b"\"target_filename\":\""));
+static TARGET_NAME_KEY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| key_finder(b"\"target_name\":\""));
+
+fn key_finder(needle: &'static [u8]) -> Finder<'static> {
+    memchr::memmem::FinderBuilder::new().build_forward_with_ranker(LetterRank, needle)
+}
 
 /// How common a byte is in eslogger's JSON, for memchr's choice of the two needle bytes it looks
 /// for first: punctuation and digits everywhere, letters by their English frequency.
@@ -498,13 +504,17 @@ fn no_path_matters(line: &str, interest: &dyn Interest) -> bool {
     any
 }
 
-/// Whether no path a creation or rename can name matters: none of the line's paths (a rename's
-/// source, an existing file's), and none of them joined with any of its file names (a new file's
-/// `dir` and `filename`, joined as the decoder joins them). Most creations and renames are
-/// caches, temporary files and atomic saves all over the disk; reading a creation's process
-/// object to find that out was a tenth of replay's decoding, and a rename went to serde_json.
-/// A line of more paths than eslogger writes in either is unsure.
-fn no_path_nor_new_file_matters(line: &str, interest: &dyn Interest) -> bool {
+/// Whether no path a creation, rename, link or clone can name matters: none of the line's paths
+/// (a source's, an existing file's), and none of them joined with any of its new file names
+/// (found by `names`: a new file's directory and name, joined as the decoder joins them). Most
+/// of these events are caches, temporary files and atomic saves all over the disk; reading a
+/// creation's process object to find that out was a tenth of replay's decoding, and the others
+/// went to serde_json. A line of more paths than eslogger writes in any of them is unsure.
+fn no_path_nor_new_file_matters(
+    line: &str,
+    interest: &dyn Interest,
+    names: &[&Finder<'static>],
+) -> bool {
     const MOST_PATHS: usize = 8;
     let mut paths: [Cow<str>; MOST_PATHS] = Default::default();
     let mut count = 0;
@@ -516,13 +526,16 @@ fn no_path_nor_new_file_matters(line: &str, interest: &dyn Interest) -> bool {
         count += 1;
     }
     count > 0
-        && raw_strings(line, &FILENAME_KEY).all(|filename| {
-            filename.is_some_and(|filename| {
-                paths[..count]
-                    .iter()
-                    .all(|dir| !interest.path_matters(&join_new_path(dir, &filename)))
+        && names
+            .iter()
+            .flat_map(|key| raw_strings(line, key))
+            .all(|name| {
+                name.is_some_and(|name| {
+                    paths[..count]
+                        .iter()
+                        .all(|dir| !interest.path_matters(&join_new_path(dir, &name)))
+                })
             })
-        })
 }
 
 /// The string values of the keys `key` finds in the raw line, decoded; `None` for one this cannot
@@ -553,17 +566,20 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 }
 
 /// A line of a type detection never uses (`open`, `exit`, ... : most of a busy Mac's events), or a
-/// change to a file no path of which can matter (writes, closes, creations and renames all over
-/// the disk), counted without parsing its JSON: its type, version and sequence number read from
-/// the raw line. Anything this cannot be sure of (the line not an object, a key twice or not a
-/// plain number, no `event`) goes to the full decoder, which judges it as always.
+/// change to a file no path of which can matter (writes, closes, creations, renames, links and
+/// clones all over the disk), counted without parsing its JSON: its type, version and sequence
+/// number read from the raw line. Anything this cannot be sure of (the line not an object, a key
+/// twice or not a plain number, no `event`) goes to the full decoder, which judges it as always.
 fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Option<Meta> {
     let event_type = raw_type.ty;
     let b = line.trim_ascii_start().as_bytes();
     let cannot_matter = match event_type {
         ty if one_file(ty) => no_path_matters(line, interest),
         event_type::NOTIFY_CREATE | event_type::NOTIFY_RENAME => {
-            no_path_nor_new_file_matters(line, interest)
+            no_path_nor_new_file_matters(line, interest, &[&FILENAME_KEY])
+        }
+        event_type::NOTIFY_LINK | event_type::NOTIFY_CLONE => {
+            no_path_nor_new_file_matters(line, interest, &[&TARGET_FILENAME_KEY, &TARGET_NAME_KEY])
         }
         _ => false,
     };
@@ -731,7 +747,7 @@ fn decode_kind(
                 .target_filename
                 .or(w.body.target_name)
                 .ok_or(DecodeError::Missing("target_filename"))?;
-            let destination = format!("{}/{name}", w.body.target_dir.path.trim_end_matches('/'));
+            let destination = join_new_path(&w.body.target_dir.path, &name);
             let source = w.body.source.path;
             (interest.path_matters(&source) || interest.path_matters(&destination)).then(|| {
                 let (source, destination) = (source.into_owned(), destination);
@@ -1428,7 +1444,7 @@ mod tests {
     }
 
     #[test]
-    fn a_creation_or_rename_no_path_of_which_can_matter_is_skipped_unparsed() {
+    fn a_new_file_no_path_of_which_can_matter_is_skipped_unparsed() {
         // A new file (`dir` and `filename`, as eslogger writes it) or an existing one.
         let create = |dir: &str, filename: &str, exe: &str| {
             format!(
@@ -1445,6 +1461,17 @@ mod tests {
                 r#"{{"event":{{"rename":{{"source":{{"path":"{source}","path_truncated":false}},"destination_type":1,"destination":{{"new_path":{{"dir":{{"path":"{dir}"}},"filename":"{filename}"}}}}}}}},"event_type":25,"global_seq_num":5,"process":{{"executable":{{"path":"\/bin\/mv"}}}},"time":"2026-11-25T14:03:12Z","version":7}}"#
             )
         };
+        // A hard link names its file `target_filename`, a clone `target_name`.
+        let link = |ty: u32, source: &str, dir: &str, name: &str| {
+            let (kind, key) = match ty {
+                event_type::NOTIFY_LINK => ("link", "target_filename"),
+                _ => ("clone", "target_name"),
+            };
+            format!(
+                r#"{{"event":{{"{kind}":{{"source":{{"path":"{source}"}},"target_dir":{{"path":"{dir}"}},"{key}":"{name}"}}}},"event_type":{ty},"global_seq_num":5,"process":{{"executable":{{"path":"\/bin\/cp"}}}},"time":"2026-11-25T14:03:12Z","version":7}}"#
+            )
+        };
+        let (link_, clone) = (event_type::NOTIFY_LINK, event_type::NOTIFY_CLONE);
         for interest in [&LINEAGE, &NO_LINEAGE] {
             let raw = |line: &str| skip(line, interest).is_some();
             // serde_json's answer, the reference.
@@ -1459,6 +1486,8 @@ mod tests {
                 existing(r"\/private\/tmp\/x"),
                 // An editor's atomic save.
                 rename(r"\/Users\/a\/.notes.txt.swp", r"\/Users\/a", "notes.txt"),
+                link(link_, "/Users/a/x", "/Users/a", "y"),
+                link(clone, "/Users/a/x.mov", "/Users/a/Movies", "x.mov"),
             ] {
                 assert!(raw(&line), "{line}");
                 assert_eq!(decoded(&line), "skipped", "{line}");
@@ -1472,6 +1501,9 @@ mod tests {
                 // A kext moved into place, or out of it.
                 rename("/private/tmp/A.kext", r"\/Library\/Extensions", "A.kext"),
                 rename("/Library/Extensions/A.kext", "/private/tmp", "A.kext"),
+                // Only the new file's whole path matters.
+                link(link_, "/private/tmp/kext", r"\/Library", "Extensions"),
+                link(clone, "/private/tmp/x", "/Library/", "Extensions"),
             ] {
                 assert!(!raw(&line), "{line}");
                 assert_eq!(decoded(&line), "event", "{line}");
