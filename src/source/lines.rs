@@ -310,18 +310,12 @@ impl Batch {
                 Line::Text(bytes.strip_suffix(b"\r").unwrap_or(bytes))
             }
         }
-        let mut too_long = self.too_long.map(|len| Line::TooLong { len });
-        let data = if too_long.is_some() {
-            &[][..]
-        } else {
-            &self.data[..]
-        };
+        // A batch of one line too long to keep holds no data.
+        let too_long = self.too_long.map(|len| Line::TooLong { len });
+        let data = &self.data[..];
         let mut newlines = memchr::memchr_iter(b'\n', data);
         let mut start = 0;
-        std::iter::from_fn(move || {
-            if let Some(whole) = too_long.take() {
-                return Some(whole);
-            }
+        too_long.into_iter().chain(std::iter::from_fn(move || {
             // Every line ends in a newline but the input's last, which may not.
             let end = newlines
                 .next()
@@ -329,7 +323,7 @@ impl Batch {
             let text = &data[start..end];
             start = end + 1;
             Some(line(text))
-        })
+        }))
     }
 }
 

@@ -327,8 +327,7 @@ static EVENT_PREFIX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"
 /// Searched with [`LetterRank`]: by default memchr looks for the needle's quote and colon, which
 /// in JSON match every four-letter key (twice as slow over a write or close line).
 static PATH_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| key_finder(b"\"path\":\""));
-/// A new file's name: a creation's or rename's `filename`, a link's `target_filename`, a
-/// clone's `target_name`.
+// A new file's name (see `no_path_matters`).
 static FILENAME_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| key_finder(b"\"filename\":\""));
 static TARGET_FILENAME_KEY: LazyLock<Finder<'static>> =
     LazyLock::new(|| key_finder(b"\"target_filename\":\""));
@@ -490,30 +489,19 @@ fn one_file(ty: u32) -> bool {
     )
 }
 
-/// Whether the line has paths and none of them matters: then neither does the event's target,
-/// wherever its key order put it. Paths are read with their escapes (eslogger writes `\/`); one
-/// this cannot decode makes the answer no (unsure).
-fn no_path_matters(line: &str, interest: &dyn Interest) -> bool {
-    let mut any = false;
-    for path in raw_strings(line, &PATH_KEY) {
-        match path {
-            Some(path) if !interest.path_matters(&path) => any = true,
-            _ => return false,
-        }
-    }
-    any
-}
-
-/// Whether no path a creation, rename, link or clone can name matters: none of the line's paths
-/// (a source's, an existing file's), and none of them joined with any of its new file names
-/// (found by `names`: a new file's directory and name, joined as the decoder joins them). Most
-/// of these events are caches, temporary files and atomic saves all over the disk; reading a
-/// creation's process object to find that out was a tenth of replay's decoding, and the others
-/// went to serde_json. A line of more paths than eslogger writes in any of them is unsure.
-fn no_path_nor_new_file_matters(
+/// Whether the line has paths and none of them matters, nor any of them joined with any new
+/// file's name that `new_file_names` find (a creation's or rename's `filename`, a link's
+/// `target_filename`, a clone's `target_name`: a new file is a directory's path and a name,
+/// joined as the decoder joins them). Then neither does the event's target, source or
+/// destination, wherever its key order put them: most file events are caches, temporary files
+/// and atomic saves all over the disk (reading a creation's process object to find that out was
+/// a tenth of replay's decoding, and renames, links and clones went to serde_json). Paths and
+/// names are read with their escapes (eslogger writes `\/`); one this cannot decode, or a line of
+/// more paths than eslogger writes in any of these events, makes the answer no (unsure).
+fn no_path_matters(
     line: &str,
     interest: &dyn Interest,
-    names: &[&Finder<'static>],
+    new_file_names: &[&Finder<'static>],
 ) -> bool {
     const MOST_PATHS: usize = 8;
     let mut paths: [Cow<str>; MOST_PATHS] = Default::default();
@@ -526,7 +514,7 @@ fn no_path_nor_new_file_matters(
         count += 1;
     }
     count > 0
-        && names
+        && new_file_names
             .iter()
             .flat_map(|key| raw_strings(line, key))
             .all(|name| {
@@ -574,12 +562,12 @@ fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Opti
     let event_type = raw_type.ty;
     let b = line.trim_ascii_start().as_bytes();
     let cannot_matter = match event_type {
-        ty if one_file(ty) => no_path_matters(line, interest),
+        ty if one_file(ty) => no_path_matters(line, interest, &[]),
         event_type::NOTIFY_CREATE | event_type::NOTIFY_RENAME => {
-            no_path_nor_new_file_matters(line, interest, &[&FILENAME_KEY])
+            no_path_matters(line, interest, &[&FILENAME_KEY])
         }
         event_type::NOTIFY_LINK | event_type::NOTIFY_CLONE => {
-            no_path_nor_new_file_matters(line, interest, &[&TARGET_FILENAME_KEY, &TARGET_NAME_KEY])
+            no_path_matters(line, interest, &[&TARGET_FILENAME_KEY, &TARGET_NAME_KEY])
         }
         _ => false,
     };
