@@ -561,7 +561,8 @@ fn string_end(rest: &[u8]) -> Option<usize> {
 fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Option<Meta> {
     let event_type = raw_type.ty;
     let b = line.trim_ascii_start().as_bytes();
-    let cannot_matter = match event_type {
+    // Paths are searched for only in a line of a type detection decodes.
+    let cannot_matter = || match event_type {
         ty if one_file(ty) => no_path_matters(line, interest, &[]),
         event_type::NOTIFY_CREATE | event_type::NOTIFY_RENAME => {
             no_path_matters(line, interest, &[&FILENAME_KEY])
@@ -571,7 +572,7 @@ fn skip_unparsed(line: &str, raw_type: RawType, interest: &dyn Interest) -> Opti
         }
         _ => false,
     };
-    if decodes(event_type, interest) && !cannot_matter {
+    if decodes(event_type, interest) && !cannot_matter() {
         return None;
     }
     // Keys may not repeat, and these are only ever top-level: one each, or unsure (this is also
